@@ -1,0 +1,168 @@
+"""Map Llama-family weights (Hugging Face safetensors, or llama.cpp's GGUF) onto our `LlamaModel`."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .llama import LLAMA_CONFIGS, LLAMA_HUB_REPOS, LlamaConfig, LlamaModel
+
+__all__ = ["LLAMA_HUB_REPOS", "load_from_hub", "load_from_tensors", "load_gguf"]
+
+# Hugging Face name (after `model.layers.{i}.`) -> ours (after `trf_blocks.{i}.`)
+_HF_BLOCK = {
+    "input_layernorm.weight": "norm1.weight",
+    "self_attn.q_proj.weight": "att.W_query.weight",
+    "self_attn.k_proj.weight": "att.W_key.weight",
+    "self_attn.v_proj.weight": "att.W_value.weight",
+    "self_attn.o_proj.weight": "att.out_proj.weight",
+    "post_attention_layernorm.weight": "norm2.weight",
+    "mlp.gate_proj.weight": "ff.gate.weight",
+    "mlp.up_proj.weight": "ff.up.weight",
+    "mlp.down_proj.weight": "ff.down.weight",
+}
+# llama.cpp's GGUF name (after `blk.{i}.`) -> ours
+_GGUF_BLOCK = {
+    "attn_norm.weight": "norm1.weight",
+    "attn_q.weight": "att.W_query.weight",
+    "attn_k.weight": "att.W_key.weight",
+    "attn_v.weight": "att.W_value.weight",
+    "attn_output.weight": "att.out_proj.weight",
+    "ffn_norm.weight": "norm2.weight",
+    "ffn_gate.weight": "ff.gate.weight",
+    "ffn_up.weight": "ff.up.weight",
+    "ffn_down.weight": "ff.down.weight",
+}
+_GGUF_TOP = {"token_embd.weight": "tok_emb.weight", "output_norm.weight": "final_norm.weight",
+             "output.weight": "out_head.weight"}
+_HF_TOP = {"model.embed_tokens.weight": "tok_emb.weight", "model.norm.weight": "final_norm.weight",
+           "lm_head.weight": "out_head.weight"}
+
+
+def rename(tensors: dict, top: dict, block_prefix: str, block: dict) -> dict[str, torch.Tensor]:
+    pattern = re.compile(rf"^{re.escape(block_prefix)}(\d+)\.(.+)$")
+    out = {}
+    for name, value in tensors.items():
+        if name in top:
+            out[top[name]] = value
+        elif (m := pattern.match(name)) and m.group(2) in block:
+            out[f"trf_blocks.{m.group(1)}.{block[m.group(2)]}"] = value
+        elif name.endswith("rotary_emb.inv_freq"):
+            continue  # older checkpoints store this derived buffer
+        else:
+            raise UserError(f"weights: unexpected tensor {name!r}")
+    return out
+
+
+def tie_head(state: dict, cfg: LlamaConfig) -> dict:
+    if "out_head.weight" not in state:
+        if not cfg.tie_embeddings:
+            raise UserError("weights: tensor 'lm_head.weight' is missing")
+        state["out_head.weight"] = state["tok_emb.weight"]
+    return state
+
+
+def config_from_hf(hf: dict) -> LlamaConfig:
+    rope = hf.get("rope_parameters") or {}
+    return LlamaConfig(
+        vocab_size=hf["vocab_size"], context_length=hf.get("max_position_embeddings", 8192),
+        emb_dim=hf["hidden_size"], hidden_dim=hf["intermediate_size"],
+        n_heads=hf["num_attention_heads"], n_kv_heads=hf.get("num_key_value_heads", hf["num_attention_heads"]),
+        n_layers=hf["num_hidden_layers"], rope_base=float(hf.get("rope_theta", rope.get("rope_theta", 10000.0))),
+        norm_eps=hf.get("rms_norm_eps", 1e-5), tie_embeddings=hf.get("tie_word_embeddings", True),
+    )
+
+
+def infer_config(tensors: dict) -> LlamaConfig:
+    vocab_size, emb_dim = tensors["model.embed_tokens.weight"].shape
+    n_layers = len({k.split(".")[2] for k in tensors if k.startswith("model.layers.")})
+    for c in LLAMA_CONFIGS.values():
+        if c["emb_dim"] == emb_dim and c["n_layers"] == n_layers:
+            return LlamaConfig(vocab_size=vocab_size, **c)
+    raise UserError("weights: a Llama-family safetensors file needs its config.json beside it")
+
+
+def load_from_tensors(tensors: dict, directory: Path) -> LlamaModel:
+    from ..weights import build_model
+
+    cfg_path = directory / "config.json"
+    cfg = config_from_hf(json.loads(cfg_path.read_text())) if cfg_path.is_file() else infer_config(tensors)
+    state = tie_head(rename(tensors, _HF_TOP, "model.layers.", _HF_BLOCK), cfg)
+    return build_model(LlamaModel, cfg, state)
+
+
+def load_from_hub(name: str, *, cache_dir=None, endpoint=None) -> LlamaModel:
+    from ..hub import hub_file
+    from ..weights import read_safetensors
+
+    repo = LLAMA_HUB_REPOS[name]
+    weights = hub_file(repo, "model.safetensors", cache_dir=cache_dir, endpoint=endpoint)
+    hub_file(repo, "config.json", cache_dir=cache_dir, endpoint=endpoint)
+    return load_from_tensors(read_safetensors(weights), weights.parent)
+
+
+def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's reordering of Q/K rows (it interleaves each head's two rotary halves)."""
+    half = w.shape[0] // n_heads // 2
+    return w.reshape(n_heads, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def read_gguf(path: Path):
+    try:
+        import gguf
+    except ImportError:
+        raise UserError("reading .gguf files needs the gguf package: pip install gguf") from None
+    try:
+        return gguf.GGUFReader(str(path))
+    except Exception as e:  # the reader raises ValueError, struct.error, IndexError on damaged files
+        raise UserError(f"{path}: not a readable GGUF file ({type(e).__name__}: {str(e)[:100]})") from None
+
+
+def gguf_field(reader, key: str, default=None):
+    field = reader.fields.get(key)
+    return default if field is None else field.contents()
+
+
+def config_from_gguf(reader) -> LlamaConfig:
+    arch = gguf_field(reader, "general.architecture")
+    if arch != "llama":
+        raise UserError(f"GGUF architecture {arch!r} is not supported (only 'llama')")
+    g = lambda k, d=None: gguf_field(reader, f"llama.{k}", d)  # noqa: E731
+    names = {t.name for t in reader.tensors}
+    return LlamaConfig(
+        vocab_size=int(g("vocab_size", len(gguf_field(reader, "tokenizer.ggml.tokens", [])))),
+        context_length=int(g("context_length")), emb_dim=int(g("embedding_length")),
+        hidden_dim=int(g("feed_forward_length")), n_heads=int(g("attention.head_count")),
+        n_kv_heads=int(g("attention.head_count_kv", g("attention.head_count"))),
+        n_layers=int(g("block_count")), rope_base=float(g("rope.freq_base", 10000.0)),
+        norm_eps=float(np.float32(g("attention.layer_norm_rms_epsilon", 1e-5))),
+        tie_embeddings="output.weight" not in names,
+    )
+
+
+def load_gguf(path: Path) -> LlamaModel:
+    """Our Llama from a llama.cpp GGUF file, its tensors dequantized to float32."""
+    from gguf.quants import dequantize
+
+    from ..weights import build_model
+
+    reader = read_gguf(path)
+    cfg = config_from_gguf(reader)
+    tensors = {}
+    for t in reader.tensors:
+        w = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+        w = w.reshape([int(n) for n in reversed(t.shape)])  # GGUF lists dimensions innermost first
+        if t.name.endswith("attn_q.weight"):
+            w = unpermute_rope_rows(w, cfg.n_heads)
+        elif t.name.endswith("attn_k.weight"):
+            w = unpermute_rope_rows(w, cfg.n_kv_heads)
+        tensors[t.name] = torch.from_numpy(np.ascontiguousarray(w))
+    state = tie_head(rename(tensors, _GGUF_TOP, "blk.", _GGUF_BLOCK), cfg)
+    return build_model(LlamaModel, cfg, state)
+
+

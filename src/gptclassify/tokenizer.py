@@ -1,0 +1,162 @@
+"""Tokenizers behind one small interface: `encode`, `decode`, `pad_id`, `name`.
+
+GPT-2 uses tiktoken's `gpt2` encoding. tiktoken downloads its two BPE files on first use; where
+that host is unreachable, point `GPTCLASSIFY_GPT2_BPE_DIR` (or the `bpe_dir` argument) at a
+directory holding OpenAI's `encoder.json` and `vocab.bpe`: they are checked against their sha256.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import UserError
+
+GPT2_BPE_ENV = "GPTCLASSIFY_GPT2_BPE_DIR"
+GPT2_ENCODER_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+GPT2_VOCAB_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+
+
+@dataclass
+class Tokenizer:
+    name: str
+    encode_fn: Callable[[str], list[int]]
+    decode_fn: Callable[[list[int]], str]
+    pad_id: int
+    vocab_size: int
+    source: str = ""  # where the vocabulary came from, for the run's config.json
+
+    def encode(self, text: str) -> list[int]:
+        return self.encode_fn(text)
+
+    def decode(self, ids) -> str:
+        return self.decode_fn(list(ids))
+
+
+def get_tokenizer(name: str = "gpt2", *, bpe_dir: str | os.PathLike | None = None) -> Tokenizer:
+    """GPT-2's tokenizer: tiktoken's `gpt2` encoding with `<|endoftext|>` (50256) as pad."""
+    if name != "gpt2":
+        raise UserError(f"unknown tokenizer {name!r}; Llama-family tokenizers come with their weights")
+    import tiktoken
+
+    bpe_dir = bpe_dir or os.environ.get(GPT2_BPE_ENV)
+    if bpe_dir:
+        enc = _gpt2_from_dir(Path(bpe_dir))
+    else:
+        try:
+            enc = tiktoken.get_encoding("gpt2")
+        except Exception as e:  # tiktoken's download failed
+            raise UserError(f"could not load tiktoken's gpt2 encoding ({type(e).__name__}); set {GPT2_BPE_ENV} "
+                            "to a directory holding GPT-2's encoder.json and vocab.bpe") from None
+    eot = enc.eot_token
+
+    def encode(text: str) -> list[int]:
+        return enc.encode(text, allowed_special={"<|endoftext|>"})
+
+    return Tokenizer("gpt2", encode, enc.decode, pad_id=eot, vocab_size=enc.n_vocab,
+                     source=str(bpe_dir) if bpe_dir else "tiktoken:gpt2")
+
+
+def _gpt2_from_dir(directory: Path):
+    import tiktoken
+    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+    from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
+
+    encoder, vocab = directory / "encoder.json", directory / "vocab.bpe"
+    for f in (encoder, vocab):
+        if not f.is_file():
+            raise UserError(f"{f}: not found ({GPT2_BPE_ENV} must name a directory with encoder.json and vocab.bpe)")
+    try:
+        ranks = data_gym_to_mergeable_bpe_ranks(
+            vocab_bpe_file=str(vocab), encoder_json_file=str(encoder),
+            vocab_bpe_hash=GPT2_VOCAB_SHA256, encoder_json_hash=GPT2_ENCODER_SHA256,
+        )
+    except ValueError as e:
+        raise UserError(f"{directory}: GPT-2 BPE files do not match their published sha256 ({e})") from None
+    return tiktoken.Encoding(name="gpt2", explicit_n_vocab=50257, pat_str=r50k_pat_str,
+                             mergeable_ranks=ranks, special_tokens={ENDOFTEXT: 50256})
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, *, cache_dir=None, endpoint: str | None = None) -> Tokenizer:
+    """The tokenizer that goes with `load_pretrained(name_or_path)`: tiktoken for GPT-2, the
+    `tokenizer.json` beside Llama-family safetensors, or the vocabulary inside a GGUF file."""
+    from .models.llama import LLAMA_HUB_REPOS
+
+    name = str(name_or_path)
+    if name.startswith("gpt2"):
+        return get_tokenizer("gpt2")
+    if name in LLAMA_HUB_REPOS:
+        from .hub import hub_file
+
+        return tokenizer_from_json(hub_file(LLAMA_HUB_REPOS[name], "tokenizer.json", cache_dir=cache_dir, endpoint=endpoint))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if (path / "tokenizer.json").is_file():
+            return tokenizer_from_json(path / "tokenizer.json")
+        if ggufs and not (path / "model.safetensors").is_file():
+            return tokenizer_from_gguf(ggufs[0])
+        return get_tokenizer("gpt2")  # a GPT-2 checkpoint directory
+    if path.suffix == ".gguf":
+        return tokenizer_from_gguf(path)
+    if (path.parent / "tokenizer.json").is_file():
+        return tokenizer_from_json(path.parent / "tokenizer.json")
+    return get_tokenizer("gpt2")
+
+
+def wrap_hf_tokenizer(tok, pad_id: int, source: str) -> Tokenizer:
+    """Our interface around a `tokenizers.Tokenizer` (kept on `.hf` so a run can save it)."""
+
+    def encode(text: str) -> list[int]:
+        return tok.encode(text, add_special_tokens=False).ids
+
+    def decode(ids: list[int]) -> str:
+        return tok.decode(ids, skip_special_tokens=False)
+
+    out = Tokenizer("hf", encode, decode, pad_id=pad_id, vocab_size=tok.get_vocab_size(), source=source)
+    out.hf = tok
+    return out
+
+
+def tokenizer_from_json(path: str | os.PathLike, pad_id: int | None = None) -> Tokenizer:
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        tok = HFTokenizer.from_file(str(path))
+    except Exception as e:  # tokenizers raises a bare Exception on bad files
+        raise UserError(f"{path}: not a readable tokenizer.json ({str(e)[:100]})") from None
+    if pad_id is None:  # Llama-family models pad with their end-of-text token
+        pad_id = next((tok.token_to_id(t) for t in ("<|endoftext|>", "<|im_end|>", "</s>") if tok.token_to_id(t) is not None), 0)
+    return wrap_hf_tokenizer(tok, pad_id, str(path))
+
+
+def tokenizer_from_gguf(path: str | os.PathLike) -> Tokenizer:
+    """A byte-level BPE tokenizer built from a GGUF file's vocabulary, merges and special tokens.
+
+    llama.cpp's `smollm` pre-tokenizer splits every digit on its own before the GPT-2 split, as
+    SmolLM2's own tokenizer.json does; other byte-level vocabularies get the plain GPT-2 split.
+    """
+    from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+
+    from .models.llama_weights import gguf_field, read_gguf
+
+    reader = read_gguf(Path(path))
+    kind = gguf_field(reader, "tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise UserError(f"{path}: tokenizer type {kind!r} is not supported (only byte-level BPE, 'gpt2')")
+    tokens = gguf_field(reader, "tokenizer.ggml.tokens")
+    merges = [tuple(m.split(" ", 1)) for m in gguf_field(reader, "tokenizer.ggml.merges")]
+    types = gguf_field(reader, "tokenizer.ggml.token_type") or []
+    tok = HFTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if gguf_field(reader, "tokenizer.ggml.pre") == "smollm":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
+    tok.decoder = decoders.ByteLevel()
+    control = [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == 3]
+    tok.add_special_tokens(control)
+    pad_id = gguf_field(reader, "tokenizer.ggml.padding_token_id", gguf_field(reader, "tokenizer.ggml.eos_token_id", 0))
+    return wrap_hf_tokenizer(tok, int(pad_id), str(path))

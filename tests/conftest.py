@@ -1,0 +1,34 @@
+"""Shared fixtures: the real data beside the project, GPT-2's BPE files, small random models."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GPTCLASSIFY_SHARED_DATA", ROOT.parent / "shared" / "data"))
+SMS_FILE = SHARED_DATA / "SMSSpamCollection"
+GPT2_BPE_DIR = SHARED_DATA / "gpt2"
+
+# tiktoken cannot download its files here: every test reads GPT-2's BPE files from shared/.
+os.environ.setdefault("GPTCLASSIFY_GPT2_BPE_DIR", str(GPT2_BPE_DIR))
+
+
+def sms_texts() -> list[str]:
+    """All 5,574 messages, read as the file is: one `label<TAB>text` per line."""
+    with open(SMS_FILE, encoding="utf-8", newline="\n") as f:
+        return [line.rstrip("\n").split("\t", 1)[1] for line in f]
+
+
+@pytest.fixture(scope="session")
+def sms():
+    return sms_texts()
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from gptclassify import get_tokenizer
+
+    return get_tokenizer("gpt2")
