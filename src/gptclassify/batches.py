@@ -1,0 +1,54 @@
+"""Token ids for training and evaluation: a Dataset of truncated sequences and a collate function
+that pads each batch only to its own longest member (or to a fixed length, as the book does)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class TextDataset(Dataset):
+    """Texts encoded once and truncated to `max_length` tokens, with integer labels."""
+
+    def __init__(self, texts: list[str], labels: list[int], tokenizer, max_length: int | None = None,
+                 context_length: int | None = None):
+        self.encoded = [tokenizer.encode(t) for t in texts]
+        longest = max(len(e) for e in self.encoded)
+        if max_length is None:  # the book: the longest example, capped by the model's context
+            max_length = longest if context_length is None else min(longest, context_length)
+        self.max_length = max_length
+        self.encoded = [e[:max_length] for e in self.encoded]
+        self.labels = list(labels)
+
+    def __len__(self):
+        return len(self.encoded)
+
+    def __getitem__(self, i):
+        return self.encoded[i], self.labels[i]
+
+
+@dataclass
+class Collate:
+    """Pad a batch with `pad_id` to its longest sequence, or to `pad_to` when given."""
+
+    pad_id: int
+    pad_to: int | None = None
+
+    def __call__(self, batch):
+        seqs, labels = zip(*batch)
+        width = self.pad_to or max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        for row, s in enumerate(seqs):
+            ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+        return ids, torch.tensor(labels, dtype=torch.long), lengths
+
+
+def length_sorted_loader(dataset: TextDataset, batch_size: int, collate: Collate) -> DataLoader:
+    """Evaluation batches grouped by length, so short messages are not padded to long ones.
+    Results come back in length order; metrics do not depend on order."""
+    order = sorted(range(len(dataset)), key=lambda i: len(dataset.encoded[i]))
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate)

@@ -1,0 +1,256 @@
+"""Labelled text in, reproducible train/validation/test CSV files out.
+
+`prepare_sms_spam` reproduces the book's split row for row by default; `prepare_table` takes a
+user's own CSV, TSV or JSONL file with any number of classes. Both write `train.csv`,
+`validation.csv`, `test.csv` (columns `text,label`, label = class name) and `dataset.json`.
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .download import cache_dir, fetch
+from .errors import UserError
+from .files import atomic_path, write_json
+from .hub import sha256_file
+
+SPLITS = ("train", "validation", "test")
+SMS_URLS = [
+    "https://archive.ics.uci.edu/static/public/228/sms+spam+collection.zip",
+    "https://f001.backblazeb2.com/file/LLMs-from-scratch/sms%2Bspam%2Bcollection.zip",  # the book's mirror
+]
+SMS_SHA256 = "7d039a24a6083ed9ef0f806ebad56bbb976e3aeb8de05669173bfdc4996c239d"
+
+
+@dataclass
+class SplitOptions:
+    seed: int = 123
+    val_frac: float = 0.1
+    test_frac: float = 0.2
+    balance: str = "undersample"  # "undersample" | "none"
+    split: str = "random"  # "random": the book's shuffle-and-cut | "stratified"
+
+
+@dataclass
+class Prepared:
+    labels: list[str]
+    splits: dict[str, pd.DataFrame]
+    info: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- the SMS Spam Collection
+
+
+def sms_source_file(source: str | None) -> Path:
+    """The extracted `SMSSpamCollection`: from `source` (zip, file or URL) or the UCI download."""
+    if source and not source.startswith(("http://", "https://")):
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise UserError(f"{path}: no such file")
+        return _extract(path) if zipfile.is_zipfile(path) else path
+    zip_path = fetch([source] if source else SMS_URLS, cache_dir() / "sms+spam+collection.zip")
+    return _extract(zip_path)
+
+
+def _extract(zip_path: Path) -> Path:
+    out = cache_dir() / "SMSSpamCollection"
+    try:
+        with zipfile.ZipFile(zip_path) as z:
+            data = z.read("SMSSpamCollection")
+    except (zipfile.BadZipFile, KeyError, OSError, zipfile.LargeZipFile) as e:
+        if zip_path.is_relative_to(cache_dir()):
+            zip_path.unlink(missing_ok=True)  # do not keep a bad download in the cache
+        raise UserError(f"{zip_path}: not a usable SMS Spam Collection zip ({e})") from None
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
+    return out
+
+
+def read_sms_book(path: Path) -> pd.DataFrame:
+    """The book's reading: pandas' default quoting, which merges two lines (5,572 rows)."""
+    return pd.read_csv(path, sep="\t", header=None, names=["label", "text"], encoding="utf-8",
+                       keep_default_na=False, dtype=str)
+
+
+def read_sms_exact(path: Path) -> pd.DataFrame:
+    """Every line one message (5,574 rows): quoting disabled, `"` is part of the text."""
+    return pd.read_csv(path, sep="\t", header=None, names=["label", "text"], encoding="utf-8",
+                       quoting=csv.QUOTE_NONE, keep_default_na=False, dtype=str)
+
+
+def prepare_sms_spam(source: str | None = None, *, exact: bool = False, balance: bool = True,
+                     seed: int = 123) -> Prepared:
+    """The book's split by default: ham undersampled to the spam count, shuffled, cut 70/10/20."""
+    path = sms_source_file(source)
+    digest = sha256_file(path)
+    if digest != SMS_SHA256 and source is None:
+        raise UserError(f"downloaded SMSSpamCollection has sha256 {digest[:12]}…, expected {SMS_SHA256[:12]}…")
+    try:
+        df = read_sms_exact(path) if exact else read_sms_book(path)
+    except (UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise UserError(f"{path}: not the SMS Spam Collection's tab-separated UTF-8 format ({e})") from None
+    options = SplitOptions(seed=seed, balance="undersample" if balance else "none",
+                           split="stratified" if exact else "random")
+    prepared = split_frame(df, labels=["ham", "spam"], options=options)
+    prepared.info.update(source=str(source or SMS_URLS[0]), source_sha256=digest,
+                         reading="exact" if exact else "book")
+    return prepared
+
+
+# ---------------------------------------------------------------- users' own files
+
+
+def read_table(path: Path, text_column: str, label_column: str, encoding: str = "utf-8") -> pd.DataFrame:
+    """A CSV, TSV or JSONL file (by extension) as a frame with columns `text` and `label`."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".jsonl", ".ndjson"):
+            df = pd.read_json(path, lines=True, encoding=encoding, dtype=False)
+        elif suffix in (".csv", ".tsv", ".tab"):
+            df = pd.read_csv(path, sep="\t" if suffix != ".csv" else ",", encoding=encoding,
+                             keep_default_na=False, dtype=str)
+        else:
+            raise UserError(f"{path}: unknown file type {suffix!r} (expected .csv, .tsv or .jsonl)")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid {encoding} text (pass --encoding, e.g. latin-1)") from None
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise UserError(f"{path}: cannot parse as {suffix[1:].upper()} ({str(e).splitlines()[0][:120]})") from None
+    for column in (text_column, label_column):
+        if column not in df.columns:
+            raise UserError(f"{path}: no column {column!r} (columns: {', '.join(map(str, df.columns))})")
+    df = df[[text_column, label_column]].rename(columns={text_column: "text", label_column: "label"})
+    df["label"] = df["label"].astype(str)
+    df["text"] = df["text"].map(lambda t: "" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t))
+    empty = np.flatnonzero(df["text"].str.strip().eq("").to_numpy())
+    if len(empty):
+        raise UserError(f"{path}: {len(empty)} empty text(s), first at data row {empty[0] + 1}")
+    return df.reset_index(drop=True)
+
+
+def prepare_table(path: Path, text_column: str, label_column: str, *, options: SplitOptions,
+                  encoding: str = "utf-8") -> Prepared:
+    df = read_table(path, text_column, label_column, encoding)
+    labels = sorted(df["label"].unique())
+    prepared = split_frame(df, labels=labels, options=options)
+    prepared.info.update(source=str(path), source_sha256=sha256_file(path),
+                         text_column=text_column, label_column=label_column)
+    return prepared
+
+
+# ---------------------------------------------------------------- balancing and splitting
+
+
+def split_frame(df: pd.DataFrame, labels: list[str], options: SplitOptions) -> Prepared:
+    unknown = set(df["label"]) - set(labels)
+    if unknown:
+        raise UserError(f"unexpected labels: {', '.join(sorted(unknown))}")
+    counts = df["label"].value_counts()
+    present = [label for label in labels if counts.get(label, 0) > 0]
+    if len(present) < 2:
+        raise UserError(f"need at least two classes, found {len(present)} ({', '.join(present) or 'none'})")
+    if not 0 < options.val_frac < 1 or not 0 < options.test_frac < 1 or options.val_frac + options.test_frac >= 1:
+        raise UserError("validation and test fractions must be in (0, 1) and leave room for training")
+    if options.balance == "undersample":
+        df = undersample(df, labels, options.seed)
+    if options.split == "random":
+        splits = book_split(df, 1 - options.val_frac - options.test_frac, options.val_frac, options.seed)
+    else:
+        splits = stratified_split(df, labels, options)
+    for name, part in splits.items():
+        missing = [label for label in present if not (part["label"] == label).any()]
+        if missing:
+            raise UserError(f"the {name} split has no example of class {missing[0]!r}; "
+                            "add data or use larger validation/test fractions")
+    info = {
+        "labels": labels,
+        "counts": {name: {label: int((part["label"] == label).sum()) for label in labels}
+                   for name, part in splits.items()},
+        "duplicates": duplicate_report(df, splits),
+        "options": asdict(options),
+    }
+    return Prepared(labels=labels, splits=splits, info=info)
+
+
+def undersample(df: pd.DataFrame, labels: list[str], seed: int) -> pd.DataFrame:
+    """Every class cut to the smallest's size, as the book's `create_balanced_dataset` does."""
+    smallest = min(int((df["label"] == label).sum()) for label in labels if (df["label"] == label).any())
+    parts = []
+    for label in labels:
+        part = df[df["label"] == label]
+        parts.append(part.sample(smallest, random_state=seed) if len(part) > smallest else part)
+    return pd.concat(parts)
+
+
+def book_split(df: pd.DataFrame, train_frac: float, val_frac: float, seed: int) -> dict[str, pd.DataFrame]:
+    """The book's `random_split`: shuffle with the seed, then cut."""
+    df = df.sample(frac=1, random_state=seed).reset_index(drop=True)
+    train_end = int(len(df) * train_frac)
+    val_end = train_end + int(len(df) * val_frac)
+    return {"train": df[:train_end], "validation": df[train_end:val_end], "test": df[val_end:]}
+
+
+def stratified_split(df: pd.DataFrame, labels: list[str], options: SplitOptions) -> dict[str, pd.DataFrame]:
+    """Each class cut by the same fractions, then each split shuffled."""
+    rng = np.random.default_rng(options.seed)
+    parts: dict[str, list] = {name: [] for name in SPLITS}
+    for label in labels:
+        rows = df[df["label"] == label]
+        order = rng.permutation(len(rows))
+        n_test = int(round(len(rows) * options.test_frac))
+        n_val = int(round(len(rows) * options.val_frac))
+        parts["test"].append(rows.iloc[order[:n_test]])
+        parts["validation"].append(rows.iloc[order[n_test:n_test + n_val]])
+        parts["train"].append(rows.iloc[order[n_test + n_val:]])
+    return {name: pd.concat(p).sample(frac=1, random_state=options.seed).reset_index(drop=True)
+            for name, p in parts.items()}
+
+
+def duplicate_report(df: pd.DataFrame, splits: dict[str, pd.DataFrame]) -> dict:
+    """Texts that occur more than once, and texts shared between splits (leakage)."""
+    train = set(splits["train"]["text"])
+    return {
+        "duplicate_texts": int(df["text"].duplicated().sum()),
+        "validation_texts_in_train": int(splits["validation"]["text"].isin(train).sum()),
+        "test_texts_in_train": int(splits["test"]["text"].isin(train).sum()),
+    }
+
+
+# ---------------------------------------------------------------- files
+
+
+def write_prepared(prepared: Prepared, out: Path, params: dict) -> None:
+    """The three CSV files and dataset.json, each written whole or not at all."""
+    for name, part in prepared.splits.items():
+        with atomic_path(out / f"{name}.csv") as tmp:
+            part[["text", "label"]].to_csv(tmp, index=False, encoding="utf-8")
+    write_json(out / "dataset.json", {**prepared.info, "parameters": params})
+
+
+def read_split(data_dir: Path, split: str) -> pd.DataFrame:
+    path = Path(data_dir) / f"{split}.csv"
+    if not path.is_file():
+        raise UserError(f"{path}: not found (make it with `gptclassify prepare`)")
+    try:
+        df = pd.read_csv(path, encoding="utf-8", keep_default_na=False, dtype=str)
+    except (UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise UserError(f"{path}: unreadable ({str(e).splitlines()[0][:100]})") from None
+    if list(df.columns[:2]) != ["text", "label"]:
+        raise UserError(f"{path}: expected columns text,label")
+    return df
+
+
+def dataset_labels(data_dir: Path) -> list[str]:
+    from .weights import read_json
+
+    path = Path(data_dir) / "dataset.json"
+    if not path.is_file():
+        raise UserError(f"{data_dir}: no dataset.json (make the directory with `gptclassify prepare`)")
+    return list(read_json(path)["labels"])
