@@ -46,9 +46,9 @@ class Collate:
         return ids, torch.tensor(labels, dtype=torch.long), lengths
 
 
-def length_sorted_loader(dataset: TextDataset, batch_size: int, collate: Collate) -> DataLoader:
+def length_sorted_loader(dataset, lengths: list[int], batch_size: int, collate) -> DataLoader:
     """Evaluation batches grouped by length, so short messages are not padded to long ones.
-    Results come back in length order; metrics do not depend on order."""
-    order = sorted(range(len(dataset)), key=lambda i: len(dataset.encoded[i]))
+    Results come back in length order; full-set metrics do not depend on order."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     return DataLoader(dataset, batch_sampler=batches, collate_fn=collate)

@@ -28,6 +28,28 @@ def cmd_prepare_csv(args) -> None:
     print_prepared(prepared, args.out)
 
 
+def cmd_train(args) -> None:
+    from .run import Trainer, resume_settings
+    from .train import make_config
+
+    if args.resume:
+        model_name, weights, data_dir, cfg = resume_settings(args.resume)
+        metrics = Trainer(model_name, weights, data_dir, cfg, args.resume).run(resume=True)
+    else:
+        if args.data is None or args.out is None:
+            raise UserError("train needs --data DIR and --out RUN (or --resume RUN)")
+        cfg = make_config(args.preset, **{k: getattr(args, k) for k in TRAIN_OPTIONS})
+        metrics = Trainer(args.model, args.weights or args.model, args.data, cfg, args.out).run()
+    summary = {s: {k: metrics[s][k] for k in ("accuracy", "macro_f1", "loss")} for s in ("train", "validation", "test")}
+    print(json.dumps({**summary, "training": metrics["training"]}, indent=2))
+
+
+def cmd_evaluate(args) -> None:
+    from .run import evaluate_run
+
+    print(json.dumps(evaluate_run(args.run, args.data, args.split, args.device), indent=2))
+
+
 def print_prepared(prepared, out: Path) -> None:
     counts = prepared.info["counts"]
     width = max(len(label) for label in prepared.labels)
@@ -70,7 +92,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", action="store_true", help="undersample every class to the smallest")
     p.add_argument("--encoding", default="utf-8")
     p.set_defaults(func=cmd_prepare_csv)
+    p = sub.add_parser("train", help="fine-tune a classifier")
+    p.add_argument("--data", type=Path, help="a directory made by `gptclassify prepare`")
+    p.add_argument("--model", default="gpt2", help="architecture: gpt2, gpt2-medium, gpt2-large, gpt2-xl, smollm2-135m, ...")
+    p.add_argument("--weights", help="hub name, local path (safetensors, .gguf, TF checkpoint) or 'random' "
+                                     "(default: the model's own pretrained weights)")
+    p.add_argument("--out", type=Path, help="the run directory to write")
+    p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run")
+    p.add_argument("--preset", choices=["book"], help="book: everything chapter 6 used")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--trainable", choices=["head", "last-block", "last-2-blocks", "all"])
+    p.add_argument("--pooling", choices=["last-token", "last-position", "mean"])
+    p.add_argument("--max-length", type=int)
+    p.add_argument("--eval-freq", type=int)
+    p.add_argument("--eval-iter", type=int)
+    p.add_argument("--grad-clip", type=float)
+    p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    p.add_argument("--no-cache", dest="cache", action="store_const", const=False,
+                   help="run the frozen layers every step instead of caching their output")
+    p.add_argument("--cache-dtype", choices=["float32", "bfloat16"])
+    p.add_argument("--keep-best", action="store_const", const=True, help="keep the epoch with the best validation loss")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="metrics of a trained run on a data split, as JSON")
+    p.add_argument("run", type=Path)
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"])
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=cmd_evaluate)
     return parser
+
+
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling", "max_length",
+                 "eval_freq", "eval_iter", "grad_clip", "warmup_steps", "max_steps", "device", "cache",
+                 "cache_dtype", "keep_best")
 
 
 def main(argv: list[str] | None = None) -> int:

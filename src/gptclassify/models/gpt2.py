@@ -91,16 +91,24 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(d_out, d_out)
         self.dropout = dropout
 
-    def forward(self, x):
+    def forward(self, x, positions=None):
+        """Causal attention at every position, or only at `positions` (one per row) when given:
+        a classifier reads the last block at one position, and needs no other queries there."""
         b, t, _ = x.shape
 
-        def heads(proj):  # (b, t, d) -> (b, heads, t, head_dim)
-            return proj(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        def heads(proj, inp):  # (b, n, d) -> (b, heads, n, head_dim)
+            return proj(inp).view(b, inp.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-        q, k, v = heads(self.W_query), heads(self.W_key), heads(self.W_value)
+        k, v = heads(self.W_key, x), heads(self.W_value, x)
         dropout = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
-        return self.out_proj(y.transpose(1, 2).reshape(b, t, -1))
+        if positions is None:
+            q = heads(self.W_query, x)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            q = heads(self.W_query, x[torch.arange(b, device=x.device), positions][:, None])
+            mask = torch.arange(t, device=x.device)[None, :] <= positions[:, None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=dropout)
+        return self.out_proj(y.transpose(1, 2).reshape(b, y.shape[2], -1))
 
 
 class TransformerBlock(nn.Module):
@@ -112,8 +120,12 @@ class TransformerBlock(nn.Module):
         self.norm2 = LayerNorm(cfg.emb_dim, cfg.norm_eps)
         self.drop_resid = nn.Dropout(cfg.drop_rate)
 
-    def forward(self, x):
-        x = x + self.drop_resid(self.att(self.norm1(x)))
+    def forward(self, x, positions=None):
+        """The block's output at every position, or only at `positions` (see attention)."""
+        h = self.att(self.norm1(x), positions)
+        if positions is not None:
+            x = x[torch.arange(x.shape[0], device=x.device), positions][:, None]
+        x = x + self.drop_resid(h)
         return x + self.drop_resid(self.ff(self.norm2(x)))
 
 

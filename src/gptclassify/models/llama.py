@@ -88,15 +88,25 @@ class GroupedQueryAttention(nn.Module):
         self.W_value = nn.Linear(cfg.emb_dim, cfg.n_kv_heads * self.head_dim, bias=False)
         self.out_proj = nn.Linear(cfg.n_heads * self.head_dim, cfg.emb_dim, bias=False)
 
-    def forward(self, x):
+    def forward(self, x, positions=None):
+        """Causal attention at every position, or only at `positions` (one per row), as in GPT-2."""
         b, t, _ = x.shape
-        q = self.W_query(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.W_key(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.W_value(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        cos, sin = rope_cos_sin(t, self.head_dim, self.rope_base, x.device, q.dtype)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.n_kv_heads != self.n_heads)
-        return self.out_proj(y.transpose(1, 2).reshape(b, t, -1))
+        cos, sin = rope_cos_sin(t, self.head_dim, self.rope_base, x.device, k.dtype)
+        k = apply_rope(k, cos, sin)
+        gqa = self.n_kv_heads != self.n_heads
+        if positions is None:
+            q = self.W_query(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
+            q = apply_rope(q, cos, sin)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        else:
+            rows = torch.arange(b, device=x.device)
+            q = self.W_query(x[rows, positions][:, None]).view(b, 1, self.n_heads, self.head_dim).transpose(1, 2)
+            q = apply_rope(q, cos[positions][:, None, None], sin[positions][:, None, None])
+            mask = torch.arange(t, device=x.device)[None, :] <= positions[:, None]
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], enable_gqa=gqa)
+        return self.out_proj(y.transpose(1, 2).reshape(b, y.shape[2], -1))
 
 
 class SwiGLU(nn.Module):
@@ -118,8 +128,11 @@ class LlamaBlock(nn.Module):
         self.norm2 = RMSNorm(cfg.emb_dim, cfg.norm_eps)
         self.ff = SwiGLU(cfg)
 
-    def forward(self, x):
-        x = x + self.att(self.norm1(x))
+    def forward(self, x, positions=None):
+        h = self.att(self.norm1(x), positions)
+        if positions is not None:
+            x = x[torch.arange(x.shape[0], device=x.device), positions][:, None]
+        x = x + h
         return x + self.ff(self.norm2(x))
 
 

@@ -1,0 +1,106 @@
+"""Turn a language model into a classifier: a new head, a freezing policy, a pooling rule.
+
+Both model families expose the same parts (`embed`, `trf_blocks`, `final_norm`, `out_head`), so a
+classifier is the model with `out_head` replaced, run in two pieces: a frozen prefix (embedding and
+the first blocks, computed without gradients, or read from the feature cache) and a trainable
+suffix (the remaining blocks, the final norm, pooling and the head).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+POOLINGS = ("last-token", "last-position", "mean")
+TRAINABLE = ("head", "last-block", "last-2-blocks", "all")
+
+
+def add_classifier_head(model: nn.Module, num_classes: int, seed: int = 123) -> nn.Module:
+    """Replace the vocabulary head with `Linear(emb_dim, num_classes)`, made right after
+    `torch.manual_seed(seed)` as the book does, so the same seed gives the same head."""
+    torch.manual_seed(seed)
+    model.out_head = nn.Linear(model.cfg.emb_dim, num_classes)
+    return model
+
+
+def first_trainable_block(n_layers: int, trainable: str) -> int:
+    """Index of the first block that trains; `n_layers` when only the head trains, -1 for `all`
+    (the embeddings train too)."""
+    return {"head": n_layers, "last-block": n_layers - 1, "last-2-blocks": n_layers - 2, "all": -1}[trainable]
+
+
+def freeze_all_but(model: nn.Module, trainable: str) -> tuple[int, int]:
+    """Freeze everything except the chosen suffix; returns (trainable, total) parameter counts.
+
+    `last-block` is the book's policy: the last transformer block, the final norm and the head.
+    """
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable must be one of {TRAINABLE}")
+    start = first_trainable_block(len(model.trf_blocks), trainable)
+    for p in model.parameters():
+        p.requires_grad = trainable == "all"
+    for block in model.trf_blocks[max(start, 0):]:
+        block.requires_grad_(True)
+    if trainable != "head":
+        model.final_norm.requires_grad_(True)
+    model.out_head.requires_grad_(True)
+    return count_parameters(model)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
+def pool(hidden: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(batch, seq, dim) -> (batch, dim).
+
+    `last-token`: each sequence's last real token (what a causal model has read all of).
+    `last-position`: the book's `[:, -1, :]`, which is a pad token for every shorter message.
+    `mean`: the mean over real tokens.
+    """
+    if pooling == "last-position":
+        return hidden[:, -1, :]
+    if pooling == "last-token":
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+    if pooling == "mean":
+        mask = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]).to(hidden.dtype)
+        return (hidden * mask[..., None]).sum(1) / lengths[:, None].to(hidden.dtype)
+    raise ValueError(f"pooling must be one of {POOLINGS}")
+
+
+def prefix_states(model: nn.Module, ids: torch.Tensor, start: int) -> torch.Tensor:
+    """Hidden states entering block `start` (the embedding output for start <= 0)."""
+    x = model.embed(ids)
+    for block in model.trf_blocks[: max(start, 0)]:
+        x = block(x)
+    return x
+
+
+def pooled_positions(x: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    if pooling == "last-position":
+        return torch.full_like(lengths, x.shape[1] - 1)
+    return lengths - 1
+
+
+def suffix_logits(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor, start: int, pooling: str) -> torch.Tensor:
+    """Class logits from the hidden states entering block `start`.
+
+    When pooling reads one position, the last block computes its queries and feed-forward only
+    there (keys and values still cover every position): the same result for a fraction of the work.
+    """
+    blocks = model.trf_blocks[max(start, 0):]
+    if pooling == "mean" or len(blocks) == 0:
+        for block in blocks:
+            x = block(x)
+        return model.out_head(pool(model.final_norm(x), lengths, pooling))
+    positions = pooled_positions(x, lengths, pooling)
+    for block in blocks[:-1]:
+        x = block(x)
+    x = blocks[-1](x, positions)[:, 0]
+    return model.out_head(model.final_norm(x))
+
+
+def classify_logits(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Class logits for right-padded token ids: the whole network in one call."""
+    return suffix_logits(model, prefix_states(model, ids, 0), lengths, 0, pooling)

@@ -1,0 +1,116 @@
+"""The frozen-prefix feature cache.
+
+When only a suffix of the network trains and the frozen prefix has no active dropout, the prefix
+is a pure function of each example: its output (the hidden states entering the first trainable
+block) is computed once and every epoch and evaluation runs only the suffix.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .batches import TextDataset
+from .classifier import prefix_states
+
+
+def cache_unavailable_reason(model, trainable: str) -> str | None:
+    """Why the cache cannot be used for this model and policy, or None when it can."""
+    if trainable == "all":
+        return "every layer trains (--trainable all), so there is no frozen prefix to cache"
+    if getattr(model.cfg, "drop_rate", 0.0) > 0:
+        return f"the frozen layers have dropout {model.cfg.drop_rate}, so their output is not fixed"
+    return None
+
+
+@dataclass
+class FeatureStore:
+    """Per-example hidden states of varying length, kept in one flat (positions, dim) tensor."""
+
+    flat: torch.Tensor
+    offsets: list[int]
+    widths: list[int]
+
+    def __len__(self):
+        return len(self.offsets)
+
+    def get(self, i: int) -> torch.Tensor:
+        return self.flat[self.offsets[i]: self.offsets[i] + self.widths[i]]
+
+
+def stored_width(n_tokens: int, pad_to: int | None, pooling: str) -> int:
+    """`last-position` pooling reads the last padded position, so it needs the pad positions too."""
+    return pad_to if pooling == "last-position" and pad_to else n_tokens
+
+
+def memory_budget() -> int:
+    """Bytes of features kept in RAM before the cache goes to a memory-mapped file on disk."""
+    if "GPTCLASSIFY_CACHE_MEMORY" in os.environ:
+        return int(float(os.environ["GPTCLASSIFY_CACHE_MEMORY"]))
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
+    except (ValueError, OSError):
+        return 4 << 30
+
+
+def _allocate(positions: int, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    nbytes = positions * dim * torch.finfo(dtype).bits // 8
+    if nbytes <= memory_budget():
+        return torch.empty(positions, dim, dtype=dtype)
+    # Too big for RAM: a file-backed array (deleted at once; the mapping keeps it alive).
+    np_dtype = np.uint16 if dtype == torch.bfloat16 else np.float32
+    fd, path = tempfile.mkstemp(prefix="gptclassify-features-", dir=os.environ.get("GPTCLASSIFY_CACHE_DIR"))
+    os.close(fd)
+    array = np.memmap(path, dtype=np_dtype, mode="w+", shape=(positions, dim))
+    os.unlink(path)
+    tensor = torch.from_numpy(array)
+    return tensor.view(torch.bfloat16) if dtype == torch.bfloat16 else tensor
+
+
+@torch.no_grad()
+def build_feature_store(model, dataset: TextDataset, start: int, *, pad_id: int, pad_to: int | None,
+                        pooling: str, batch_size: int, device, dtype=torch.float32, autocast=None) -> FeatureStore:
+    """Run the frozen prefix (embedding and blocks before `start`) once over every example."""
+    widths = [stored_width(len(e), pad_to, pooling) for e in dataset.encoded]
+    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()
+    flat = _allocate(int(sum(widths)), model.cfg.emb_dim, dtype)
+    order = sorted(range(len(dataset)), key=lambda i: widths[i])
+    for b in range(0, len(order), batch_size):
+        rows = order[b: b + batch_size]
+        width = max(widths[i] for i in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        for r, i in enumerate(rows):
+            ids[r, : len(dataset.encoded[i])] = torch.tensor(dataset.encoded[i])
+        with autocast() if autocast else torch.autocast("cpu", enabled=False):
+            states = prefix_states(model, ids.to(device), start).to("cpu", dtype)
+        for r, i in enumerate(rows):
+            flat[offsets[i]: offsets[i] + widths[i]] = states[r, : widths[i]]
+    return FeatureStore(flat, offsets, widths)
+
+
+class FeatureDataset(torch.utils.data.Dataset):
+    """Cached hidden states with their labels and true token lengths."""
+
+    def __init__(self, store: FeatureStore, dataset: TextDataset):
+        self.store, self.labels = store, dataset.labels
+        self.lengths = [len(e) for e in dataset.encoded]
+
+    def __len__(self):
+        return len(self.store)
+
+    def __getitem__(self, i):
+        return self.store.get(i), self.labels[i], self.lengths[i]
+
+
+def collate_features(batch):
+    """Pad hidden states with zeros to the batch's widest; causal attention never reads them."""
+    states, labels, lengths = zip(*batch)
+    width = max(s.shape[0] for s in states)
+    x = states[0].new_zeros(len(states), width, states[0].shape[1], dtype=torch.float32)
+    for r, s in enumerate(states):
+        x[r, : s.shape[0]] = s
+    return x, torch.tensor(labels, dtype=torch.long), torch.tensor(lengths, dtype=torch.long)
