@@ -26,7 +26,7 @@ from .features import FeatureDataset, build_feature_store, cache_unavailable_rea
 from .files import atomic_path, write_json
 from .metrics import classification_report
 from .tokenizer import Tokenizer, get_tokenizer, load_tokenizer, tokenizer_from_json
-from .train import (EpochShuffle, TrainConfig, TrainState, autocast_for, collect_logits, fit, make_logits_fn,
+from .train import (TrainConfig, TrainState, autocast_for, collect_logits, fit, make_logits_fn,
                     make_optimizer, resolve_device)
 from .weights import load_pretrained, model_from_config_dict, read_json
 
@@ -38,14 +38,15 @@ def base_model(model_name: str, weights: str):
     from .models.gpt2 import GPT2_CONFIGS, GPTModel, gpt2_config
     from .models.llama import LLAMA_CONFIGS, LlamaModel, llama_config
 
-    if weights == "random":
-        torch.manual_seed(123)
-        if model_name in GPT2_CONFIGS:
-            return GPTModel(gpt2_config(model_name)).eval()
-        if model_name.removesuffix("-instruct") in LLAMA_CONFIGS:
-            return LlamaModel(llama_config(model_name)).eval()
-        raise UserError(f"unknown model {model_name!r} (known: {', '.join([*GPT2_CONFIGS, *LLAMA_CONFIGS])})")
-    return load_pretrained(weights)
+    architectures = [*GPT2_CONFIGS, *LLAMA_CONFIGS]
+    if model_name.removesuffix("-instruct") not in architectures:
+        raise UserError(f"unknown model {model_name!r} (known: {', '.join(architectures)})")
+    if weights != "random":
+        return load_pretrained(weights)
+    torch.manual_seed(123)
+    if model_name in GPT2_CONFIGS:
+        return GPTModel(gpt2_config(model_name)).eval()
+    return LlamaModel(llama_config(model_name)).eval()
 
 
 def base_tokenizer(model_name: str, weights: str) -> Tokenizer:
@@ -71,8 +72,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.autocast = autocast_for(self.device)
         started = time.perf_counter()
-        self.tokenizer = base_tokenizer(model_name, weights)
         model = base_model(model_name, weights)
+        self.tokenizer = base_tokenizer(model_name, weights)
         self.load_seconds = time.perf_counter() - started
         add_classifier_head(model, len(self.labels), seed=cfg.seed)
         self.trainable, self.total = freeze_all_but(model, cfg.trainable)
@@ -122,9 +123,9 @@ class Trainer:
             sets, collate = self.features, collate_features
         else:
             sets, collate = self.datasets, Collate(self.tokenizer.pad_id, self.pad_to)
-        self.shuffle = EpochShuffle(len(sets["train"]), self.cfg.seed)
+        # Shuffled from the global RNG, seeded right before training, exactly as the book's loader is.
         loaders = {
-            "train": DataLoader(sets["train"], batch_size=bs, sampler=self.shuffle, drop_last=self.cfg.drop_last,
+            "train": DataLoader(sets["train"], batch_size=bs, shuffle=True, drop_last=self.cfg.drop_last,
                                 collate_fn=collate),
             "validation": DataLoader(sets["validation"], batch_size=bs, shuffle=False, collate_fn=collate),
         }
@@ -142,7 +143,6 @@ class Trainer:
         if improved and self.cfg.keep_best:
             atomic_save(trainable, ckpt / "best.safetensors")
         opt_tensors, opt_meta = flatten_optimizer(optimizer.state_dict())
-        opt_tensors["rng.shuffle"] = self.shuffle.generator.get_state()
         opt_tensors["rng.torch"] = torch.get_rng_state()
         atomic_save(opt_tensors, ckpt / "optimizer.safetensors")
         write_json(ckpt / "state.json", {
@@ -161,7 +161,6 @@ class Trainer:
                         raise UserError(f"{ckpt}: checkpoint lacks {name!r} (made with another --trainable?)")
                     p.copy_(trainable[name])
         tensors = safe_load(ckpt / "optimizer.safetensors")
-        self.shuffle.generator.set_state(tensors.pop("rng.shuffle"))
         torch.set_rng_state(tensors.pop("rng.torch"))
         optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
         scheduler.load_state_dict(meta["scheduler"])

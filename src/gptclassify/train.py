@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Sampler
 from tqdm import tqdm
 
 from .classifier import POOLINGS, TRAINABLE, prefix_states, suffix_logits
@@ -99,23 +98,6 @@ def autocast_for(device: torch.device):
     if device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext
-
-
-class EpochShuffle(Sampler):
-    """A fresh permutation at every pass, drawn exactly as `DataLoader(shuffle=True)` draws it from
-    the global RNG after `torch.manual_seed(seed)` — but from a generator of its own, whose state
-    a checkpoint can save."""
-
-    def __init__(self, n: int, seed: int):
-        self.n = n
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self):
-        return self.n
-
-    def __iter__(self):
-        seed = int(torch.empty((), dtype=torch.int64).random_(generator=self.generator).item())
-        yield from torch.randperm(self.n, generator=torch.Generator().manual_seed(seed)).tolist()
 
 
 def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast):
@@ -224,7 +206,8 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
             state.history["step_loss"].append(loss.item())
             running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
             bar.set_postfix(loss=f"{running:.4f}")
-            if cfg.eval_freq and state.global_step % cfg.eval_freq == 0:
+            # The book counts steps from -1, so it evaluates after steps 1, 1 + eval_freq, ...
+            if cfg.eval_freq and (state.global_step - 1) % cfg.eval_freq == 0:
                 train_loss, val_loss = evaluate_model(model, train_loader, val_loader, logits_fn, device, cfg.eval_iter)
                 state.history["eval"].append({"step": state.global_step, "examples_seen": state.examples_seen,
                                               "train_loss": train_loss, "val_loss": val_loss})
@@ -236,12 +219,14 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
         model.eval()
         if cfg.epoch_eval_iter is None:
             train_acc = calc_accuracy_loader(loaders["train_eval"], logits_fn, device)
-            val_loss = calc_loss_loader(loaders["validation_eval"], logits_fn, device)
-            val_acc = calc_accuracy_loader(loaders["validation_eval"], logits_fn, device)
+            logits, targets = collect_logits(loaders["validation_eval"], logits_fn, device)
+            val_loss = F.cross_entropy(logits, targets).item()  # per example, as in metrics.json
+            val_acc = (logits.argmax(-1) == targets).float().mean().item()
         else:  # the book: accuracy on the first eval_iter batches of each loader
             train_acc = calc_accuracy_loader(train_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
             val_acc = calc_accuracy_loader(val_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
-            val_loss = calc_loss_loader(val_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
+            with torch.random.fork_rng(devices=[]):  # an extra pass the book does not make: leave its RNG alone
+                val_loss = calc_loss_loader(val_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
         improved = val_loss < state.best_val_loss
         if improved:
             state.best_val_loss, state.best_epoch = val_loss, state.epoch
