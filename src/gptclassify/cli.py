@@ -50,6 +50,58 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(evaluate_run(args.run, args.data, args.split, args.device), indent=2))
 
 
+def read_texts(args) -> list[str]:
+    """Texts from the arguments, `-` (stdin, one per line) or --input (lines, CSV, TSV or JSONL)."""
+    texts = []
+    for t in args.texts:
+        texts.extend(line for line in sys.stdin.read().splitlines() if line.strip()) if t == "-" else texts.append(t)
+    if args.input:
+        from .data import read_table
+
+        if args.input.suffix.lower() in (".csv", ".tsv", ".tab", ".jsonl", ".ndjson"):
+            if not args.text_column:
+                raise UserError(f"{args.input}: name the column of texts with --text-column")
+            df = read_table(args.input, args.text_column, None)
+            texts.extend(df["text"].tolist())
+        else:
+            try:
+                texts.extend(line for line in args.input.read_text(encoding="utf-8").splitlines() if line.strip())
+            except (OSError, UnicodeDecodeError) as e:
+                raise UserError(f"{args.input}: {e}") from None
+    if not texts:
+        raise UserError("no texts: give them as arguments, '-' for standard input, or --input FILE")
+    return texts
+
+
+def cmd_predict(args) -> None:
+    import csv
+
+    from .predict import Classifier
+
+    texts = read_texts(args)
+    classifier = Classifier.load(args.run, args.device)
+    predictions = classifier.predict(texts, batch_size=args.batch_size)
+    if args.format == "jsonl":
+        for text, p in zip(texts, predictions):
+            print(json.dumps({"text": text, **p}, ensure_ascii=False))
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["text", "label", "score", *(f"p_{label}" for label in classifier.labels)])
+        for text, p in zip(texts, predictions):
+            writer.writerow([text, p["label"], f"{p['score']:.6f}", *(f"{v:.6f}" for v in p["probabilities"].values())])
+    else:
+        width = max(len(label) for label in classifier.labels)
+        for text, p in zip(texts, predictions):
+            shown = text if len(text) <= 70 else text[:67] + "..."
+            print(f"{p['label']:<{width}}  {p['score']:6.1%}  {shown}")
+
+
+def cmd_serve(args) -> None:
+    from .serve import Limits, serve
+
+    serve(args.run, args.host, args.port, args.device, Limits(max_texts=args.max_texts, max_chars=args.max_chars))
+
+
 def print_prepared(prepared, out: Path) -> None:
     counts = prepared.info["counts"]
     width = max(len(label) for label in prepared.labels)
@@ -126,6 +178,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("predict", help="classify new texts with a trained run")
+    p.add_argument("run", type=Path)
+    p.add_argument("texts", nargs="*", help="texts to classify; '-' reads standard input, one text per line")
+    p.add_argument("--input", type=Path, help="a file: one text per line, or CSV/TSV/JSONL with --text-column")
+    p.add_argument("--text-column")
+    p.add_argument("--format", choices=["jsonl", "csv", "table"], default="jsonl")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="serve a trained run over HTTP")
+    p.add_argument("run", type=Path)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-texts", type=int, default=64, help="texts per request")
+    p.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -135,7 +205,12 @@ TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainabl
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # texts after options (`predict RUN --format table "text"`) land here
+        if args.command != "predict" or any(e.startswith("-") and e != "-" for e in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.texts = [*args.texts, *extra]
     try:
         args.func(args)
     except UserError as e:

@@ -106,8 +106,9 @@ def prepare_sms_spam(source: str | None = None, *, exact: bool = False, balance:
 # ---------------------------------------------------------------- users' own files
 
 
-def read_table(path: Path, text_column: str, label_column: str, encoding: str = "utf-8") -> pd.DataFrame:
-    """A CSV, TSV or JSONL file (by extension) as a frame with columns `text` and `label`."""
+def read_table(path: Path, text_column: str, label_column: str | None, encoding: str = "utf-8") -> pd.DataFrame:
+    """A CSV, TSV or JSONL file (by extension) as a frame with columns `text` and `label`
+    (just `text` when no label column is named)."""
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     suffix = path.suffix.lower()
@@ -123,11 +124,13 @@ def read_table(path: Path, text_column: str, label_column: str, encoding: str = 
         raise UserError(f"{path}: not valid {encoding} text (pass --encoding, e.g. latin-1)") from None
     except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise UserError(f"{path}: cannot parse as {suffix[1:].upper()} ({str(e).splitlines()[0][:120]})") from None
-    for column in (text_column, label_column):
+    columns = [c for c in (text_column, label_column) if c is not None]
+    for column in columns:
         if column not in df.columns:
             raise UserError(f"{path}: no column {column!r} (columns: {', '.join(map(str, df.columns))})")
-    df = df[[text_column, label_column]].rename(columns={text_column: "text", label_column: "label"})
-    df["label"] = df["label"].astype(str)
+    df = df[columns].rename(columns={text_column: "text", label_column: "label"})
+    if label_column is not None:
+        df["label"] = df["label"].astype(str)
     df["text"] = df["text"].map(lambda t: "" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t))
     empty = np.flatnonzero(df["text"].str.strip().eq("").to_numpy())
     if len(empty):

@@ -1,0 +1,73 @@
+"""Classify new text with a trained run: `Classifier.load(RUN).predict(texts)`.
+
+Preprocessing is exactly the training run's: its tokenizer, truncation to its max_length, its
+padding width and pooling. Texts are sorted by length and batched, so 1,000 texts are a few
+dozen forward passes of one loaded model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .classifier import classify_logits
+from .run import load_run
+from .train import autocast_for, resolve_device
+
+
+class Classifier:
+    def __init__(self, model, tokenizer, config: dict, device: torch.device):
+        self.model, self.tokenizer, self.config, self.device = model, tokenizer, config, device
+        self.labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+        self.max_length = config["max_length"]
+        self.pad_to = config.get("pad_to")
+        self.pooling = config["pooling"]
+        self.autocast = autocast_for(device)
+
+    @classmethod
+    def load(cls, run_dir: str | Path, device: str = "auto") -> "Classifier":
+        """Load a run directory: safetensors and JSON only, nothing executed from it."""
+        dev = resolve_device(device)
+        model, tokenizer, config = load_run(Path(run_dir), str(dev))
+        return cls(model, tokenizer, config, dev)
+
+    def encode(self, text: str) -> list[int]:
+        ids = self.tokenizer.encode(text)[: self.max_length]
+        return ids or [self.tokenizer.pad_id]  # an empty text is read as the end-of-text token
+
+    @torch.inference_mode()
+    def probabilities(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
+        """(len(texts), num_classes) class probabilities, in the order given."""
+        encoded = [self.encode(t) for t in texts]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+        probs = torch.empty(len(texts), len(self.labels))
+        for start in range(0, len(order), batch_size):
+            rows = order[start: start + batch_size]
+            width = self.pad_to or max(len(encoded[i]) for i in rows)
+            ids = torch.full((len(rows), width), self.tokenizer.pad_id, dtype=torch.long)
+            for r, i in enumerate(rows):
+                ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
+            lengths = torch.tensor([len(encoded[i]) for i in rows])
+            with self.autocast():
+                logits = classify_logits(self.model, ids.to(self.device), lengths.to(self.device), self.pooling)
+            probs[rows] = torch.softmax(logits.float(), dim=-1).cpu()
+        return probs
+
+    def predict(self, texts: str | list[str], batch_size: int = 32):
+        """Per text: {"label", "score", "probabilities": {label: p}}; a single string gives one dict."""
+        single = isinstance(texts, str)
+        probs = self.probabilities([texts] if single else list(texts), batch_size)
+        out = []
+        for row in probs.tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            out.append({"label": self.labels[best], "score": row[best],
+                        "probabilities": dict(zip(self.labels, row))})
+        return out[0] if single else out
+
+
+def classify_text(text: str, classifier: Classifier | str | Path) -> str:
+    """The book's `classify_review`, for any run: the predicted label of one text."""
+    if not isinstance(classifier, Classifier):
+        classifier = Classifier.load(classifier)
+    return classifier.predict(text)["label"]
