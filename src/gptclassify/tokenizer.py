@@ -84,7 +84,11 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, cache_dir=None, endpoint:
     `tokenizer.json` beside Llama-family safetensors, or the vocabulary inside a GGUF file."""
     from .models.llama import LLAMA_HUB_REPOS
 
+    from .fetch import GGUF_NAMES, fetch_smollm2_gguf
+
     name = str(name_or_path)
+    if name in GGUF_NAMES:
+        return tokenizer_from_gguf(fetch_smollm2_gguf())
     if name.startswith("gpt2"):
         return get_tokenizer("gpt2")
     if name in LLAMA_HUB_REPOS:

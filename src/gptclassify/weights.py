@@ -17,9 +17,10 @@ GPT2_HUB_REPOS = {name: f"openai-community/{name}" for name in GPT2_CONFIGS}
 
 
 def known_models() -> list[str]:
+    from .fetch import GGUF_NAMES
     from .models.llama import LLAMA_HUB_REPOS
 
-    return [*GPT2_HUB_REPOS, *LLAMA_HUB_REPOS]
+    return [*GPT2_HUB_REPOS, *LLAMA_HUB_REPOS, *GGUF_NAMES]
 
 
 def load_pretrained(name_or_path: str | Path, *, cache_dir=None, endpoint: str | None = None) -> nn.Module:
@@ -37,8 +38,11 @@ def load_pretrained(name_or_path: str | Path, *, cache_dir=None, endpoint: str |
         config = hub_file(repo, "config.json", cache_dir=cache_dir, endpoint=endpoint, required=False)
         cfg = gpt2_weights.read_hf_config(config.parent) if config else GPTConfig(**GPT2_CONFIGS[name])
         return _gpt2_from_tensors(read_safetensors(weights), cfg)
+    from .fetch import GGUF_NAMES, fetch_smollm2_gguf
     from .models import llama_weights
 
+    if name in GGUF_NAMES:
+        return llama_weights.load_gguf(fetch_smollm2_gguf())
     if name in llama_weights.LLAMA_HUB_REPOS:
         return llama_weights.load_from_hub(name, cache_dir=cache_dir, endpoint=endpoint)
 

@@ -155,13 +155,14 @@ def load_gguf(path: Path) -> LlamaModel:
     cfg = config_from_gguf(reader)
     tensors = {}
     for t in reader.tensors:
-        w = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+        # A copy: unquantized tensors come back as views of the file's read-only memory map.
+        w = np.array(dequantize(t.data, t.tensor_type), dtype=np.float32, copy=True)
         w = w.reshape([int(n) for n in reversed(t.shape)])  # GGUF lists dimensions innermost first
         if t.name.endswith("attn_q.weight"):
             w = unpermute_rope_rows(w, cfg.n_heads)
         elif t.name.endswith("attn_k.weight"):
             w = unpermute_rope_rows(w, cfg.n_kv_heads)
-        tensors[t.name] = torch.from_numpy(np.ascontiguousarray(w))
+        tensors[t.name] = torch.from_numpy(w)
     state = tie_head(rename(tensors, _GGUF_TOP, "blk.", _GGUF_BLOCK), cfg)
     return build_model(LlamaModel, cfg, state)
 
