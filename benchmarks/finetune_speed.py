@@ -116,13 +116,14 @@ def method_b(data: Path, epochs: int) -> dict:
             "wall_seconds": time.perf_counter() - started}
 
 
-def method_c(data: Path, epochs: int) -> dict:
+def method_c(data: Path, epochs: int, **options) -> dict:
     from gptclassify.run import Trainer
     from gptclassify.train import make_config
 
     started = time.perf_counter()
     out = Path(tempfile.mkdtemp(prefix="gptclassify-speed-"))
-    metrics = Trainer("gpt2", "random", data, make_config(None, epochs=epochs), out / "run", log=lambda *a: None).run()
+    cfg = make_config(None, epochs=epochs, **options)
+    metrics = Trainer("gpt2", "random", data, cfg, out / "run", log=lambda *a: None).run()
     return {"test_accuracy": metrics["test"]["accuracy"], "train_seconds": metrics["training"]["seconds"],
             "examples": metrics["training"]["examples_seen"], "wall_seconds": time.perf_counter() - started}
 
@@ -147,14 +148,19 @@ def method_d(data: Path, epochs: int) -> dict:
     return {"examples": len(encoded), "wall_seconds": time.perf_counter() - started}
 
 
-METHODS = {"a": method_a, "b": method_b, "c": method_c, "d": method_d}
+def method_e(data: Path, epochs: int) -> dict:
+    return method_c(data, epochs, cache_dtype="bfloat16")
+
+
+METHODS = {"a": method_a, "b": method_b, "c": method_c, "d": method_d, "e": method_e}
 NAMES = {"a": "book recipe (book's code)", "b": "transformers GPT2ForSequenceClassification",
-         "c": "gptclassify defaults", "d": "floor: one full forward pass over every message"}
+         "c": "gptclassify defaults", "d": "floor: one full forward pass over every message",
+         "e": "gptclassify --cache-dtype bfloat16"}
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=["c", "d", "e", "b", "a"], choices=list(METHODS))
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--one", choices=list(METHODS), help=argparse.SUPPRESS)  # run one method in this process
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)

@@ -105,11 +105,13 @@ class Trainer:
             self.log(f"feature cache: not used: {reason}")
             return False
         started = time.perf_counter()
-        dtype = torch.bfloat16 if self.cfg.cache_dtype == "bfloat16" else torch.float32
+        dtype, autocast = torch.float32, self.autocast
+        if self.cfg.cache_dtype == "bfloat16":  # half the memory, and bf16 matrix units where the CPU has them
+            dtype, autocast = torch.bfloat16, lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
         self.features = {
             split: FeatureDataset(build_feature_store(
                 self.model, ds, self.start, pad_id=self.tokenizer.pad_id, pad_to=self.pad_to, pooling=self.cfg.pooling,
-                batch_size=max(self.cfg.batch_size, 32), device=self.device, dtype=dtype, autocast=self.autocast), ds)
+                batch_size=max(self.cfg.batch_size, 32), device=self.device, dtype=dtype, autocast=autocast), ds)
             for split, ds in self.datasets.items()
         }
         positions = sum(f.store.flat.shape[0] for f in self.features.values())
@@ -129,9 +131,9 @@ class Trainer:
                                 collate_fn=collate),
             "validation": DataLoader(sets["validation"], batch_size=bs, shuffle=False, collate_fn=collate),
         }
-        for split in SPLITS:  # full-set evaluation: grouped by length
+        for split in SPLITS:  # full-set evaluation: grouped by length, in larger batches
             lengths = [len(e) for e in self.datasets[split].encoded]
-            loaders[f"{split}_eval"] = length_sorted_loader(sets[split], lengths, bs, collate)
+            loaders[f"{split}_eval"] = length_sorted_loader(sets[split], lengths, max(bs, 64), collate)
         return loaders
 
     # -------------------------------------------------------------- checkpoints for --resume

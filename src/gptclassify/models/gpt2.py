@@ -77,6 +77,12 @@ class FeedForward(nn.Module):
         return self.layers(x)
 
 
+def packed_projection(proj: nn.Linear, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`proj(x)` computed only at the rows where `mask` (batch, seq) is true; zeros elsewhere."""
+    out = x.new_zeros(*mask.shape, proj.out_features)
+    return out.masked_scatter(mask[..., None], proj(x[mask]))
+
+
 class MultiHeadAttention(nn.Module):
     """Causal self-attention with separate query, key and value projections, as in the book."""
 
@@ -99,14 +105,16 @@ class MultiHeadAttention(nn.Module):
         def heads(proj, inp):  # (b, n, d) -> (b, heads, n, head_dim)
             return proj(inp).view(b, inp.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
 
-        k, v = heads(self.W_key, x), heads(self.W_value, x)
         dropout = self.dropout if self.training else 0.0
         if positions is None:
-            q = heads(self.W_query, x)
+            q, k, v = heads(self.W_query, x), heads(self.W_key, x), heads(self.W_value, x)
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
         else:
-            q = heads(self.W_query, x[torch.arange(b, device=x.device), positions][:, None])
+            # Keys and values only where the query may look (no padding), queries only at `positions`.
             mask = torch.arange(t, device=x.device)[None, :] <= positions[:, None]
+            k, v = (packed_projection(proj, x, mask).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+                    for proj in (self.W_key, self.W_value))
+            q = heads(self.W_query, x[torch.arange(b, device=x.device), positions][:, None])
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], dropout_p=dropout)
         return self.out_proj(y.transpose(1, 2).reshape(b, y.shape[2], -1))
 

@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .gpt2 import packed_projection
+
 
 @dataclass
 class LlamaConfig:
@@ -91,8 +93,12 @@ class GroupedQueryAttention(nn.Module):
     def forward(self, x, positions=None):
         """Causal attention at every position, or only at `positions` (one per row), as in GPT-2."""
         b, t, _ = x.shape
-        k = self.W_key(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.W_value(x).view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        mask = None if positions is None else torch.arange(t, device=x.device)[None, :] <= positions[:, None]
+        # With `positions`, keys and values only where the query may look (no padding).
+        k, v = (self.W_key(x), self.W_value(x)) if mask is None else \
+            (packed_projection(self.W_key, x, mask), packed_projection(self.W_value, x, mask))
+        k = k.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.n_kv_heads, self.head_dim).transpose(1, 2)
         cos, sin = rope_cos_sin(t, self.head_dim, self.rope_base, x.device, k.dtype)
         k = apply_rope(k, cos, sin)
         gqa = self.n_kv_heads != self.n_heads
@@ -104,7 +110,6 @@ class GroupedQueryAttention(nn.Module):
             rows = torch.arange(b, device=x.device)
             q = self.W_query(x[rows, positions][:, None]).view(b, 1, self.n_heads, self.head_dim).transpose(1, 2)
             q = apply_rope(q, cos[positions][:, None, None], sin[positions][:, None, None])
-            mask = torch.arange(t, device=x.device)[None, :] <= positions[:, None]
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :], enable_gqa=gqa)
         return self.out_proj(y.transpose(1, 2).reshape(b, y.shape[2], -1))
 
