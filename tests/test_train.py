@@ -287,3 +287,14 @@ def test_bad_input_gives_one_line_errors(weights_dir, data_dir, tmp_path, capsys
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("gptclassify: error:"), err
         assert message in err, (argv, err)
+
+
+def test_bfloat16_cache_trains_close_to_float32(weights_dir, data_dir, tmp_path):
+    losses = {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = make_config(None, epochs=1, max_steps=5, cache_dtype=dtype)
+        trainer = Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / dtype, log=quiet)
+        assert trainer.features["train"].store.flat.dtype == getattr(torch, dtype)
+        trainer.run()
+        losses[dtype] = json.loads((tmp_path / dtype / "history.json").read_text())["step_loss"]
+    assert max(abs(a - b) for a, b in zip(losses["float32"], losses["bfloat16"])) < 2e-2

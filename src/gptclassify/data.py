@@ -17,7 +17,7 @@ import pandas as pd
 
 from .download import cache_dir, fetch
 from .errors import UserError
-from .files import atomic_path, write_json
+from .files import atomic_path, read_json, write_json
 from .hub import sha256_file
 
 SPLITS = ("train", "validation", "test")
@@ -251,8 +251,6 @@ def read_split(data_dir: Path, split: str) -> pd.DataFrame:
 
 
 def dataset_labels(data_dir: Path) -> list[str]:
-    from .weights import read_json
-
     path = Path(data_dir) / "dataset.json"
     if not path.is_file():
         raise UserError(f"{data_dir}: no dataset.json (make the directory with `gptclassify prepare`)")

@@ -23,12 +23,12 @@ from .classifier import add_classifier_head, first_trainable_block, freeze_all_b
 from .data import dataset_labels, read_split
 from .errors import UserError
 from .features import FeatureDataset, build_feature_store, cache_unavailable_reason, collate_features
-from .files import atomic_path, write_json
+from .files import atomic_path, read_json, write_json
 from .metrics import classification_report
 from .tokenizer import Tokenizer, get_tokenizer, load_tokenizer, tokenizer_from_json
 from .train import (TrainConfig, TrainState, autocast_for, collect_logits, fit, make_logits_fn,
                     make_optimizer, resolve_device)
-from .weights import load_pretrained, model_from_config_dict, read_json
+from .weights import load_pretrained, model_from_config_dict
 
 SPLITS = ("train", "validation", "test")
 

@@ -27,6 +27,7 @@ class Tokenizer:
     pad_id: int
     vocab_size: int
     source: str = ""  # where the vocabulary came from, for the run's config.json
+    hf: object = None  # the `tokenizers.Tokenizer` behind a non-GPT-2 tokenizer, saved with a run
 
     def encode(self, text: str) -> list[int]:
         return self.encode_fn(text)
@@ -111,7 +112,7 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, cache_dir=None, endpoint:
 
 
 def wrap_hf_tokenizer(tok, pad_id: int, source: str) -> Tokenizer:
-    """Our interface around a `tokenizers.Tokenizer` (kept on `.hf` so a run can save it)."""
+    """Our interface around a `tokenizers.Tokenizer`."""
 
     def encode(text: str) -> list[int]:
         return tok.encode(text, add_special_tokens=False).ids
@@ -119,9 +120,7 @@ def wrap_hf_tokenizer(tok, pad_id: int, source: str) -> Tokenizer:
     def decode(ids: list[int]) -> str:
         return tok.decode(ids, skip_special_tokens=False)
 
-    out = Tokenizer("hf", encode, decode, pad_id=pad_id, vocab_size=tok.get_vocab_size(), source=source)
-    out.hf = tok
-    return out
+    return Tokenizer("hf", encode, decode, pad_id=pad_id, vocab_size=tok.get_vocab_size(), source=source, hf=tok)
 
 
 def tokenizer_from_json(path: str | os.PathLike, pad_id: int | None = None) -> Tokenizer:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -109,10 +108,6 @@ def build_model(model_cls, cfg, state: dict[str, torch.Tensor]) -> nn.Module:
     return model.eval()
 
 
-def model_config_dict(model: nn.Module) -> dict:
-    return model.cfg.to_dict()
-
-
 def model_from_config_dict(d: dict) -> nn.Module:
     """An uninitialised-weights model of the architecture a run's config.json describes."""
     d = dict(d)
@@ -124,10 +119,3 @@ def model_from_config_dict(d: dict) -> nn.Module:
 
         return LlamaModel(LlamaConfig(**d))
     raise UserError(f"unknown model family {family!r}")
-
-
-def read_json(path: Path) -> dict:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: {e}") from None
