@@ -7,6 +7,7 @@ on the same GPT-2 124M classifier weights and all 5,574 SMS messages, batch size
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
@@ -53,12 +54,15 @@ def main():
     with torch.no_grad():
         clf.model.out_head.bias.zero_()  # Hugging Face's score head has no bias: same weights on both sides
     hf = to_transformers(clf)
-    tok = transformers.GPT2TokenizerFast(vocab_file=str(SHARED / "gpt2" / "encoder.json"),
-                                         merges_file=str(SHARED / "gpt2" / "vocab.bpe"))
+    vocab = json.loads((SHARED / "gpt2" / "encoder.json").read_text(encoding="utf-8"))
+    merges = [tuple(line.split()) for line in (SHARED / "gpt2" / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]
+              if line]
+    tok = transformers.GPT2TokenizerFast(vocab=vocab, merges=merges)
+    assert tok("Every effort moves you").input_ids == [6109, 3626, 6100, 345]
     tok.pad_token = tok.eos_token
     tok.model_max_length = clf.max_length
     pipe = transformers.pipeline("text-classification", model=hf, tokenizer=tok, device="cpu")
-    texts = sms_messages()[: args.n]
+    texts = [t for t in sms_messages()[: args.n] if t.strip()]  # the pipeline fails on a text with no tokens
     clf.predict(texts[:64]), pipe(texts[:64], batch_size=args.batch_size, truncation=True)  # warm-up
 
     started = time.perf_counter()
