@@ -57,7 +57,7 @@ def main():
     if previous.is_file():
         results = {**json.loads(previous.read_text()).get("results", {}), **results}
     path = save("accuracy", {"weights": args.weights, "model": args.model, "results": results})
-    print(f"| variant | train | validation | test | test macro-F1 | wall s |")
+    print("| variant | train | validation | test | test macro-F1 | wall s |")
     print("|---|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['train_accuracy']:.2%} | {r['validation_accuracy']:.2%} | {r['test_accuracy']:.2%} "

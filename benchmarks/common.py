@@ -6,8 +6,12 @@ import json
 import os
 import platform
 import resource
+import socket
+import subprocess
 import sys
 import time
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -62,3 +66,25 @@ def benchmark_run(work: Path | None = None) -> Path:
 def sms_messages() -> list[str]:
     with open(SHARED / "SMSSpamCollection", encoding="utf-8") as f:
         return [line.rstrip("\n").split("\t", 1)[1] for line in f]
+
+
+@contextmanager
+def serving(run: Path):
+    """`gptclassify serve RUN` on a free port of 127.0.0.1; yields its base URL once it answers."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "-m", "gptclassify.cli", "serve", str(run), "--port", str(port),
+                               "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

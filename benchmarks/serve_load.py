@@ -9,15 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
-from common import benchmark_run, save, sms_messages
+from common import benchmark_run, save, serving, sms_messages
 
 
 def post(url: str, body: dict) -> int:
@@ -35,19 +32,7 @@ def main():
     args = parser.parse_args()
 
     run = args.run or benchmark_run()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "gptclassify.cli", "serve", str(run), "--port", str(port),
-                               "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+    with serving(run) as base:
         messages = sms_messages()
         latencies, errors, lock = [], [0], threading.Lock()
         deadline = time.perf_counter() + args.seconds
@@ -74,9 +59,6 @@ def main():
             t.join()
         elapsed = time.perf_counter() - started
         batches = json.loads(urllib.request.urlopen(base + "/v1/model").read())["batches_run"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     q = statistics.quantiles(latencies, n=100)
     result = {"clients": args.clients, "seconds": elapsed, "requests": len(latencies), "errors": errors[0],
               "requests_per_s": len(latencies) / elapsed, "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000,

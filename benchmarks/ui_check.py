@@ -9,13 +9,8 @@ Needs Debian's Chromium and the Playwright driver (no browser download):
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
-from common import RESULTS, benchmark_run
+from common import RESULTS, benchmark_run, serving
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -29,38 +24,22 @@ def main():
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
+    from gptclassify import Classifier
+
     run = args.run or benchmark_run()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, "-m", "gptclassify.cli", "serve", str(run), "--port", str(port),
-                               "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(url + "healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 800, "height": 520})
-            page.goto(url)
-            page.wait_for_function("document.getElementById('model').textContent.includes('labels')")
-            page.fill("#text", args.message)
-            page.click("#classify")
-            page.wait_for_function("document.getElementById('verdict').textContent.includes('%')")
-            verdict = page.text_content("#verdict")
-            details = page.text_content("#details")
-            model = page.text_content("#model")
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            page.screenshot(path=str(RESULTS / "ui.png"))
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    expected = __import__("gptclassify").Classifier.load(run, device="cpu").predict(args.message)
+    with serving(run) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 800, "height": 520})
+        page.goto(base + "/")
+        page.wait_for_function("document.getElementById('model').textContent.includes('labels')")
+        page.fill("#text", args.message)
+        page.click("#classify")
+        page.wait_for_function("document.getElementById('verdict').textContent.includes('%')")
+        verdict, details, model = (page.text_content(s) for s in ("#verdict", "#details", "#model"))
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(RESULTS / "ui.png"))
+        browser.close()
+    expected = Classifier.load(run, device="cpu").predict(args.message)
     print({"model": model, "verdict": verdict, "details": details, "expected_label": expected["label"]})
     assert verdict.startswith(expected["label"]), (verdict, expected)
     print(f"verdict read back matches Classifier.predict; screenshot: {RESULTS / 'ui.png'}")

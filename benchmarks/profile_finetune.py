@@ -1,0 +1,41 @@
+"""Where gptclassify's default fine-tuning spends its time: the cache build, then a cProfile of
+`Trainer.run()` (GPT-2 124M, random weights, the book's split, 5 epochs).
+
+    python benchmarks/profile_finetune.py [--top 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+from common import book_split
+
+from gptclassify.run import Trainer
+from gptclassify.train import make_config
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="gptclassify-profile-"))
+    data = book_split(work / "sms")
+    started = time.perf_counter()
+    trainer = Trainer("gpt2", "random", data, make_config(None), work / "run")
+    print(f"construction, tokenizing and the feature cache: {time.perf_counter() - started:.1f}s")
+    profile = cProfile.Profile()
+    started = time.perf_counter()
+    profile.enable()
+    metrics = trainer.run()
+    profile.disable()
+    print(f"run(): {time.perf_counter() - started:.1f}s, of which training steps {metrics['training']['seconds']:.1f}s")
+    pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()
