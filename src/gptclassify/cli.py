@@ -54,7 +54,10 @@ def read_texts(args) -> list[str]:
     """Texts from the arguments, `-` (stdin, one per line) or --input (lines, CSV, TSV or JSONL)."""
     texts = []
     for t in args.texts:
-        texts.extend(line for line in sys.stdin.read().splitlines() if line.strip()) if t == "-" else texts.append(t)
+        if t == "-":
+            texts.extend(line for line in sys.stdin.read().splitlines() if line.strip())
+        else:
+            texts.append(t)
     if args.input:
         from .data import read_table
 
