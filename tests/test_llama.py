@@ -128,3 +128,29 @@ def test_train_and_predict_with_real_smollm2(gguf, tmp_path, capsys):
     assert clf.tokenizer.encode("Call 0800 now") == tokenizer_from_gguf(gguf).encode("Call 0800 now")
     assert main(["predict", str(run), "Free entry in 2 a wkly comp"]) == 0
     assert json.loads(capsys.readouterr().out)["label"] in ("ham", "spam")
+
+
+def test_hub_name_downloads_weights_config_and_tokenizer(tmp_path, gguf):
+    """`smollm2-135m` through huggingface_hub, against a stand-in hub on 127.0.0.1."""
+    from safetensors.torch import save
+
+    from gptclassify.tokenizer import load_tokenizer
+    from hub_server import FakeHub
+
+    path, hf = small_smollm2_dir(tmp_path)
+    tokenizer_json = tmp_path / "tokenizer.json"
+    tokenizer_from_gguf(gguf).hf.save(str(tokenizer_json))
+    repo = "HuggingFaceTB/SmolLM2-135M"
+    hub = FakeHub({(repo, "model.safetensors"): save({k: v.contiguous() for k, v in hf.state_dict().items()
+                                                      if k != "lm_head.weight"}),
+                   (repo, "config.json"): (path / "config.json").read_bytes(),
+                   (repo, "tokenizer.json"): tokenizer_json.read_bytes()})
+    try:
+        model = load_pretrained("smollm2-135m", cache_dir=tmp_path / "hub", endpoint=hub.url)
+        x = torch.randint(0, 49152, (2, 12))
+        with torch.no_grad():
+            assert (model(x) - hf(x).logits).abs().max().item() < 1e-4
+        tok = load_tokenizer("smollm2-135m", cache_dir=tmp_path / "hub", endpoint=hub.url)
+        assert tok.encode("Call 0800 now") == tokenizer_from_gguf(gguf).encode("Call 0800 now") and tok.pad_id == 0
+    finally:
+        hub.close()
