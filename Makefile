@@ -40,7 +40,7 @@ test: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	$(VENV)/bin/gptclassify prepare sms-spam --out $(DATA) $(if $(SOURCE),--source $(SOURCE),)
-	$(VENV)/bin/gptclassify train --data $(DATA) --model $(MODEL) --weights $(WEIGHTS) --out $(RUN) $(TRAIN_ARGS)
+	$(VENV)/bin/gptclassify train --data $(DATA) --model $(MODEL) --weights $(WEIGHTS) --out $(RUN) --overwrite $(TRAIN_ARGS)
 	$(VENV)/bin/gptclassify predict $(RUN) --format table \
 	  "You are a winner you have been specially selected to receive \$$1000 cash or a \$$2000 award." \
 	  "Hey, just wanted to check if we're still on for dinner tonight? Let me know!"

@@ -281,6 +281,8 @@ def test_bad_input_gives_one_line_errors(weights_dir, data_dir, tmp_path, capsys
         (["train", "--data", str(tmp_path / "nodata"), "--weights", str(weights_dir), "--out", str(tmp_path / "x")],
          "no dataset.json"),
         (["train", "--resume", str(tmp_path / "nothing")], "no checkpoint to resume from"),
+        (["train", "--data", str(data_dir), "--weights", str(weights_dir), "--out", str(run)],
+         "already holds a run"),
     ]
     for argv, message in cases:
         assert main(argv) == 1, argv

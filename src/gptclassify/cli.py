@@ -29,7 +29,7 @@ def cmd_prepare_csv(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .run import Trainer, resume_settings
+    from .run import Trainer, check_run_dir_free, resume_settings
     from .train import make_config
 
     if args.resume:
@@ -38,6 +38,7 @@ def cmd_train(args) -> None:
     else:
         if args.data is None or args.out is None:
             raise UserError("train needs --data DIR and --out RUN (or --resume RUN)")
+        check_run_dir_free(args.out, args.overwrite)
         cfg = make_config(args.preset, **{k: getattr(args, k) for k in TRAIN_OPTIONS})
         metrics = Trainer(args.model, args.weights or args.model, args.data, cfg, args.out).run()
     summary = {s: {k: metrics[s][k] for k in ("accuracy", "macro_f1", "loss")} for s in ("train", "validation", "test")}
@@ -160,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: the model's own pretrained weights)")
     p.add_argument("--out", type=Path, help="the run directory to write")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--preset", choices=["book"], help="book: everything chapter 6 used")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .batches import TextDataset
+from .batches import Collate, TextDataset
 from .classifier import prefix_states
 
 
@@ -79,12 +79,10 @@ def build_feature_store(model, dataset: TextDataset, start: int, *, pad_id: int,
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()
     flat = _allocate(int(sum(widths)), model.cfg.emb_dim, dtype)
     order = sorted(range(len(dataset)), key=lambda i: widths[i])
+    collate = Collate(pad_id, pad_to if pooling == "last-position" else None)
     for b in range(0, len(order), batch_size):
         rows = order[b: b + batch_size]
-        width = max(widths[i] for i in rows)
-        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        for r, i in enumerate(rows):
-            ids[r, : len(dataset.encoded[i])] = torch.tensor(dataset.encoded[i])
+        ids, _, _ = collate([dataset[i] for i in rows])
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
             states = prefix_states(model, ids.to(device), start).to("cpu", dtype)
         for r, i in enumerate(rows):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .batches import Collate
 from .classifier import classify_logits
 from .run import load_run
 from .train import autocast_for, resolve_device
@@ -42,13 +43,10 @@ class Classifier:
         encoded = [self.encode(t) for t in texts]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         probs = torch.empty(len(texts), len(self.labels))
+        collate = Collate(self.tokenizer.pad_id, self.pad_to)
         for start in range(0, len(order), batch_size):
             rows = order[start: start + batch_size]
-            width = self.pad_to or max(len(encoded[i]) for i in rows)
-            ids = torch.full((len(rows), width), self.tokenizer.pad_id, dtype=torch.long)
-            for r, i in enumerate(rows):
-                ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
-            lengths = torch.tensor([len(encoded[i]) for i in rows])
+            ids, _, lengths = collate([(encoded[i], 0) for i in rows])
             with self.autocast():
                 logits = classify_logits(self.model, ids.to(self.device), lengths.to(self.device), self.pooling)
             probs[rows] = torch.softmax(logits.float(), dim=-1).cpu()

@@ -200,9 +200,7 @@ class Trainer:
         self.model.eval()
         metrics = {}
         for split in SPLITS:
-            logits, targets = collect_logits(self.loaders[f"{split}_eval"], self.logits_fn, self.device)
-            loss = torch.nn.functional.cross_entropy(logits, targets).item()
-            metrics[split] = classification_report(targets.numpy(), logits.argmax(-1).numpy(), self.labels, loss)
+            metrics[split] = loader_report(self.loaders[f"{split}_eval"], self.logits_fn, self.device, self.labels)
         examples = state.examples_seen
         metrics["training"] = {
             "seconds": state.seconds, "examples_seen": examples,
@@ -288,6 +286,14 @@ def unflatten_optimizer(tensors: dict, meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def check_run_dir_free(run_dir: Path, overwrite: bool = False) -> None:
+    """Refuse to train into a directory that already holds a run, unless told to replace it."""
+    taken = [name for name in ("model.safetensors", "config.json", "checkpoint") if (Path(run_dir) / name).exists()]
+    if taken and not overwrite:
+        raise UserError(f"{run_dir} already holds a run ({taken[0]}); continue it with --resume, "
+                        "or replace it with --overwrite")
+
+
 def resume_settings(run_dir: Path) -> tuple[str, str, Path, TrainConfig]:
     """Model, weights, data and training settings of an interrupted run."""
     path = Path(run_dir) / "checkpoint" / "state.json"
@@ -356,9 +362,14 @@ def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str
     dev = resolve_device(device)
     logits_fn = lambda ids, lengths: classify_logits(model, ids, lengths, config["pooling"]).float()  # noqa: E731
     with torch.inference_mode():
-        logits, y = collect_logits(loader, logits_fn, dev)
-    loss = torch.nn.functional.cross_entropy(logits, y).item()
-    return classification_report(y.numpy(), logits.argmax(-1).numpy(), labels, loss)
+        return loader_report(loader, logits_fn, dev, labels)
+
+
+def loader_report(loader, logits_fn, device, labels: list[str]) -> dict:
+    """Full-set metrics (loss per example, accuracy, per-class, confusion) of one loader."""
+    logits, targets = collect_logits(loader, logits_fn, device)
+    loss = torch.nn.functional.cross_entropy(logits, targets).item()
+    return classification_report(targets.numpy(), logits.argmax(-1).numpy(), labels, loss)
 
 
 def load_data_split(data_dir: Path, split: str, labels: list[str]):
