@@ -23,6 +23,7 @@ VARIANTS = {
     "last-position": {"pooling": "last-position"},  # the book's pooling: pad to the longest, read the last slot
     "last-2-blocks": {"trainable": "last-2-blocks"},
     "default-lr-2e-4": {"lr": 2e-4},  # the default recipe with a 4x learning rate
+    "default-bf16-cache": {"cache_dtype": "bfloat16"},  # the frozen prefix computed and kept in bf16
 }
 
 
