@@ -28,7 +28,7 @@ from .metrics import classification_report
 from .tokenizer import Tokenizer, get_tokenizer, load_tokenizer, tokenizer_from_json
 from .train import (TrainConfig, TrainState, autocast_for, collect_logits, fit, make_logits_fn,
                     make_optimizer, resolve_device)
-from .weights import load_pretrained, model_from_config_dict
+from .weights import assign_checked, load_pretrained, model_from_config_dict
 
 SPLITS = ("train", "validation", "test")
 
@@ -152,16 +152,20 @@ class Trainer:
             "train_state": state.to_dict(), "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
             "train_config": asdict(self.cfg)})
 
-    def restore_checkpoint(self, optimizer, scheduler) -> TrainState:
-        ckpt = self.run_dir / "checkpoint"
-        meta = read_json(ckpt / "state.json")
-        trainable = safe_load(ckpt / "trainable.safetensors")
+    def load_trainable(self, path: Path) -> None:
+        """Copy saved trainable weights (an epoch checkpoint or the best epoch) into the model."""
+        saved = safe_load(path)
         with torch.no_grad():
             for name, p in self.model.named_parameters():
                 if p.requires_grad:
-                    if name not in trainable:
-                        raise UserError(f"{ckpt}: checkpoint lacks {name!r} (made with another --trainable?)")
-                    p.copy_(trainable[name])
+                    if name not in saved:
+                        raise UserError(f"{path}: lacks {name!r} (made with another --trainable?)")
+                    p.copy_(saved[name])
+
+    def restore_checkpoint(self, optimizer, scheduler) -> TrainState:
+        ckpt = self.run_dir / "checkpoint"
+        meta = read_json(ckpt / "state.json")
+        self.load_trainable(ckpt / "trainable.safetensors")
         tensors = safe_load(ckpt / "optimizer.safetensors")
         torch.set_rng_state(tensors.pop("rng.torch"))
         optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
@@ -186,11 +190,7 @@ class Trainer:
         state = fit(self.model, self.loaders, self.logits_fn, optimizer, scheduler, self.cfg, state, self.device,
                     on_epoch_end=epoch_end, log=self.log)
         if self.cfg.keep_best and (self.run_dir / "checkpoint" / "best.safetensors").is_file():
-            best = safe_load(self.run_dir / "checkpoint" / "best.safetensors")
-            with torch.no_grad():
-                for name, p in self.model.named_parameters():
-                    if name in best:
-                        p.copy_(best[name])
+            self.load_trainable(self.run_dir / "checkpoint" / "best.safetensors")
             self.log(f"kept the best epoch by validation loss: {state.best_epoch}")
         metrics = self.evaluate_all(state)
         self.save_run(state, metrics)
@@ -328,18 +328,7 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[nn.Module, Tokenizer, 
     with torch.device("meta"):
         model = model_from_config_dict(config["model"])
         model.out_head = nn.Linear(model.cfg.emb_dim, len(config["id2label"]))
-    state = safe_load(run_dir / "model.safetensors")
-    expected = model.state_dict()
-    for key, value in expected.items():
-        if key not in state:
-            raise UserError(f"{run_dir}/model.safetensors: tensor {key!r} is missing")
-        if tuple(state[key].shape) != tuple(value.shape):
-            raise UserError(f"{run_dir}/model.safetensors: tensor {key!r} has shape {tuple(state[key].shape)}, "
-                            f"config.json says {tuple(value.shape)}")
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise UserError(f"{run_dir}/model.safetensors: unexpected tensor {extra[0]!r}")
-    model.load_state_dict(state, assign=True)
+    assign_checked(model, safe_load(run_dir / "model.safetensors"), f"{run_dir}/model.safetensors")
     tok = config["tokenizer"]
     if tok["kind"] == "tiktoken":
         tokenizer = get_tokenizer(tok["name"])

@@ -203,8 +203,9 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
             scheduler.step()
             state.global_step += 1
             state.examples_seen += batch[0].shape[0]
-            state.history["step_loss"].append(loss.item())
-            running = loss.item() if running is None else 0.9 * running + 0.1 * loss.item()
+            value = loss.item()
+            state.history["step_loss"].append(value)
+            running = value if running is None else 0.9 * running + 0.1 * value
             bar.set_postfix(loss=f"{running:.4f}")
             # The book counts steps from -1, so it evaluates after steps 1, 1 + eval_freq, ...
             if cfg.eval_freq and (state.global_step - 1) % cfg.eval_freq == 0:

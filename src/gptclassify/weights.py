@@ -95,17 +95,23 @@ def build_model(model_cls, cfg, state: dict[str, torch.Tensor]) -> nn.Module:
     """Make the model without initialising it, then put the weights in; every tensor checked by name."""
     with torch.device("meta"):
         model = model_cls(cfg)
+    assign_checked(model, {k: v.float() for k, v in state.items()}, "weights")
+    return model.eval()
+
+
+def assign_checked(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """Put `state` into `model` (made on the meta device) after checking every tensor by name and
+    shape; the first missing, unexpected or mis-shaped tensor is an error naming it."""
     expected = model.state_dict()
     for key, value in state.items():
         if key not in expected:
-            raise UserError(f"weights: unexpected tensor {key!r}")
+            raise UserError(f"{where}: unexpected tensor {key!r}")
         if tuple(value.shape) != tuple(expected[key].shape):
-            raise UserError(f"weights: tensor {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
+            raise UserError(f"{where}: tensor {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
     missing = [k for k in expected if k not in state]
     if missing:
-        raise UserError(f"weights: tensor {missing[0]!r} is missing")
-    model.load_state_dict({k: v.float() for k, v in state.items()}, assign=True)
-    return model.eval()
+        raise UserError(f"{where}: tensor {missing[0]!r} is missing")
+    model.load_state_dict(state, assign=True)
 
 
 def model_from_config_dict(d: dict) -> nn.Module:
