@@ -6,11 +6,15 @@
       each batch padded to its longest message, accuracy on the full splits after each epoch
   (c) gptclassify with its defaults (`Trainer`, as `gptclassify train --weights random` runs it)
   (d) the floor: one forward pass of the full model over every train, validation and test message
+  (e) gptclassify with the frozen-prefix cache computed and kept in bf16
+  (f) gptclassify running the book's recipe (`--preset book`: padding to 120, last position,
+      drop_last, eval_freq 50 / eval_iter 5): the same per-step losses as (a) (tests/test_train.py),
+      so the same accuracy, through the cache
 
 Each runs in its own process (so peak memory is its own); model construction is included in the
 wall time, preparing the CSV split is not. 5 epochs, batch 8, AdamW lr 5e-5, weight decay 0.1.
 
-    python benchmarks/finetune_speed.py [--methods a b c d] [--epochs 5]
+    python benchmarks/finetune_speed.py [--methods a b c d e f] [--epochs 5]
 """
 
 from __future__ import annotations
@@ -116,13 +120,13 @@ def method_b(data: Path, epochs: int) -> dict:
             "wall_seconds": time.perf_counter() - started}
 
 
-def method_c(data: Path, epochs: int, **options) -> dict:
+def method_c(data: Path, epochs: int, preset: str | None = None, **options) -> dict:
     from gptclassify.run import Trainer
     from gptclassify.train import make_config
 
     started = time.perf_counter()
     out = Path(tempfile.mkdtemp(prefix="gptclassify-speed-"))
-    cfg = make_config(None, epochs=epochs, **options)
+    cfg = make_config(preset, epochs=epochs, **options)
     metrics = Trainer("gpt2", "random", data, cfg, out / "run", log=lambda *a: None).run()
     return {"test_accuracy": metrics["test"]["accuracy"], "train_seconds": metrics["training"]["seconds"],
             "examples": metrics["training"]["examples_seen"], "wall_seconds": time.perf_counter() - started}
@@ -152,15 +156,19 @@ def method_e(data: Path, epochs: int) -> dict:
     return method_c(data, epochs, cache_dtype="bfloat16")
 
 
-METHODS = {"a": method_a, "b": method_b, "c": method_c, "d": method_d, "e": method_e}
+def method_f(data: Path, epochs: int) -> dict:
+    return method_c(data, epochs, preset="book")
+
+
+METHODS = {"a": method_a, "b": method_b, "c": method_c, "d": method_d, "e": method_e, "f": method_f}
 NAMES = {"a": "book recipe (book's code)", "b": "transformers GPT2ForSequenceClassification",
          "c": "gptclassify defaults", "d": "floor: one full forward pass over every message",
-         "e": "gptclassify --cache-dtype bfloat16"}
+         "e": "gptclassify --cache-dtype bfloat16", "f": "gptclassify --preset book"}
 
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--methods", nargs="+", default=["c", "d", "e", "b", "a"], choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=["c", "d", "e", "f", "b", "a"], choices=list(METHODS))
     parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--one", choices=list(METHODS), help=argparse.SUPPRESS)  # run one method in this process
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)

@@ -15,8 +15,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .gpt2 import packed_projection
-
 
 @dataclass
 class LlamaConfig:
@@ -77,6 +75,12 @@ def apply_rope(x, cos, sin):
     """Rotate each pair (x[i], x[i + head_dim/2]) by its position's angle (Hugging Face's layout)."""
     x1, x2 = x.chunk(2, dim=-1)
     return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+def packed_projection(proj: nn.Linear, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """`proj(x)` computed only at the rows where `mask` (batch, seq) is true; zeros elsewhere."""
+    out = x.new_zeros(*mask.shape, proj.out_features)
+    return out.masked_scatter(mask[..., None], proj(x[mask]))
 
 
 class GroupedQueryAttention(nn.Module):
