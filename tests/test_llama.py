@@ -62,6 +62,17 @@ def test_last_block_at_pooled_positions_equals_full_forward(family):
             expected = model.out_head(pool(full, lengths, pooling))
             assert (classify_logits(model, ids, lengths, pooling) - expected).abs().max().item() < 1e-5
 
+    # Training goes through the same shortcut: the last block's gradients must match too. (GPT-2's
+    # key bias adds the same score to every position of the one query, so it gets no gradient.)
+    last = list(model.trf_blocks[-1].parameters())
+    for pooling in ("last-token", "last-position"):
+        full = model.out_head(pool(model.final_norm(model.trf_blocks(model.embed(ids))), lengths, pooling))
+        expected = torch.autograd.grad(full.square().sum(), last)
+        got = torch.autograd.grad(classify_logits(model, ids, lengths, pooling).square().sum(), last, allow_unused=True)
+        for g, e in zip(got, expected):
+            g = torch.zeros_like(e) if g is None else g
+            assert (g - e).abs().max().item() < 1e-5 * max(1.0, e.abs().max().item())
+
 
 # ---------------------------------------------------------------- the real GGUF
 
