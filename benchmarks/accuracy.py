@@ -24,6 +24,11 @@ VARIANTS = {
     "last-2-blocks": {"trainable": "last-2-blocks"},
     "default-lr-2e-4": {"lr": 2e-4},  # the default recipe with a 4x learning rate
     "default-bf16-cache": {"cache_dtype": "bfloat16"},  # the frozen prefix computed and kept in bf16
+    "default-seed-1": {"seed": 1},  # another head initialisation and shuffling order
+    "default-seed-2": {"seed": 2},
+    "default-lr-1e-4": {"lr": 1e-4},
+    "default-10-epochs": {"epochs": 10},
+    "mean": {"pooling": "mean"},
 }
 
 
@@ -40,7 +45,7 @@ def main():
     data = book_split(work / "data", args.source)
     results = {}
     for name in args.variants:
-        cfg = make_config(None, epochs=args.epochs, **VARIANTS[name])
+        cfg = make_config(None, **{"epochs": args.epochs, **VARIANTS[name]})
         started = time.perf_counter()
         trainer = Trainer(args.model, args.weights, data, cfg, work / name)
         metrics = trainer.run()

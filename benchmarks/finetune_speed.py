@@ -14,7 +14,7 @@
 Each runs in its own process (so peak memory is its own); model construction is included in the
 wall time, preparing the CSV split is not. 5 epochs, batch 8, AdamW lr 5e-5, weight decay 0.1.
 
-    python benchmarks/finetune_speed.py [--methods a b c d e f] [--epochs 5]
+    python benchmarks/finetune_speed.py [--methods a b c d e f] [--epochs 5] [--save-as NAME]
 """
 
 from __future__ import annotations
@@ -170,6 +170,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--methods", nargs="+", default=["c", "d", "e", "f", "b", "a"], choices=list(METHODS))
     parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--save-as", default="finetune_speed", help="results/NAME.json (default: finetune_speed)")
     parser.add_argument("--one", choices=list(METHODS), help=argparse.SUPPRESS)  # run one method in this process
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -191,7 +192,7 @@ def main():
         c = results["c"]["wall_seconds"]
         for m, r in results.items():
             r["wall_vs_c"] = r["wall_seconds"] / c
-    path = save("finetune_speed", {"epochs": args.epochs, "results": results})
+    path = save(args.save_as, {"epochs": args.epochs, "results": results})
     print("| method | wall s | × gptclassify | train examples/s | peak RSS MB | test accuracy |")
     print("|---|---|---|---|---|---|")
     for m, r in results.items():
