@@ -29,6 +29,8 @@ VARIANTS = {
     "default-lr-1e-4": {"lr": 1e-4},
     "default-10-epochs": {"epochs": 10},
     "mean": {"pooling": "mean"},
+    "lr-2e-4-seed-1": {"lr": 2e-4, "seed": 1},  # the rate cross-validation prefers (lr_cv.py), other seeds
+    "lr-2e-4-seed-2": {"lr": 2e-4, "seed": 2},
 }
 
 

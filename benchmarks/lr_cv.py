@@ -1,0 +1,78 @@
+"""Choose the learning rate without looking at the test split: 5-fold cross-validation on the
+book split's train + validation messages (1,194), SmolLM2-135M-Instruct, the default recipe
+otherwise (last block, last-token pooling, 5 epochs, batch 8, AdamW weight decay 0.1).
+
+The frozen prefix is computed once for all messages (the feature cache); each fold and rate
+trains the last block, final norm and head from the same starting weights.
+
+    python benchmarks/lr_cv.py [--lrs 5e-5 1e-4 2e-4 4e-4 8e-4] [--folds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from common import book_split, save
+from torch.utils.data import ConcatDataset, DataLoader, Subset
+
+from gptclassify.features import collate_features
+from gptclassify.run import Trainer
+from gptclassify.train import make_config, make_optimizer
+
+
+def fold_accuracy(trainer: Trainer, start_weights: dict, data, train_rows, held_rows, lr: float) -> int:
+    """Train from `start_weights` on `train_rows` of `data`; count correct predictions on `held_rows`."""
+    model = trainer.model
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in start_weights:
+                p.copy_(start_weights[name])
+    optimizer, _ = make_optimizer(model, make_config(None, lr=lr))
+    torch.manual_seed(trainer.cfg.seed)
+    loader = DataLoader(Subset(data, train_rows), batch_size=trainer.cfg.batch_size, shuffle=True,
+                        collate_fn=collate_features)
+    model.train()
+    for _ in range(trainer.cfg.epochs):
+        for x, y, lengths in loader:
+            optimizer.zero_grad()
+            F.cross_entropy(trainer.logits_fn(x, lengths), y).backward()
+            optimizer.step()
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y, lengths in DataLoader(Subset(data, held_rows), batch_size=64, collate_fn=collate_features):
+            correct += (trainer.logits_fn(x, lengths).argmax(-1) == y).sum().item()
+    return correct
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--weights", default="smollm2-135m-instruct-gguf")
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--lrs", nargs="+", type=float, default=[5e-5, 1e-4, 2e-4, 4e-4, 8e-4])
+    parser.add_argument("--folds", type=int, default=5)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="gptclassify-lr-cv-"))
+    trainer = Trainer(args.model, args.weights, book_split(work / "data"), make_config(None), work / "run")
+    start_weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    data = ConcatDataset([trainer.features["train"], trainer.features["validation"]])
+    rows = list(range(len(data)))
+    random.Random(0).shuffle(rows)
+    folds = [rows[k::args.folds] for k in range(args.folds)]
+    results = {}
+    for lr in args.lrs:
+        correct = sum(fold_accuracy(trainer, start_weights, data, [r for f in folds if f is not held for r in f], held, lr)
+                      for held in folds)
+        results[str(lr)] = {"correct": correct, "messages": len(data), "accuracy": correct / len(data)}
+        print(f"lr {lr:g}: {correct}/{len(data)} = {correct / len(data):.2%}", flush=True)
+    print(f"wrote {save('lr_cv', {'weights': args.weights, 'folds': args.folds, 'results': results})}")
+
+
+if __name__ == "__main__":
+    main()
