@@ -46,9 +46,13 @@ class Collate:
         return ids, torch.tensor(labels, dtype=torch.long), lengths
 
 
-def length_sorted_loader(dataset, lengths: list[int], batch_size: int, collate) -> DataLoader:
-    """Evaluation batches grouped by length, so short messages are not padded to long ones.
-    Results come back in length order; full-set metrics do not depend on order."""
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    """Example indices grouped into batches of similar length, so short ones are not padded to long ones."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate)
+    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def length_sorted_loader(dataset, lengths: list[int], batch_size: int, collate) -> DataLoader:
+    """Evaluation batches grouped by length. Results come back in length order; full-set metrics
+    do not depend on order."""
+    return DataLoader(dataset, batch_sampler=length_sorted_batches(lengths, batch_size), collate_fn=collate)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .batches import Collate, TextDataset
+from .batches import Collate, TextDataset, length_sorted_batches
 from .classifier import prefix_states
 
 
@@ -78,10 +78,8 @@ def build_feature_store(model, dataset: TextDataset, start: int, *, pad_id: int,
     widths = [stored_width(len(e), pad_to, pooling) for e in dataset.encoded]
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()
     flat = _allocate(int(sum(widths)), model.cfg.emb_dim, dtype)
-    order = sorted(range(len(dataset)), key=lambda i: widths[i])
     collate = Collate(pad_id, pad_to if pooling == "last-position" else None)
-    for b in range(0, len(order), batch_size):
-        rows = order[b: b + batch_size]
+    for rows in length_sorted_batches(widths, batch_size):
         ids, _, _ = collate([dataset[i] for i in rows])
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
             states = prefix_states(model, ids.to(device), start).to("cpu", dtype)

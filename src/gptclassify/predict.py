@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .batches import Collate
+from .batches import Collate, length_sorted_batches
 from .classifier import classify_logits
 from .run import load_run
 from .train import autocast_for, resolve_device
@@ -41,11 +41,9 @@ class Classifier:
     def probabilities(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
         """(len(texts), num_classes) class probabilities, in the order given."""
         encoded = [self.encode(t) for t in texts]
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
         probs = torch.empty(len(texts), len(self.labels))
         collate = Collate(self.tokenizer.pad_id, self.pad_to)
-        for start in range(0, len(order), batch_size):
-            rows = order[start: start + batch_size]
+        for rows in length_sorted_batches([len(e) for e in encoded], batch_size):
             ids, _, lengths = collate([(encoded[i], 0) for i in rows])
             with self.autocast():
                 logits = classify_logits(self.model, ids.to(self.device), lengths.to(self.device), self.pooling)
