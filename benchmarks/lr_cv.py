@@ -16,13 +16,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from common import book_split, save
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from gptclassify.features import collate_features
 from gptclassify.run import Trainer
-from gptclassify.train import make_config, make_optimizer
+from gptclassify.train import calc_accuracy_loader, calc_loss_batch, make_config, make_optimizer
 
 
 def fold_accuracy(trainer: Trainer, start_weights: dict, data, train_rows, held_rows, lr: float) -> int:
@@ -38,16 +37,13 @@ def fold_accuracy(trainer: Trainer, start_weights: dict, data, train_rows, held_
                         collate_fn=collate_features)
     model.train()
     for _ in range(trainer.cfg.epochs):
-        for x, y, lengths in loader:
+        for batch in loader:
             optimizer.zero_grad()
-            F.cross_entropy(trainer.logits_fn(x, lengths), y).backward()
+            calc_loss_batch(batch, trainer.logits_fn, trainer.device).backward()
             optimizer.step()
     model.eval()
-    correct = 0
-    with torch.no_grad():
-        for x, y, lengths in DataLoader(Subset(data, held_rows), batch_size=64, collate_fn=collate_features):
-            correct += (trainer.logits_fn(x, lengths).argmax(-1) == y).sum().item()
-    return correct
+    held = DataLoader(Subset(data, held_rows), batch_size=64, collate_fn=collate_features)
+    return round(calc_accuracy_loader(held, trainer.logits_fn, trainer.device) * len(held_rows))
 
 
 def main():
