@@ -5,7 +5,8 @@ otherwise (last block, last-token pooling, 5 epochs, batch 8, AdamW weight decay
 The frozen prefix is computed once for all messages (the feature cache); each fold and rate
 trains the last block, final norm and head from the same starting weights.
 
-    python benchmarks/lr_cv.py [--lrs 5e-5 1e-4 2e-4 4e-4 8e-4] [--folds 5]
+    python benchmarks/lr_cv.py [--lrs 5e-5 1e-4 2e-4 4e-4 8e-4] [--schedules constant cosine]
+                               [--seeds 0 1 2] [--folds 5] [--save-as NAME]
 """
 
 from __future__ import annotations
@@ -21,26 +22,27 @@ from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from gptclassify.features import collate_features
 from gptclassify.run import Trainer
-from gptclassify.train import calc_accuracy_loader, calc_loss_batch, make_config, make_optimizer
+from gptclassify.train import SCHEDULES, calc_accuracy_loader, calc_loss_batch, make_config, make_optimizer
 
 
-def fold_accuracy(trainer: Trainer, start_weights: dict, data, train_rows, held_rows, lr: float) -> int:
-    """Train from `start_weights` on `train_rows` of `data`; count correct predictions on `held_rows`."""
+def fold_accuracy(trainer: Trainer, start_weights: dict, data, train_rows, held_rows, cfg) -> int:
+    """Train from `start_weights` on `train_rows` of `data` with `cfg`; count correct predictions on `held_rows`."""
     model = trainer.model
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name in start_weights:
                 p.copy_(start_weights[name])
-    optimizer, _ = make_optimizer(model, make_config(None, lr=lr))
-    torch.manual_seed(trainer.cfg.seed)
-    loader = DataLoader(Subset(data, train_rows), batch_size=trainer.cfg.batch_size, shuffle=True,
+    torch.manual_seed(cfg.seed)
+    loader = DataLoader(Subset(data, train_rows), batch_size=cfg.batch_size, shuffle=True,
                         collate_fn=collate_features)
+    optimizer, scheduler = make_optimizer(model, cfg, cfg.epochs * len(loader))
     model.train()
-    for _ in range(trainer.cfg.epochs):
+    for _ in range(cfg.epochs):
         for batch in loader:
             optimizer.zero_grad()
             calc_loss_batch(batch, trainer.logits_fn, trainer.device).backward()
             optimizer.step()
+            scheduler.step()
     model.eval()
     held = DataLoader(Subset(data, held_rows), batch_size=64, collate_fn=collate_features)
     return round(calc_accuracy_loader(held, trainer.logits_fn, trainer.device) * len(held_rows))
@@ -51,23 +53,35 @@ def main():
     parser.add_argument("--weights", default="smollm2-135m-instruct-gguf")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--lrs", nargs="+", type=float, default=[5e-5, 1e-4, 2e-4, 4e-4, 8e-4])
+    parser.add_argument("--schedules", nargs="+", default=["constant"], choices=SCHEDULES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="each seed draws its own folds and shuffling order (repeated cross-validation)")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--save-as", default="lr_cv")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="gptclassify-lr-cv-"))
     trainer = Trainer(args.model, args.weights, book_split(work / "data"), make_config(None), work / "run")
     start_weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     data = ConcatDataset([trainer.features["train"], trainer.features["validation"]])
-    rows = list(range(len(data)))
-    random.Random(0).shuffle(rows)
-    folds = [rows[k::args.folds] for k in range(args.folds)]
-    results = {}
-    for lr in args.lrs:
-        correct = sum(fold_accuracy(trainer, start_weights, data, [r for f in folds if f is not held for r in f], held, lr)
-                      for held in folds)
-        results[str(lr)] = {"correct": correct, "messages": len(data), "accuracy": correct / len(data)}
-        print(f"lr {lr:g}: {correct}/{len(data)} = {correct / len(data):.2%}", flush=True)
-    print(f"wrote {save('lr_cv', {'weights': args.weights, 'folds': args.folds, 'results': results})}")
+    results = []
+    for schedule in args.schedules:
+        for lr in args.lrs:
+            correct = 0
+            for seed in args.seeds:
+                rows = list(range(len(data)))
+                random.Random(seed).shuffle(rows)
+                folds = [rows[k::args.folds] for k in range(args.folds)]
+                cfg = make_config(None, lr=lr, lr_schedule=schedule, seed=seed + 123)
+                correct += sum(fold_accuracy(trainer, start_weights, data,
+                                             [r for f in folds if f is not held for r in f], held, cfg)
+                               for held in folds)
+            total = len(data) * len(args.seeds)
+            results.append({"lr": lr, "schedule": schedule, "correct": correct, "predictions": total,
+                            "accuracy": correct / total})
+            print(f"{schedule} lr {lr:g}: {correct}/{total} = {correct / total:.2%}", flush=True)
+    meta = {"weights": args.weights, "folds": args.folds, "seeds": args.seeds, "messages": len(data)}
+    print(f"wrote {save(args.save_as, {**meta, 'results': results})}")
 
 
 if __name__ == "__main__":

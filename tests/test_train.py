@@ -14,7 +14,7 @@ from gptclassify.classifier import add_classifier_head, classify_logits, freeze_
 from gptclassify.cli import main
 from gptclassify.models.gpt2 import GPTModel, gpt2_config
 from gptclassify.run import Trainer
-from gptclassify.train import make_config
+from gptclassify.train import lr_factor, make_config
 from helpers import small_gpt2_dir, sms_slice_dir
 
 transformers = pytest.importorskip("transformers")
@@ -190,8 +190,24 @@ def test_last_token_pooling_matches_gpt2_for_sequence_classification(weights_dir
     assert (book - expected).abs().max().item() > 1e-3  # the book's last position is a different thing
 
 
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_lr_schedules_match_transformers(schedule):
+    from transformers import get_cosine_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    make = {"linear": get_linear_schedule_with_warmup, "cosine": get_cosine_schedule_with_warmup}[schedule]
+    total, warmup = 40, 6
+    reference = make(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0), warmup, total).lr_lambdas[0]
+    cfg = make_config(None, lr_schedule=schedule, warmup_steps=warmup)
+    ours = [lr_factor(step, cfg, total) for step in range(total)]
+    # transformers spends step 0 at rate zero; our warmup starts one step further on, and ends at the same step
+    assert ours[:warmup] == pytest.approx([reference(step + 1) for step in range(warmup)])
+    assert ours[warmup:] == pytest.approx([reference(step) for step in range(warmup, total)])
+    assert ours[-1] > 0 and ours[-1] < 0.03  # the last step still learns, a little
+    assert lr_factor(7, make_config(None), total) == 1.0  # the default (the book's) keeps the rate
+
+
 def test_resumed_run_ends_with_the_same_weights(weights_dir, data_dir, tmp_path):
-    cfg = make_config(None, epochs=3)
+    cfg = make_config(None, epochs=3, lr_schedule="cosine", warmup_steps=3)  # the schedule's position resumes too
     Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "straight", log=quiet).run()
 
     def stop_after_first_epoch(state):

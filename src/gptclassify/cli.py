@@ -175,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-iter", type=int)
     p.add_argument("--grad-clip", type=float)
     p.add_argument("--warmup-steps", type=int)
+    p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"],
+                   help="after warmup: keep the rate (the book), or decay it to zero by the last step")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--no-cache", dest="cache", action="store_const", const=False,
@@ -214,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling", "max_length",
-                 "eval_freq", "eval_iter", "grad_clip", "warmup_steps", "max_steps", "device", "cache",
+                 "eval_freq", "eval_iter", "grad_clip", "warmup_steps", "lr_schedule", "max_steps", "device", "cache",
                  "cache_dtype", "keep_best")
 
 

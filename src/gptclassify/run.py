@@ -136,6 +136,11 @@ class Trainer:
             loaders[f"{split}_eval"] = length_sorted_loader(sets[split], lengths, max(bs, 64), collate)
         return loaders
 
+    def total_steps(self) -> int:
+        """Optimizer steps in the whole run, where a decaying learning rate reaches zero."""
+        steps = self.cfg.epochs * len(self.loaders["train"])
+        return steps if self.cfg.max_steps is None else min(steps, self.cfg.max_steps)
+
     # -------------------------------------------------------------- checkpoints for --resume
 
     def save_checkpoint(self, state: TrainState, optimizer, scheduler, improved: bool) -> None:
@@ -175,7 +180,7 @@ class Trainer:
     # -------------------------------------------------------------- the run
 
     def run(self, resume: bool = False, on_epoch_end=None) -> dict:
-        optimizer, scheduler = make_optimizer(self.model, self.cfg)
+        optimizer, scheduler = make_optimizer(self.model, self.cfg, self.total_steps())
         state = self.restore_checkpoint(optimizer, scheduler) if resume else TrainState()
         if resume:
             self.log(f"resuming after epoch {state.epoch} (step {state.global_step})")

@@ -21,6 +21,9 @@ from .classifier import POOLINGS, TRAINABLE, prefix_states, suffix_logits
 from .errors import UserError
 
 
+SCHEDULES = ("constant", "linear", "cosine")
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 5
@@ -38,6 +41,7 @@ class TrainConfig:
     epoch_eval_iter: int | None = None  # batches for the epoch-end accuracy; None: the whole split
     grad_clip: float | None = None
     warmup_steps: int = 0
+    lr_schedule: str = "constant"  # after warmup: constant (the book), or linear / cosine decay to zero
     max_steps: int | None = None
     device: str = "auto"
     cache: bool = True
@@ -52,6 +56,8 @@ class TrainConfig:
             raise UserError(f"--trainable must be one of {', '.join(TRAINABLE)}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise UserError("--epochs and --batch-size must be positive, and --lr above zero")
+        if self.lr_schedule not in SCHEDULES:
+            raise UserError(f"--lr-schedule must be one of {', '.join(SCHEDULES)}")
         if self.cache_dtype not in ("float32", "bfloat16"):
             raise UserError("--cache-dtype must be float32 or bfloat16")
 
@@ -241,11 +247,24 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
     return state
 
 
-def make_optimizer(model, cfg: TrainConfig):
+def lr_factor(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """The multiple of cfg.lr used by optimizer step `step` (from 0): a linear warmup over
+    cfg.warmup_steps, then constant, or decaying to zero at `total_steps` (linear or cosine)."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+    if cfg.lr_schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model, cfg: TrainConfig, total_steps: int):
+    """AdamW over the trainable parameters, and the learning-rate schedule for `total_steps` steps."""
     params = [p for p in model.parameters() if p.requires_grad]
     # The fused kernel updates all parameters in one pass: the same AdamW, a fraction of the time.
     fused = all(p.dtype == torch.float32 and p.device.type in ("cpu", "cuda") for p in params)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
-    warmup = cfg.warmup_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) if warmup else 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, cfg, total_steps))
     return optimizer, scheduler
