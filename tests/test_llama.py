@@ -17,6 +17,7 @@ from gptclassify.models.gpt2 import GPTModel, gpt2_config
 from gptclassify.models.llama import llama_config
 from gptclassify.predict import Classifier
 from gptclassify.tokenizer import tokenizer_from_gguf
+from gptclassify.train import FAMILY_DEFAULTS
 
 transformers = pytest.importorskip("transformers")
 
@@ -132,6 +133,7 @@ def test_train_and_predict_with_real_smollm2(gguf, tmp_path, capsys):
                  "--epochs", "1", "--max-steps", "3"]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["family"] == "llama" and config["pad_id"] == 2
+    assert config["training"]["lr"] == FAMILY_DEFAULTS["llama"]["lr"]  # the family's rate, recorded
     assert config["tokenizer"] == {"kind": "tokenizers", "file": "tokenizer.json"}
     assert (run / "tokenizer.json").is_file()
     capsys.readouterr()

@@ -14,7 +14,7 @@ from gptclassify.classifier import add_classifier_head, classify_logits, freeze_
 from gptclassify.cli import main
 from gptclassify.models.gpt2 import GPTModel, gpt2_config
 from gptclassify.run import Trainer
-from gptclassify.train import lr_factor, make_config
+from gptclassify.train import FAMILY_DEFAULTS, lr_factor, make_config, with_family_defaults
 from helpers import small_gpt2_dir, sms_slice_dir
 
 transformers = pytest.importorskip("transformers")
@@ -203,7 +203,19 @@ def test_lr_schedules_match_transformers(schedule):
     assert ours[:warmup] == pytest.approx([reference(step + 1) for step in range(warmup)])
     assert ours[warmup:] == pytest.approx([reference(step) for step in range(warmup, total)])
     assert ours[-1] > 0 and ours[-1] < 0.03  # the last step still learns, a little
-    assert lr_factor(7, make_config(None), total) == 1.0  # the default (the book's) keeps the rate
+    assert lr_factor(7, make_config(None, lr_schedule="constant"), total) == 1.0  # the book's keeps the rate
+
+
+def test_family_defaults_fill_only_what_is_left_open():
+    llama = FAMILY_DEFAULTS["llama"]
+    cfg = with_family_defaults(make_config(None), "llama")
+    assert (cfg.lr, cfg.lr_schedule) == (llama["lr"], llama["lr_schedule"])
+    cfg = with_family_defaults(make_config(None, lr=1e-3), "llama")
+    assert (cfg.lr, cfg.lr_schedule) == (1e-3, llama["lr_schedule"])  # what the user says wins
+    cfg = with_family_defaults(make_config("book"), "llama")
+    assert (cfg.lr, cfg.lr_schedule) == (5e-5, "constant")  # the book's recipe is the book's, whatever the model
+    cfg = with_family_defaults(make_config(None), "gpt2")
+    assert (cfg.lr, cfg.lr_schedule) == (5e-5, "constant")
 
 
 def test_resumed_run_ends_with_the_same_weights(weights_dir, data_dir, tmp_path):

@@ -27,7 +27,7 @@ from .files import atomic_path, read_json, write_json
 from .metrics import classification_report
 from .tokenizer import Tokenizer, get_tokenizer, load_tokenizer, tokenizer_from_json
 from .train import (TrainConfig, TrainState, autocast_for, collect_logits, fit, make_logits_fn,
-                    make_optimizer, resolve_device)
+                    make_optimizer, resolve_device, with_family_defaults)
 from .weights import assign_checked, load_pretrained, model_from_config_dict
 
 SPLITS = ("train", "validation", "test")
@@ -65,7 +65,7 @@ class Trainer:
     """Everything one training run needs, built in the order the book builds it."""
 
     def __init__(self, model_name: str, weights: str, data_dir: Path, cfg: TrainConfig, run_dir: Path, log=print):
-        self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
+        self.run_dir, self.log = Path(run_dir), log
         self.model_name, self.weights, self.data_dir = model_name, weights, Path(data_dir)
         self.labels = dataset_labels(self.data_dir)
         self.texts = load_data(self.data_dir, self.labels)
@@ -75,6 +75,7 @@ class Trainer:
         model = base_model(model_name, weights)
         self.tokenizer = base_tokenizer(model_name, weights)
         self.load_seconds = time.perf_counter() - started
+        self.cfg = cfg = with_family_defaults(cfg, model.cfg.family)  # the rate the model family trains with
         add_classifier_head(model, len(self.labels), seed=cfg.seed)
         self.trainable, self.total = freeze_all_but(model, cfg.trainable)
         self.model = model.to(self.device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,7 @@ SCHEDULES = ("constant", "linear", "cosine")
 class TrainConfig:
     epochs: int = 5
     batch_size: int = 8
-    lr: float = 5e-5
+    lr: float | None = None  # None: the model family's rate (FAMILY_DEFAULTS)
     weight_decay: float = 0.1
     seed: int = 123
     trainable: str = "last-block"
@@ -41,7 +41,7 @@ class TrainConfig:
     epoch_eval_iter: int | None = None  # batches for the epoch-end accuracy; None: the whole split
     grad_clip: float | None = None
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # after warmup: constant (the book), or linear / cosine decay to zero
+    lr_schedule: str | None = None  # after warmup: constant (the book), linear or cosine decay to zero; None: the family's
     max_steps: int | None = None
     device: str = "auto"
     cache: bool = True
@@ -54,9 +54,9 @@ class TrainConfig:
             raise UserError(f"--pooling must be one of {', '.join(POOLINGS)}")
         if self.trainable not in TRAINABLE:
             raise UserError(f"--trainable must be one of {', '.join(TRAINABLE)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
+        if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise UserError("--epochs and --batch-size must be positive, and --lr above zero")
-        if self.lr_schedule not in SCHEDULES:
+        if self.lr_schedule not in (*SCHEDULES, None):
             raise UserError(f"--lr-schedule must be one of {', '.join(SCHEDULES)}")
         if self.cache_dtype not in ("float32", "bfloat16"):
             raise UserError("--cache-dtype must be float32 or bfloat16")
@@ -67,11 +67,25 @@ class TrainConfig:
         return self.pad_to_max or self.pooling == "last-position"
 
 
-# Everything the book's chapter 6 used (besides the optimizer settings, which are the defaults).
+# Everything the book's chapter 6 used.
 PRESETS = {
     "book": dict(pad_to_max=True, pooling="last-position", drop_last=True, eval_freq=50, eval_iter=5,
-                 epoch_eval_iter=5),
+                 epoch_eval_iter=5, lr=5e-5, lr_schedule="constant"),
 }
+
+# The learning rate each model family trains with unless --lr / --lr-schedule say otherwise.
+# GPT-2: the book's. The Llama family (SmolLM2): the best of ten recipes in repeated 5-fold
+# cross-validation on the SMS training messages (benchmarks/lr_cv.py); the book's 5e-5 underfits it.
+FAMILY_DEFAULTS = {
+    "gpt2": dict(lr=5e-5, lr_schedule="constant"),
+    "llama": dict(lr=8e-4, lr_schedule="cosine"),
+}
+
+
+def with_family_defaults(cfg: TrainConfig, family: str) -> TrainConfig:
+    """`cfg` with the settings it leaves open (None) taken from the model family's defaults."""
+    defaults = FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["gpt2"])
+    return replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
 
 
 def make_config(preset: str | None = None, **overrides) -> TrainConfig:
