@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["book"], help="book: everything chapter 6 used")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--lr", type=float)
+    p.add_argument("--lr", type=float, help="default: the model family's (GPT-2 5e-5, the book's; SmolLM2 8e-4)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--trainable", choices=["head", "last-block", "last-2-blocks", "all"])
@@ -176,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grad-clip", type=float)
     p.add_argument("--warmup-steps", type=int)
     p.add_argument("--lr-schedule", choices=["constant", "linear", "cosine"],
-                   help="after warmup: keep the rate (the book), or decay it to zero by the last step")
+                   help="after warmup: keep the rate (the book), or decay it to zero by the last step "
+                        "(default: GPT-2 constant, SmolLM2 cosine)")
     p.add_argument("--max-steps", type=int)
     p.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--no-cache", dest="cache", action="store_const", const=False,
