@@ -308,7 +308,8 @@ def resume_settings(run_dir: Path) -> tuple[str, str, Path, TrainConfig]:
     saved = read_json(path)
     try:
         run = saved["run"]
-        return run["model_name"], run["weights"], Path(run["data"]), TrainConfig(**saved["train_config"])
+        settings = {"lr_schedule": "constant", **saved["train_config"]}  # checkpoints from before schedules
+        return run["model_name"], run["weights"], Path(run["data"]), TrainConfig(**settings)
     except (KeyError, TypeError) as e:
         raise UserError(f"{path}: not a gptclassify checkpoint ({e})") from None
 
