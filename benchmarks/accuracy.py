@@ -62,7 +62,7 @@ def main():
         metrics = trainer.run()
         wall = time.perf_counter() - started
         results[name] = {
-            "settings": {k: trainer.cfg.__dict__[k] for k in ("trainable", "pooling", "epochs", "lr", "lr_schedule",
+            "settings": {k: getattr(trainer.cfg, k) for k in ("trainable", "pooling", "epochs", "lr", "lr_schedule",
                                                                "seed", "cache_dtype")},
             **{f"{s}_accuracy": metrics[s]["accuracy"] for s in ("train", "validation", "test")},
             "test_macro_f1": metrics["test"]["macro_f1"],
