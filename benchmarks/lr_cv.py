@@ -20,6 +20,8 @@ import torch
 from common import book_split, save
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
+from gptclassify.batches import ShardedLoader
+from gptclassify.distributed import World
 from gptclassify.features import collate_features
 from gptclassify.run import Trainer
 from gptclassify.train import SCHEDULES, calc_accuracy_loader, calc_loss_batch, make_config, make_optimizer
@@ -44,7 +46,7 @@ def fold_accuracy(trainer: Trainer, start_weights: dict, data, train_rows, held_
             optimizer.step()
             scheduler.step()
     model.eval()
-    held = DataLoader(Subset(data, held_rows), batch_size=64, collate_fn=collate_features)
+    held = ShardedLoader(Subset(data, held_rows), len(held_rows), 64, collate_features, World())
     return round(calc_accuracy_loader(held, trainer.logits_fn, trainer.device) * len(held_rows))
 
 

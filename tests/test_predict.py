@@ -9,7 +9,8 @@ import torch
 
 from gptclassify.cli import main
 from gptclassify.predict import Classifier, classify_text
-from gptclassify.run import Trainer, evaluate_run
+from gptclassify.evaluate import evaluate_run
+from gptclassify.run import Trainer
 from gptclassify.train import make_config
 from helpers import small_gpt2_dir, sms_slice_dir
 

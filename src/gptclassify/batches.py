@@ -15,7 +15,7 @@ class TextDataset(Dataset):
     def __init__(self, texts: list[str], labels: list[int], tokenizer, max_length: int | None = None,
                  context_length: int | None = None):
         self.encoded = [tokenizer.encode(t) for t in texts]
-        longest = max(len(e) for e in self.encoded)
+        longest = max((len(e) for e in self.encoded), default=1)
         if max_length is None:  # the book: the longest example, capped by the model's context
             max_length = longest if context_length is None else min(longest, context_length)
         self.max_length = max_length
@@ -56,3 +56,27 @@ def length_sorted_loader(dataset, lengths: list[int], batch_size: int, collate) 
     """Evaluation batches grouped by length. Results come back in length order; full-set metrics
     do not depend on order."""
     return DataLoader(dataset, batch_sampler=length_sorted_batches(lengths, batch_size), collate_fn=collate)
+
+
+class ShardedLoader:
+    """Global batches of a split, each cut to the examples this process holds.
+
+    The global order comes from a DataLoader over the example indices, shuffled from the global
+    RNG exactly as the book's `DataLoader(shuffle=True)` is, so one process or many visit the same
+    batches in the same order. `dataset` holds this process's share: global example `i` is its
+    item `i // world.size` when `i % world.size == world.rank`. Yields `(batch or None, global size)`.
+    """
+
+    def __init__(self, dataset, n_global: int, batch_size: int, collate, world, shuffle=False, drop_last=False):
+        self.dataset, self.collate, self.world = dataset, collate, world
+        self.order = DataLoader(range(n_global), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                                collate_fn=list)
+
+    def __len__(self):
+        return len(self.order)
+
+    def __iter__(self):
+        size, rank = self.world.size, self.world.rank
+        for indices in self.order:
+            mine = [i // size for i in indices if i % size == rank]
+            yield (self.collate([self.dataset[j] for j in mine]) if mine else None), len(indices)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from . import distributed
 from .errors import UserError
 
 
@@ -29,9 +31,13 @@ def cmd_prepare_csv(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .run import Trainer, check_run_dir_free, resume_settings
+    from .checkpoint import check_run_dir_free, clear_run_dir, has_checkpoint, resume_settings
+    from .distributed import barrier, current, restarted
+    from .run import Trainer
     from .train import make_config
 
+    if not args.resume and args.out is not None and restarted() and has_checkpoint(args.out):
+        args.resume = args.out  # torchrun restarted the job after a failure: go on from the last epoch
     if args.resume:
         model_name, weights, data_dir, cfg = resume_settings(args.resume)
         metrics = Trainer(model_name, weights, data_dir, cfg, args.resume).run(resume=True)
@@ -39,16 +45,24 @@ def cmd_train(args) -> None:
         if args.data is None or args.out is None:
             raise UserError("train needs --data DIR and --out RUN (or --resume RUN)")
         check_run_dir_free(args.out, args.overwrite)
+        barrier()  # every process has looked before rank 0 clears
+        if args.overwrite and current().is_main:
+            clear_run_dir(args.out)
         cfg = make_config(args.preset, **{k: getattr(args, k) for k in TRAIN_OPTIONS})
         metrics = Trainer(args.model, args.weights or args.model, args.data, cfg, args.out).run()
+    if not current().is_main:
+        return
     summary = {s: {k: metrics[s][k] for k in ("accuracy", "macro_f1", "loss")} for s in ("train", "validation", "test")}
     print(json.dumps({**summary, "training": metrics["training"]}, indent=2))
 
 
 def cmd_evaluate(args) -> None:
-    from .run import evaluate_run
+    from .distributed import current
+    from .evaluate import evaluate_run
 
-    print(json.dumps(evaluate_run(args.run, args.data, args.split, args.device), indent=2))
+    metrics = evaluate_run(args.run, args.data, args.split, args.device)
+    if current().is_main:
+        print(json.dumps(metrics, indent=2))
 
 
 def read_texts(args) -> list[str]:
@@ -78,26 +92,12 @@ def read_texts(args) -> list[str]:
 
 
 def cmd_predict(args) -> None:
-    import csv
-
     from .predict import Classifier
+    from .predict_file import output_format, predict_to
 
     texts = read_texts(args)
     classifier = Classifier.load(args.run, args.device)
-    predictions = classifier.predict(texts, batch_size=args.batch_size)
-    if args.format == "jsonl":
-        for text, p in zip(texts, predictions):
-            print(json.dumps({"text": text, **p}, ensure_ascii=False))
-    elif args.format == "csv":
-        writer = csv.writer(sys.stdout)
-        writer.writerow(["text", "label", "score", *(f"p_{label}" for label in classifier.labels)])
-        for text, p in zip(texts, predictions):
-            writer.writerow([text, p["label"], f"{p['score']:.6f}", *(f"{v:.6f}" for v in p["probabilities"].values())])
-    else:
-        width = max(len(label) for label in classifier.labels)
-        for text, p in zip(texts, predictions):
-            shown = text if len(text) <= 70 else text[:67] + "..."
-            print(f"{p['label']:<{width}}  {p['score']:6.1%}  {shown}")
+    predict_to(classifier, texts, args.output, output_format(args.format, args.output), args.batch_size)
 
 
 def cmd_serve(args) -> None:
@@ -197,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("texts", nargs="*", help="texts to classify; '-' reads standard input, one text per line")
     p.add_argument("--input", type=Path, help="a file: one text per line, or CSV/TSV/JSONL with --text-column")
     p.add_argument("--text-column")
-    p.add_argument("--format", choices=["jsonl", "csv", "table"], default="jsonl")
+    p.add_argument("--output", type=Path, help="write the predictions to this file (atomically) instead of standard output")
+    p.add_argument("--format", choices=["jsonl", "csv", "table"],
+                   help="default: by --output's extension (.csv, .jsonl, .txt), else jsonl")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
@@ -228,15 +230,41 @@ def main(argv: list[str] | None = None) -> int:
         if args.command != "predict" or any(e.startswith("-") and e != "-" for e in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.texts = [*args.texts, *extra]
+    where = f"[rank {os.environ['RANK']}] " if distributed.launched() else ""
     try:
+        if distributed.launched():
+            join_processes(args)
         args.func(args)
     except UserError as e:
-        print(f"gptclassify: error: {e}", file=sys.stderr)
+        print(f"gptclassify: error: {where}{e}", file=sys.stderr)
+        return 1
+    except (MemoryError, torch_oom()) as e:
+        print(f"gptclassify: error: {where}out of memory ({str(e).splitlines()[0][:120] or type(e).__name__}); "
+              "try a smaller --batch-size or --max-length", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("gptclassify: interrupted", file=sys.stderr)
         return 130
+    distributed.shutdown()
     return 0
+
+
+DISTRIBUTED_COMMANDS = ("train", "evaluate", "predict")
+
+
+def join_processes(args) -> None:
+    """Under torchrun: join the other processes (gloo on CPU, NCCL on CUDA) before the command runs."""
+    from .device import resolve_device
+
+    if args.command not in DISTRIBUTED_COMMANDS:
+        raise UserError(f"'{args.command}' runs in one process; under torchrun only {', '.join(DISTRIBUTED_COMMANDS)} do")
+    distributed.init_from_env(resolve_device(getattr(args, "device", None) or "auto"))
+
+
+def torch_oom():
+    import torch
+
+    return getattr(torch, "OutOfMemoryError", MemoryError)
 
 
 if __name__ == "__main__":

@@ -255,3 +255,13 @@ def dataset_labels(data_dir: Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"{data_dir}: no dataset.json (make the directory with `gptclassify prepare`)")
     return list(read_json(path)["labels"])
+
+
+def load_data_split(data_dir: Path, split: str, labels: list[str]) -> tuple[list[str], list[int]]:
+    """Texts and label ids of one split, the ids in the order of `labels` (a model's)."""
+    df = read_split(data_dir, split)
+    label2id = {label: i for i, label in enumerate(labels)}
+    unknown = sorted(set(df["label"]) - set(label2id))
+    if unknown:
+        raise UserError(f"{data_dir}/{split}.csv: label {unknown[0]!r} is not among the model's labels ({', '.join(labels)})")
+    return df["text"].tolist(), [label2id[label] for label in df["label"]]

@@ -1,4 +1,5 @@
-"""Atomic file writes: a finished file is either the old one or the new one, never half of each."""
+"""Atomic file writes: a finished file is either the old one or the new one, never half of each.
+And the reads that go with them, each failing with one line that names the file."""
 
 from __future__ import annotations
 
@@ -41,3 +42,24 @@ def read_json(path) -> dict:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
         raise UserError(f"{path}: {e}") from None
+
+
+def save_safetensors(tensors: dict, path) -> None:
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp))
+
+
+def load_safetensors(path) -> dict:
+    """Tensors of a safetensors file (no pickle, nothing executed), or a one-line error naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise UserError(f"{path}: not found")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable safetensors file, corrupt or unreadable "
+                        f"({str(e).splitlines()[0][:100]})") from None

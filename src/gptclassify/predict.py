@@ -13,14 +13,14 @@ import torch
 
 from .batches import Collate, length_sorted_batches
 from .classifier import classify_logits
-from .run import load_run
-from .train import autocast_for, resolve_device
+from .device import autocast_for, resolve_device
+from .rundir import load_run, run_labels
 
 
 class Classifier:
     def __init__(self, model, tokenizer, config: dict, device: torch.device):
         self.model, self.tokenizer, self.config, self.device = model, tokenizer, config, device
-        self.labels = [config["id2label"][str(i)] for i in range(len(config["id2label"]))]
+        self.labels = run_labels(config)
         self.max_length = config["max_length"]
         self.pad_to = config.get("pad_to")
         self.pooling = config["pooling"]

@@ -143,7 +143,7 @@ def tokenizer_from_gguf(path: str | os.PathLike) -> Tokenizer:
     """
     from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
 
-    from .models.llama_weights import gguf_field, read_gguf
+    from .weights.llama import gguf_field, read_gguf
 
     reader = read_gguf(Path(path))
     kind = gguf_field(reader, "tokenizer.ggml.model")

@@ -8,7 +8,6 @@ in one place.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -18,6 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from .classifier import POOLINGS, TRAINABLE, prefix_states, suffix_logits
+from .distributed import all_reduce_sum, current, same_rng_everywhere, sum_gradients
 from .errors import UserError
 
 
@@ -97,29 +97,6 @@ def make_config(preset: str | None = None, **overrides) -> TrainConfig:
     return TrainConfig(**{**PRESETS.get(preset or "", {}), **given, "preset": preset})
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda, but no CUDA device is available")
-    return device
-
-
-def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    if device.type == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
 def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast):
     """A function from a batch's inputs (token ids, or cached states entering block `start`) and
     true lengths to class logits. The frozen prefix runs without gradients."""
@@ -138,34 +115,51 @@ def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast):
     return logits_fn
 
 
-def calc_loss_batch(batch, logits_fn, device):
+def calc_loss_batch(batch, logits_fn, device, divide_by: int | None = None):
+    """The batch's mean cross-entropy; under torchrun, with `divide_by` the global batch size,
+    this process's share of the global batch's mean (the shares add up to it)."""
     inputs, targets, lengths = (t.to(device) for t in batch)
-    return F.cross_entropy(logits_fn(inputs, lengths), targets)
+    logits = logits_fn(inputs, lengths)
+    if divide_by is None:
+        return F.cross_entropy(logits, targets)
+    return F.cross_entropy(logits, targets, reduction="sum") / divide_by
+
+
+def share_of(loader, global_size: int) -> int | None:
+    """What a process divides its summed loss by: nothing alone (the plain mean), else the global batch."""
+    return None if loader.world.size == 1 else global_size
+
+
+def first_batches(loader, num_batches):
+    num_batches = len(loader) if num_batches is None else min(num_batches, len(loader))
+    for i, item in enumerate(loader):
+        if i >= num_batches:
+            break
+        yield item
 
 
 def calc_loss_loader(loader, logits_fn, device, num_batches=None):
+    """Mean loss over the first `num_batches` global batches of a `ShardedLoader`."""
     if len(loader) == 0:
         return float("nan")
     num_batches = len(loader) if num_batches is None else min(num_batches, len(loader))
-    total = 0.0
+    total = torch.zeros(1, dtype=torch.float64)
     with torch.no_grad():
-        for i, batch in enumerate(loader):
-            if i >= num_batches:
-                break
-            total += calc_loss_batch(batch, logits_fn, device).item()
-    return total / num_batches
+        for batch, size in first_batches(loader, num_batches):
+            if batch is not None:
+                total += calc_loss_batch(batch, logits_fn, device, share_of(loader, size)).item()
+    return all_reduce_sum(total).item() / num_batches
 
 
 def calc_accuracy_loader(loader, logits_fn, device, num_batches=None):
-    num_batches = len(loader) if num_batches is None else min(num_batches, len(loader))
-    correct = seen = 0
+    counts = torch.zeros(2, dtype=torch.int64)  # correct, seen
     with torch.no_grad():
-        for i, (inputs, targets, lengths) in enumerate(loader):
-            if i >= num_batches:
-                break
-            predicted = logits_fn(inputs.to(device), lengths.to(device)).argmax(dim=-1)
-            seen += predicted.shape[0]
-            correct += (predicted == targets.to(device)).sum().item()
+        for batch, _ in first_batches(loader, num_batches):
+            if batch is not None:
+                inputs, targets, lengths = batch
+                predicted = logits_fn(inputs.to(device), lengths.to(device)).argmax(dim=-1)
+                counts += torch.tensor([(predicted == targets.to(device)).sum().item(), predicted.shape[0]])
+    correct, seen = all_reduce_sum(counts).tolist()
     return correct / seen if seen else float("nan")
 
 
@@ -175,16 +169,6 @@ def evaluate_model(model, train_loader, val_loader, logits_fn, device, eval_iter
     val_loss = calc_loss_loader(val_loader, logits_fn, device, num_batches=eval_iter)
     model.train()
     return train_loss, val_loss
-
-
-def collect_logits(loader, logits_fn, device):
-    """All logits and targets of a loader, for full-set metrics."""
-    outs, targets = [], []
-    with torch.no_grad():
-        for inputs, target, lengths in loader:
-            outs.append(logits_fn(inputs.to(device), lengths.to(device)).cpu())
-            targets.append(target)
-    return torch.cat(outs), torch.cat(targets)
 
 
 @dataclass
@@ -204,26 +188,36 @@ class TrainState:
 
 
 def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig, state: TrainState, device,
-        on_epoch_end=None, log=print) -> TrainState:
-    """Train for the epochs `state` has not done yet; `on_epoch_end(state)` saves a checkpoint."""
+        full_logits, on_epoch_end=None, log=print) -> TrainState:
+    """Train for the epochs `state` has not done yet; `on_epoch_end(state)` saves a checkpoint.
+
+    `loaders` are `ShardedLoader`s; `full_logits(split)` gives a whole split's logits and targets.
+    Under torchrun every process runs this same loop on its share of each global batch, and the
+    gradients are summed before each step, so every process takes the single-process step.
+    """
     train_loader, val_loader = loaders["train"], loaders["validation"]
+    params = [p for p in model.parameters() if p.requires_grad]
+    main = current().is_main
     steps_left = lambda: cfg.max_steps is None or state.global_step < cfg.max_steps  # noqa: E731
     while state.epoch < cfg.epochs and steps_left():
         model.train()
+        same_rng_everywhere()  # one data order for every process, whatever dropout drew
         started = time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False, disable=None)
+        bar = tqdm(train_loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False, disable=None if main else True)
         running = None
-        for batch in bar:
+        for batch, size in bar:
             optimizer.zero_grad()
-            loss = calc_loss_batch(batch, logits_fn, device)
-            loss.backward()
+            loss = None
+            if batch is not None:
+                loss = calc_loss_batch(batch, logits_fn, device, share_of(train_loader, size))
+                loss.backward()
+            value = sum_gradients(params, loss)
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             state.global_step += 1
-            state.examples_seen += batch[0].shape[0]
-            value = loss.item()
+            state.examples_seen += size
             state.history["step_loss"].append(value)
             running = value if running is None else 0.9 * running + 0.1 * value
             bar.set_postfix(loss=f"{running:.4f}")
@@ -239,8 +233,9 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
         state.epoch += 1
         model.eval()
         if cfg.epoch_eval_iter is None:
-            train_acc = calc_accuracy_loader(loaders["train_eval"], logits_fn, device)
-            logits, targets = collect_logits(loaders["validation_eval"], logits_fn, device)
+            logits, targets = full_logits("train")
+            train_acc = (logits.argmax(-1) == targets).sum().item() / len(targets)
+            logits, targets = full_logits("validation")
             val_loss = F.cross_entropy(logits, targets).item()  # per example, as in metrics.json
             val_acc = (logits.argmax(-1) == targets).float().mean().item()
         else:  # the book: accuracy on the first eval_iter batches of each loader

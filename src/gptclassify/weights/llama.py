@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .llama import LLAMA_CONFIGS, LLAMA_HUB_REPOS, LlamaConfig, LlamaModel
+from ..hub import hub_file
+from ..models.llama import LLAMA_CONFIGS, LLAMA_HUB_REPOS, LlamaConfig, LlamaModel
+from .tensors import build_model, read_safetensors
 
 __all__ = ["LLAMA_HUB_REPOS", "load_from_hub", "load_from_tensors", "load_gguf"]
 
@@ -88,8 +90,6 @@ def infer_config(tensors: dict) -> LlamaConfig:
 
 
 def load_from_tensors(tensors: dict, directory: Path) -> LlamaModel:
-    from ..weights import build_model
-
     cfg_path = directory / "config.json"
     cfg = config_from_hf(json.loads(cfg_path.read_text())) if cfg_path.is_file() else infer_config(tensors)
     state = tie_head(rename(tensors, _HF_TOP, "model.layers.", _HF_BLOCK), cfg)
@@ -97,9 +97,6 @@ def load_from_tensors(tensors: dict, directory: Path) -> LlamaModel:
 
 
 def load_from_hub(name: str, *, cache_dir=None, endpoint=None) -> LlamaModel:
-    from ..hub import hub_file
-    from ..weights import read_safetensors
-
     repo = LLAMA_HUB_REPOS[name]
     weights = hub_file(repo, "model.safetensors", cache_dir=cache_dir, endpoint=endpoint)
     hub_file(repo, "config.json", cache_dir=cache_dir, endpoint=endpoint)
@@ -148,8 +145,6 @@ def config_from_gguf(reader) -> LlamaConfig:
 def load_gguf(path: Path) -> LlamaModel:
     """Our Llama from a llama.cpp GGUF file, its tensors dequantized to float32."""
     from gguf.quants import dequantize
-
-    from ..weights import build_model
 
     reader = read_gguf(path)
     cfg = config_from_gguf(reader)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .gpt2 import GPT2_CONFIGS, GPTConfig
+from ..models.gpt2 import GPT2_CONFIGS, GPTConfig
 
 # Buffers that older Hugging Face checkpoints carry; they hold no learned weights.
 _IGNORED = re.compile(r"^h\.\d+\.attn\.(bias|masked_bias)$")

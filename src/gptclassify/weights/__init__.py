@@ -4,20 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 import torch.nn as nn
 
-from .errors import UserError
-from .hub import hub_file
-from .models import gpt2_weights
-from .models.gpt2 import GPT2_CONFIGS, GPTConfig, GPTModel
+from ..errors import UserError
+from ..hub import hub_file
+from ..models.gpt2 import GPT2_CONFIGS, GPTConfig, GPTModel
+from . import gpt2 as gpt2_weights
+from .tensors import assign_checked, build_model, read_safetensors
+
+__all__ = ["assign_checked", "build_model", "gpt2_from_openai_params", "known_models", "load_pretrained",
+           "read_safetensors"]
 
 GPT2_HUB_REPOS = {name: f"openai-community/{name}" for name in GPT2_CONFIGS}
 
 
 def known_models() -> list[str]:
-    from .fetch import GGUF_NAMES
-    from .models.llama import LLAMA_HUB_REPOS
+    from ..fetch import GGUF_NAMES
+    from ..models.llama import LLAMA_HUB_REPOS
 
     return [*GPT2_HUB_REPOS, *LLAMA_HUB_REPOS, *GGUF_NAMES]
 
@@ -37,8 +40,8 @@ def load_pretrained(name_or_path: str | Path, *, cache_dir=None, endpoint: str |
         config = hub_file(repo, "config.json", cache_dir=cache_dir, endpoint=endpoint, required=False)
         cfg = gpt2_weights.read_hf_config(config.parent) if config else GPTConfig(**GPT2_CONFIGS[name])
         return _gpt2_from_tensors(read_safetensors(weights), cfg)
-    from .fetch import GGUF_NAMES, fetch_smollm2_gguf
-    from .models import llama_weights
+    from ..fetch import GGUF_NAMES, fetch_smollm2_gguf
+    from . import llama as llama_weights
 
     if name in GGUF_NAMES:
         return llama_weights.load_gguf(fetch_smollm2_gguf())
@@ -67,15 +70,6 @@ def load_pretrained(name_or_path: str | Path, *, cache_dir=None, endpoint: str |
     return _gpt2_from_tensors(tensors, gpt2_weights.read_hf_config(path.parent))
 
 
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:120]})") from None
-
 
 def _gpt2_from_tensors(tensors: dict[str, torch.Tensor], cfg: GPTConfig | None) -> GPTModel:
     tensors = gpt2_weights.strip_prefix(tensors)
@@ -89,39 +83,3 @@ def gpt2_from_openai_params(params: dict, cfg: GPTConfig) -> GPTModel:
     """Our GPT-2 from the book's numpy dict of OpenAI's checkpoint (`load_weights_into_gpt`)."""
     tensors = gpt2_weights.hf_tensors_from_openai(params)
     return build_model(GPTModel, cfg, gpt2_weights.state_dict_from_hf(tensors, cfg))
-
-
-def build_model(model_cls, cfg, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Make the model without initialising it, then put the weights in; every tensor checked by name."""
-    with torch.device("meta"):
-        model = model_cls(cfg)
-    assign_checked(model, {k: v.float() for k, v in state.items()}, "weights")
-    return model.eval()
-
-
-def assign_checked(model: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
-    """Put `state` into `model` (made on the meta device) after checking every tensor by name and
-    shape; the first missing, unexpected or mis-shaped tensor is an error naming it."""
-    expected = model.state_dict()
-    for key, value in state.items():
-        if key not in expected:
-            raise UserError(f"{where}: unexpected tensor {key!r}")
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise UserError(f"{where}: tensor {key!r} has shape {tuple(value.shape)}, expected {tuple(expected[key].shape)}")
-    missing = [k for k in expected if k not in state]
-    if missing:
-        raise UserError(f"{where}: tensor {missing[0]!r} is missing")
-    model.load_state_dict(state, assign=True)
-
-
-def model_from_config_dict(d: dict) -> nn.Module:
-    """An uninitialised-weights model of the architecture a run's config.json describes."""
-    d = dict(d)
-    family = d.get("family", "gpt2")
-    if family == "gpt2":
-        return GPTModel(GPTConfig(**d))
-    if family == "llama":
-        from .models.llama import LlamaConfig, LlamaModel
-
-        return LlamaModel(LlamaConfig(**d))
-    raise UserError(f"unknown model family {family!r}")

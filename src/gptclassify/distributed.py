@@ -1,0 +1,158 @@
+"""Data parallelism under torchrun: several processes, each holding a share of the examples, all
+taking the same optimizer steps.
+
+`torchrun` starts the processes and sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address;
+`init_from_env` joins them into one process group (NCCL on CUDA, gloo on the CPU). Example `i`
+belongs to process `i % size` (strided shards, so every process gets a fair mix of every split).
+A plain, single process is a `World` of size 1, for which every operation below does nothing:
+the single-process path and the distributed one are the same code.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from .errors import UserError
+
+DEFAULT_TIMEOUT_S = 1800  # longest wait at a collective before a stuck job fails (GPTCLASSIFY_DIST_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """The one process that logs and writes files."""
+        return self.rank == 0
+
+    def shard(self, n: int) -> range:
+        """Indices of the examples (of `n`) this process holds."""
+        return range(self.rank, n, self.size)
+
+    def contiguous_shard(self, n: int) -> range:
+        """A contiguous block of `n` items, for outputs that are joined in order."""
+        return range(n * self.rank // self.size, n * (self.rank + 1) // self.size)
+
+    def describe(self) -> str:
+        if self.size == 1:
+            return "one process"
+        return f"{self.size} processes ({dist.get_backend()}), this is rank {self.rank}"
+
+
+_world = World()
+
+
+def launched() -> bool:
+    """Whether a launcher (torchrun) started this process as one of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def restarted() -> bool:
+    """Whether torchrun restarted this job after a failure (--max-restarts)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
+
+
+def init_from_env(device: torch.device) -> World:
+    """Join the process group torchrun describes in the environment (once); a size-1 World without it."""
+    global _world
+    if not launched():
+        return _world
+    if not dist.is_initialized():
+        seconds = float(os.environ.get("GPTCLASSIFY_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        try:
+            dist.init_process_group(backend, timeout=timedelta(seconds=seconds))
+        except (RuntimeError, ValueError) as e:
+            raise UserError(f"could not join the other processes: {str(e).splitlines()[0][:200]}") from None
+        _world = World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+    return _world
+
+
+def current() -> World:
+    return _world
+
+
+def shutdown() -> None:
+    global _world
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    _world = World()
+
+
+def _comm_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """The element-wise sum of `t` over all processes (t itself when alone)."""
+    if _world.size == 1:
+        return t
+    moved = t.to(_comm_device())
+    dist.all_reduce(moved, op=dist.ReduceOp.SUM)
+    return moved.to(t.device)
+
+
+def all_max(value: int) -> int:
+    if _world.size == 1:
+        return value
+    return int(all_reduce_max(torch.tensor([value], dtype=torch.int64))[0])
+
+
+def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
+    moved = t.to(_comm_device())
+    dist.all_reduce(moved, op=dist.ReduceOp.MAX)
+    return moved.to(t.device)
+
+
+def sum_gradients(params: list[torch.Tensor], local_loss: torch.Tensor | None) -> float:
+    """Add up every process's gradients (one all-reduce of one flat buffer) and losses.
+
+    Each process's loss is its examples' share of the global batch's mean (their summed loss
+    divided by the global batch size), so the sums are exactly the single-process gradient and
+    loss. A process holding none of a batch's examples adds zeros.
+    """
+    value = torch.zeros(1) if local_loss is None else local_loss.detach().float().reshape(1).cpu()
+    if _world.size == 1:
+        return value.item()
+    grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
+    flat = torch.cat([g.reshape(-1).float() for g in grads] + [value.to(grads[0].device)])
+    flat = all_reduce_sum(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset: offset + n].view_as(p).to(p.dtype)
+        offset += n
+    return flat[-1].item()
+
+
+def gather_shards(local: torch.Tensor, n: int) -> torch.Tensor:
+    """Rows held as `World.shard(n)` by each process, put back together in global order everywhere."""
+    if _world.size == 1:
+        return local
+    out = torch.zeros(n, *local.shape[1:], dtype=torch.float64)
+    out[_world.rank::_world.size] = local.double()
+    return all_reduce_sum(out).to(local.dtype)  # every row has one non-zero contribution: exact
+
+
+def same_rng_everywhere() -> None:
+    """Give every process rank 0's global RNG state, so all draw the same data order."""
+    if _world.size == 1:
+        return
+    state = torch.get_rng_state().to(_comm_device())
+    dist.broadcast(state, src=0)
+    torch.set_rng_state(state.cpu())
+
+
+def barrier() -> None:
+    if _world.size > 1:
+        dist.barrier()

@@ -1,0 +1,57 @@
+"""Metrics of a classifier on whole splits: the logits of every example (under torchrun each
+process computes its share and the shares are joined in order), then one report per split:
+loss, accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .batches import Collate, TextDataset, length_sorted_batches
+from .classifier import classify_logits
+from .data import SPLITS, load_data_split
+from .device import resolve_device
+from .distributed import current, gather_shards
+from .errors import UserError
+from .metrics import classification_report
+from .rundir import load_run, run_labels
+
+
+@torch.no_grad()
+def split_logits(dataset, lengths: list[int], batch_size: int, collate, logits_fn, device, num_classes: int,
+                 n_global: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets of a whole split, in the split's order. `dataset` is this process's
+    share of the split's `n_global` examples; batches group examples of similar length."""
+    logits = torch.zeros(len(dataset), num_classes)
+    targets = torch.zeros(len(dataset), dtype=torch.long)
+    for rows in length_sorted_batches(lengths, batch_size):
+        inputs, target, lens = collate([dataset[i] for i in rows])
+        logits[rows] = logits_fn(inputs.to(device), lens.to(device)).float().cpu()
+        targets[rows] = target
+    return gather_shards(logits, n_global), gather_shards(targets, n_global)
+
+
+def logits_report(logits: torch.Tensor, targets: torch.Tensor, labels: list[str]) -> dict:
+    """Full-set metrics (loss per example, accuracy, per-class, confusion) of a split's logits."""
+    loss = F.cross_entropy(logits, targets).item()
+    return classification_report(targets.numpy(), logits.argmax(-1).numpy(), labels, loss)
+
+
+def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str = "cpu", batch_size: int = 32) -> dict:
+    """Metrics of a saved classifier on one split of a prepared data directory."""
+    if split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}")
+    model, tokenizer, config = load_run(run_dir, device)
+    labels = run_labels(config)
+    texts, targets = load_data_split(data_dir, split, labels)
+    shard = current().shard(len(texts))
+    ds = TextDataset([texts[i] for i in shard], [targets[i] for i in shard], tokenizer, config["max_length"])
+    dev = resolve_device(device)
+    logits_fn = lambda ids, lengths: classify_logits(model, ids, lengths, config["pooling"])  # noqa: E731
+    with torch.inference_mode():
+        logits, gathered = split_logits(ds, [len(e) for e in ds.encoded], batch_size,
+                                        Collate(tokenizer.pad_id, config.get("pad_to")), logits_fn, dev,
+                                        len(labels), len(texts))
+    return logits_report(logits, gathered, labels)
