@@ -242,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gptclassify: error: {where}out of memory ({str(e).splitlines()[0][:120] or type(e).__name__}); "
               "try a smaller --batch-size or --max-length", file=sys.stderr)
         return 1
+    except distributed.peer_failure() as e:  # another process died or timed out at a collective
+        print(f"gptclassify: error: {where}the distributed job failed elsewhere: {str(e).splitlines()[0][:160]}",
+              file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("gptclassify: interrupted", file=sys.stderr)
         return 130

@@ -44,7 +44,7 @@ class World:
     def describe(self) -> str:
         if self.size == 1:
             return "one process"
-        return f"{self.size} processes ({dist.get_backend()}), this is rank {self.rank}"
+        return f"{self.size} processes ({dist.get_backend()})"
 
 
 _world = World()
@@ -71,11 +71,28 @@ def init_from_env(device: torch.device) -> World:
         if device.type == "cuda":
             torch.cuda.set_device(device)
         try:
-            dist.init_process_group(backend, timeout=timedelta(seconds=seconds))
+            dist.init_process_group(backend, store=rendezvous_store(seconds), rank=int(os.environ["RANK"]),
+                                    world_size=int(os.environ["WORLD_SIZE"]), timeout=timedelta(seconds=seconds))
         except (RuntimeError, ValueError) as e:
             raise UserError(f"could not join the other processes: {str(e).splitlines()[0][:200]}") from None
         _world = World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     return _world
+
+
+def peer_failure() -> type:
+    """What a collective raises when another process has died or the timeout has passed."""
+    return getattr(dist, "DistError", RuntimeError) if launched() else ()
+
+
+def rendezvous_store(seconds: float):
+    """The key-value store the processes meet in: torchrun's own (or rank 0's), under a prefix of
+    its own for each restart, so that processes of a restarted job never read the addresses the
+    processes before the restart left there."""
+    timeout = timedelta(seconds=seconds)
+    agent_hosts_it = os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), int(os.environ["WORLD_SIZE"]),
+                          is_master=not agent_hosts_it and os.environ["RANK"] == "0", timeout=timeout)
+    return dist.PrefixStore(f"gptclassify/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def current() -> World:

@@ -11,14 +11,18 @@ import csv
 import io
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
+
+from tqdm import tqdm
 
 from .distributed import barrier, current
 from .errors import UserError
 from .files import atomic_path
 
 FORMATS = ("jsonl", "csv", "table")
+CHUNK = 2048  # texts per model pass over the input: memory per process stays bounded by it
 SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".txt": "table"}
 
 
@@ -49,30 +53,45 @@ def format_predictions(texts: list[str], predictions: list[dict], labels: list[s
 
 
 def predict_to(classifier, texts: list[str], output: Path | None, fmt: str, batch_size: int = 32) -> None:
-    """Classify `texts` and write the predictions to `output` (standard output when None)."""
+    """Classify `texts` and write the predictions to `output` (standard output when None).
+
+    Texts go through the model in chunks of CHUNK, each sorted by length into batches; under
+    torchrun each process takes a contiguous run of whole chunks. Every text therefore shares its
+    batch with the same neighbours however many processes there are, and the output is the same
+    to the last digit.
+    """
     world = current()
     if world.size > 1 and output is None:
         raise UserError("predict under torchrun writes a file: give --output FILE")
-    shard = world.contiguous_shard(len(texts))
-    mine = texts[shard.start: shard.stop]
-    text = format_predictions(mine, classifier.predict(mine, batch_size=batch_size) if mine else [],
-                              classifier.labels, fmt, header=world.is_main)
+    chunks = [range(i, min(i + CHUNK, len(texts))) for i in range(0, len(texts), CHUNK)]
+    shard = world.contiguous_shard(len(chunks))
+    mine = chunks[shard.start: shard.stop]
+
+    def write_chunks(out) -> None:
+        header = world.is_main
+        for chunk in tqdm(mine, desc="predict", unit="chunk", disable=None if world.is_main else True, leave=False):
+            part = texts[chunk.start: chunk.stop]
+            out.write(format_predictions(part, classifier.predict(part, batch_size=batch_size), classifier.labels,
+                                         fmt, header))
+            header = False
+        if header and fmt == "csv":  # no texts of its own: rank 0 still writes the header
+            out.write(format_predictions([], [], classifier.labels, fmt, True))
+
     if output is None:
-        sys.stdout.write(text)
+        write_chunks(sys.stdout)
         return
     output = Path(output)
+    target = output if world.size == 1 else part_path(output, world.rank)
+    with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
+        write_chunks(out)
     if world.size == 1:
-        with atomic_path(output) as tmp:
-            tmp.write_text(text, encoding="utf-8")
         return
-    part = part_path(output, world.rank)
-    with atomic_path(part) as tmp:
-        tmp.write_text(text, encoding="utf-8")
     barrier()  # every part is written
     if world.is_main:
-        with atomic_path(output) as tmp, open(tmp, "w", encoding="utf-8") as joined:
+        with atomic_path(output) as tmp, open(tmp, "wb") as joined:
             for rank in range(world.size):
-                joined.write(part_path(output, rank).read_text(encoding="utf-8"))
+                with open(part_path(output, rank), "rb") as part:
+                    shutil.copyfileobj(part, joined)
         for rank in range(world.size):
             os.unlink(part_path(output, rank))
     barrier()  # the output is complete before any process reports success

@@ -84,7 +84,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.log(f"trainable parameters: {self.trainable:,} of {self.total:,}")
         if self.world.size > 1:
-            self.log(f"data parallel: {self.world.describe()}; each process holds 1/{self.world.size} of the examples")
+            self.log(f"data parallel: {self.world.describe()}; each holds 1/{self.world.size} of the examples")
         self.start = first_trainable_block(len(model.trf_blocks), cfg.trainable)
         self.datasets = self.make_datasets()
         self.cached = self.prepare_cache()
@@ -125,7 +125,7 @@ class Trainer:
         }
         positions = sum(f.store.flat.shape[0] for f in self.features.values())
         total = int(all_reduce_sum(torch.tensor([positions])).item())
-        shared = f" ({positions:,} in each process's share)" if self.world.size > 1 else ""
+        shared = f" (rank 0 holds {positions:,})" if self.world.size > 1 else ""
         self.log(f"feature cache: {total:,} positions through the frozen layers{shared} in "
                  f"{time.perf_counter() - started:.1f}s")
         return True

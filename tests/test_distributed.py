@@ -1,0 +1,253 @@
+"""Data parallelism under torchrun, for real: 2 CPU processes (gloo) against 1, tiny random GPT-2 and
+Llama shapes. Same per-step losses and predictions, resume on another number of processes, a
+restart after a killed worker, sharded prediction joined in order, two "nodes" on localhost, and
+failures that end the job instead of hanging it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import SHARED_DATA, sms_texts
+from gptclassify.cli import main
+from gptclassify.predict import Classifier
+from helpers import small_gpt2_dir, sms_slice_dir
+
+transformers = pytest.importorskip("transformers")
+
+TIMEOUT_S = 30  # GPTCLASSIFY_DIST_TIMEOUT in these tests: the longest a stuck collective may wait
+
+
+def torchrun_env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "GPTCLASSIFY_DIST_TIMEOUT": str(TIMEOUT_S),
+            "GPTCLASSIFY_GPT2_BPE_DIR": str(SHARED_DATA / "gpt2"), "PYTHONUNBUFFERED": "1"}
+
+
+def torchrun(*args, launch=("--standalone", "--nproc-per-node", "2"), **popen) -> subprocess.Popen:
+    """`torchrun LAUNCH -m gptclassify ARGS` as its own process group (so a test can stop all of it)."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "gptclassify", *map(str, args)]
+    return subprocess.Popen(cmd, env=torchrun_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, **popen)
+
+
+def finish(proc: subprocess.Popen, timeout=240) -> tuple[int, str]:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"torchrun did not end within {timeout}s:\n{out[-3000:]}")
+    return proc.returncode, out
+
+
+def run_ok(*args, **kw) -> str:
+    code, out = finish(torchrun(*args, **kw))
+    assert code == 0, out[-3000:]
+    return out
+
+
+def small_llama_dir(tmp_path: Path) -> Path:
+    """A tiny Llama (GQA, RoPE, SwiGLU, RMSNorm) over GPT-2's vocabulary, random weights, HF layout."""
+    torch.manual_seed(0)
+    cfg = transformers.LlamaConfig(vocab_size=50257, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                                   tie_word_embeddings=True)
+    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
+    return tmp_path / "llama"
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return sms_slice_dir(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    return small_gpt2_dir(tmp_path_factory.mktemp("gpt2"))
+
+
+def train_args(data, weights, out, *extra, model="gpt2"):
+    return [str(a) for a in ["train", "--data", data, "--model", model, "--weights", weights, "--out", out, *extra]]
+
+
+def history(run: Path) -> dict:
+    return json.loads((run / "history.json").read_text())
+
+
+def assert_same_training(a: Path, b: Path, texts: list[str]):
+    la, lb = history(a)["step_loss"], history(b)["step_loss"]
+    assert len(la) == len(lb) > 0
+    assert max(abs(x - y) for x, y in zip(la, lb)) < 1e-5
+    wa, wb = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-4
+    pa = Classifier.load(a, "cpu").predict(texts)
+    pb = Classifier.load(b, "cpu").predict(texts)
+    assert [p["label"] for p in pa] == [p["label"] for p in pb]
+    assert max(abs(x["score"] - y["score"]) for x, y in zip(pa, pb)) < 1e-4
+    ma, mb = (json.loads((r / "metrics.json").read_text()) for r in (a, b))
+    for split in ("train", "validation", "test"):
+        assert ma[split]["confusion_matrix"] == mb[split]["confusion_matrix"]
+    assert (ma["training"]["processes"], mb["training"]["processes"]) == (1, 2)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_two_processes_take_the_single_process_steps(family, data_dir, gpt2_dir, tmp_path):
+    """GPT-2 with the feature cache (last block); Llama uncached with every layer training."""
+    if family == "gpt2":
+        weights, extra = gpt2_dir, ["--epochs", "2", "--eval-freq", "5"]
+    else:
+        weights, extra = small_llama_dir(tmp_path), ["--epochs", "2", "--trainable", "all", "--lr", "1e-3"]
+    model = "gpt2" if family == "gpt2" else "smollm2-135m"
+    assert main(train_args(data_dir, weights, tmp_path / "one", *extra, model=model)) == 0
+    out = run_ok(*train_args(data_dir, weights, tmp_path / "two", *extra, model=model))
+    assert "data parallel: 2 processes (gloo)" in out
+    assert out.count("epoch 1:") == 1  # only rank 0 logs
+    ea, eb = history(tmp_path / "one")["eval"], history(tmp_path / "two")["eval"]
+    assert [e["step"] for e in ea] == [e["step"] for e in eb]
+    assert max(abs(x[k] - y[k]) for x, y in zip(ea, eb) for k in ("train_loss", "val_loss")) < 1e-5
+    assert_same_training(tmp_path / "one", tmp_path / "two", sms_texts()[:200])
+    assert not list((tmp_path / "two").glob(".*.tmp"))
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, "the job ended before the checkpoint appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear"
+        time.sleep(0.01)
+
+
+def worker_pids(proc: subprocess.Popen) -> list[int]:
+    """The worker processes torchrun started (children of its agent)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def test_killed_worker_fails_the_job_and_the_run_resumes_on_one_process(data_dir, gpt2_dir, tmp_path):
+    extra = ["--epochs", "8", "--no-cache", "--lr-schedule", "cosine", "--warmup-steps", "3"]
+    assert main(train_args(data_dir, gpt2_dir, tmp_path / "straight", *extra)) == 0
+
+    run = tmp_path / "killed"
+    proc = torchrun(*train_args(data_dir, gpt2_dir, run, *extra))
+    wait_for(run / "checkpoint" / "state.json", proc)
+    started = time.monotonic()
+    os.kill(worker_pids(proc)[-1], signal.SIGKILL)
+    code, out = finish(proc)
+    assert code != 0 and time.monotonic() - started < TIMEOUT_S, out[-2000:]
+    assert not (run / "config.json").exists()  # nothing looks finished
+    done = json.loads((run / "checkpoint" / "state.json").read_text())["train_state"]["epoch"]
+    assert 1 <= done < 8
+
+    assert main(["train", "--resume", str(run)]) == 0  # one process finishes what two started
+    a, b = history(tmp_path / "straight")["step_loss"], history(run)["step_loss"]
+    assert len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
+    wa, wb = load_file(tmp_path / "straight" / "model.safetensors"), load_file(run / "model.safetensors")
+    assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
+
+
+def test_restart_after_a_killed_worker_continues_from_the_last_epoch(data_dir, gpt2_dir, tmp_path):
+    extra = ["--epochs", "8", "--no-cache"]
+    one = tmp_path / "one"
+    assert main(train_args(data_dir, gpt2_dir, one, *extra)) == 0
+    run = tmp_path / "restarted"
+    proc = torchrun(*train_args(data_dir, gpt2_dir, run, *extra),
+                    launch=("--standalone", "--nproc-per-node", "2", "--max-restarts", "1"))
+    wait_for(run / "checkpoint" / "state.json", proc)
+    os.kill(worker_pids(proc)[0], signal.SIGKILL)
+    code, out = finish(proc)
+    assert code == 0, out[-3000:]
+    assert "resuming after epoch" in out
+    a, b = history(one)["step_loss"], history(run)["step_loss"]
+    assert len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
+
+
+def test_resume_on_two_processes_a_run_begun_on_one(data_dir, gpt2_dir, tmp_path):
+    from gptclassify.run import Trainer
+    from gptclassify.train import make_config
+
+    cfg = make_config(None, epochs=3, lr_schedule="cosine", warmup_steps=3)
+    Trainer("gpt2", str(gpt2_dir), data_dir, cfg, tmp_path / "straight", log=lambda *a: None).run()
+
+    def stop_after_first_epoch(state):
+        if state.epoch == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        Trainer("gpt2", str(gpt2_dir), data_dir, cfg, tmp_path / "run", log=lambda *a: None).run(
+            on_epoch_end=stop_after_first_epoch)
+    out = run_ok("train", "--resume", tmp_path / "run")
+    assert "resuming after epoch 1" in out
+    a, b = history(tmp_path / "straight")["step_loss"], history(tmp_path / "run")["step_loss"]
+    assert len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
+
+
+def many_texts(n=20_000) -> list[str]:
+    """Real messages, made distinct and one per line."""
+    sms = [t.replace("\n", " ") for t in sms_texts()]
+    return [f"{sms[i % len(sms)]} #{i}" if i >= len(sms) else sms[i] for i in range(n)]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
+def test_predict_under_torchrun_equals_one_process(data_dir, gpt2_dir, tmp_path, suffix):
+    run = tmp_path / "run"
+    assert main(train_args(data_dir, gpt2_dir, run, "--epochs", "1", "--max-steps", "3")) == 0
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(many_texts()) + "\n", encoding="utf-8")
+    one, two = tmp_path / f"one{suffix}", tmp_path / f"two{suffix}"
+    assert main(["predict", str(run), "--input", str(texts), "--output", str(one), "--batch-size", "64"]) == 0
+    run_ok("predict", run, "--input", texts, "--output", two, "--batch-size", "64")
+    a, b = one.read_text(encoding="utf-8").splitlines(), two.read_text(encoding="utf-8").splitlines()
+    assert len(a) == 20_000 + (suffix == ".csv")
+    assert a == b
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no parts left behind
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_on_localhost(data_dir, gpt2_dir, tmp_path):
+    """Two torchrun invocations, one process each, meeting at a c10d rendezvous on 127.0.0.1."""
+    extra = ["--epochs", "2"]
+    assert main(train_args(data_dir, gpt2_dir, tmp_path / "one", *extra)) == 0
+    launch = ("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+              "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "two-nodes")
+    nodes = [torchrun(*train_args(data_dir, gpt2_dir, tmp_path / "two", *extra), launch=launch) for _ in range(2)]
+    for code, out in [finish(n) for n in nodes]:
+        assert code == 0, out[-3000:]
+    assert_same_training(tmp_path / "one", tmp_path / "two", sms_texts()[:100])
+
+
+def test_a_node_with_bad_input_stops_the_job_with_its_error(data_dir, gpt2_dir, tmp_path):
+    """One node lacks the data directory: it says so in one line, and the other node stops too."""
+    launch = ("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+              "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "bad-node")
+    started = time.monotonic()
+    good = torchrun(*train_args(data_dir, gpt2_dir, tmp_path / "run"), launch=launch)
+    bad = torchrun(*train_args(tmp_path / "missing", gpt2_dir, tmp_path / "run"), launch=launch)
+    (code_good, out_good), (code_bad, out_bad) = finish(good), finish(bad)
+    assert code_good != 0 and code_bad != 0
+    assert time.monotonic() - started < 2 * TIMEOUT_S
+    errors = [line for line in out_bad.splitlines() if line.startswith("gptclassify: error:")]
+    assert errors == [f"gptclassify: error: [rank {errors[0].split('rank ')[1][0]}] {tmp_path / 'missing'}: "
+                      "no dataset.json (make the directory with `gptclassify prepare`)"]
+    assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_commands_that_run_alone_refuse_torchrun(tmp_path):
+    code, out = finish(torchrun("prepare", "sms-spam", "--out", tmp_path / "d", "--source", SHARED_DATA / "SMSSpamCollection"))
+    assert code != 0
+    assert "gptclassify: error: [rank 0] 'prepare' runs in one process" in out
+    assert not (tmp_path / "d").exists()
