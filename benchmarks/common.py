@@ -33,9 +33,21 @@ def book_split(out: Path, source: str | None = None) -> Path:
     return out
 
 
+def cpu_description() -> str:
+    """The CPU's model name and the matrix features that change which precision is fast."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    features = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8") if f in flags]
+    return f"{model or platform.machine()} ({', '.join(features) or 'no AVX2'})"
+
+
 def machine() -> dict:
     return {"python": sys.version.split()[0], "torch": torch.__version__, "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "cpu": cpu_description(), "cores": os.cpu_count(),
             "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
@@ -69,13 +81,14 @@ def sms_messages() -> list[str]:
 
 
 @contextmanager
-def serving(run: Path):
-    """`gptclassify serve RUN` on a free port of 127.0.0.1; yields its base URL once it answers."""
+def serving(run: Path, *args: str, env: dict | None = None):
+    """`gptclassify serve RUN ARGS` on a free port of 127.0.0.1; yields its base URL once it answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "gptclassify.cli", "serve", str(run), "--port", str(port),
-                               "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               "--device", "cpu", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
