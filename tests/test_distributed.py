@@ -117,13 +117,29 @@ def test_two_processes_take_the_single_process_steps(family, data_dir, gpt2_dir,
     assert max(abs(x[k] - y[k]) for x, y in zip(ea, eb) for k in ("train_loss", "val_loss")) < 1e-5
     assert_same_training(tmp_path / "one", tmp_path / "two", sms_texts()[:200])
     assert not list((tmp_path / "two").glob(".*.tmp"))
+    if family == "gpt2":  # evaluate, sharded and joined, reports what one process reports
+        out = run_ok("evaluate", tmp_path / "two", "--data", data_dir, "--split", "test")
+        sharded = json.loads(out[out.index("{"): out.rindex("}") + 1])
+        alone = json.loads((tmp_path / "two" / "metrics.json").read_text())["test"]
+        assert sharded["confusion_matrix"] == alone["confusion_matrix"]
+        assert abs(sharded["loss"] - alone["loss"]) < 1e-5
 
 
-def wait_for(path: Path, proc: subprocess.Popen, timeout=120):
+def checkpointed_epochs(run: Path) -> int:
+    """Epochs done in the checkpoint in force (0 before the first epoch's)."""
+    try:
+        latest = json.loads((run / "checkpoint" / "latest.json").read_text())["snapshot"]
+        state = json.loads((run / "checkpoint" / latest / "state.json").read_text())["train_state"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    return state["epoch"] if state else 0
+
+
+def wait_for_first_epoch(run: Path, proc: subprocess.Popen, timeout=120):
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, "the job ended before the checkpoint appeared"
-        assert time.monotonic() < deadline, f"{path} did not appear"
+    while checkpointed_epochs(run) < 1:
+        assert proc.poll() is None, "the job ended before the first epoch's checkpoint appeared"
+        assert time.monotonic() < deadline, "no checkpoint of a finished epoch appeared"
         time.sleep(0.01)
 
 
@@ -139,14 +155,13 @@ def test_killed_worker_fails_the_job_and_the_run_resumes_on_one_process(data_dir
 
     run = tmp_path / "killed"
     proc = torchrun(*train_args(data_dir, gpt2_dir, run, *extra))
-    wait_for(run / "checkpoint" / "state.json", proc)
+    wait_for_first_epoch(run, proc)
     started = time.monotonic()
     os.kill(worker_pids(proc)[-1], signal.SIGKILL)
     code, out = finish(proc)
     assert code != 0 and time.monotonic() - started < TIMEOUT_S, out[-2000:]
     assert not (run / "config.json").exists()  # nothing looks finished
-    done = json.loads((run / "checkpoint" / "state.json").read_text())["train_state"]["epoch"]
-    assert 1 <= done < 8
+    assert 1 <= checkpointed_epochs(run) < 8
 
     assert main(["train", "--resume", str(run)]) == 0  # one process finishes what two started
     a, b = history(tmp_path / "straight")["step_loss"], history(run)["step_loss"]
@@ -162,7 +177,7 @@ def test_restart_after_a_killed_worker_continues_from_the_last_epoch(data_dir, g
     run = tmp_path / "restarted"
     proc = torchrun(*train_args(data_dir, gpt2_dir, run, *extra),
                     launch=("--standalone", "--nproc-per-node", "2", "--max-restarts", "1"))
-    wait_for(run / "checkpoint" / "state.json", proc)
+    wait_for_first_epoch(run, proc)
     os.kill(worker_pids(proc)[0], signal.SIGKILL)
     code, out = finish(proc)
     assert code == 0, out[-3000:]

@@ -14,7 +14,7 @@ class TextDataset(Dataset):
 
     def __init__(self, texts: list[str], labels: list[int], tokenizer, max_length: int | None = None,
                  context_length: int | None = None):
-        self.encoded = [tokenizer.encode(t) for t in texts]
+        self.encoded = [tokenizer.encode(t, max_length or context_length) for t in texts]
         longest = max((len(e) for e in self.encoded), default=1)
         if max_length is None:  # the book: the longest example, capped by the model's context
             max_length = longest if context_length is None else min(longest, context_length)
@@ -75,8 +75,15 @@ class ShardedLoader:
     def __len__(self):
         return len(self.order)
 
-    def __iter__(self):
+    def draw_order(self) -> list[list[int]]:
+        """One epoch's global batches, drawn from the global RNG as iterating the loader draws them."""
+        return list(self.order)
+
+    def batches(self, order, skip: int = 0):
         size, rank = self.world.size, self.world.rank
-        for indices in self.order:
+        for indices in order[skip:] if skip else order:
             mine = [i // size for i in indices if i % size == rank]
             yield (self.collate([self.dataset[j] for j in mine]) if mine else None), len(indices)
+
+    def __iter__(self):
+        return self.batches(self.order)

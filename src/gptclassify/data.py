@@ -8,6 +8,8 @@ user's own CSV, TSV or JSONL file with any number of classes. Both write `train.
 from __future__ import annotations
 
 import csv
+import io
+import json
 import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,34 +110,107 @@ def prepare_sms_spam(source: str | None = None, *, exact: bool = False, balance:
 
 def read_table(path: Path, text_column: str, label_column: str | None, encoding: str = "utf-8") -> pd.DataFrame:
     """A CSV, TSV or JSONL file (by extension) as a frame with columns `text` and `label`
-    (just `text` when no label column is named)."""
+    (just `text` when no label column is named).
+
+    Every row is read or the file is refused with one line naming it, the line and the column:
+    undecodable bytes, a row with too many or too few fields, a duplicated or missing column, an
+    empty text or label, a JSON value that is not text. A UTF-8 byte-order mark and CRLF line ends
+    are read as they are meant; quoted fields may hold newlines; nothing is read as NaN.
+    """
+    path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    try:
-        if suffix in (".jsonl", ".ndjson"):
-            df = pd.read_json(path, lines=True, encoding=encoding, dtype=False)
-        elif suffix in (".csv", ".tsv", ".tab"):
-            df = pd.read_csv(path, sep="\t" if suffix != ".csv" else ",", encoding=encoding,
-                             keep_default_na=False, dtype=str)
-        else:
-            raise UserError(f"{path}: unknown file type {suffix!r} (expected .csv, .tsv or .jsonl)")
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not valid {encoding} text (pass --encoding, e.g. latin-1)") from None
-    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise UserError(f"{path}: cannot parse as {suffix[1:].upper()} ({str(e).splitlines()[0][:120]})") from None
+    if suffix not in (".csv", ".tsv", ".tab", ".jsonl", ".ndjson"):
+        raise UserError(f"{path}: unknown file type {suffix!r} (expected .csv, .tsv or .jsonl)")
+    text = decode_file(path, encoding)
     columns = [c for c in (text_column, label_column) if c is not None]
+    if suffix in (".jsonl", ".ndjson"):
+        rows = jsonl_rows(path, text, columns)
+    else:
+        rows = delimited_rows(path, text, "," if suffix == ".csv" else "\t", columns)
+    names = ["text", "label"][: len(columns)]
+    for line, row in rows:
+        for name, column, value in zip(names, columns, row):
+            if not value.strip():
+                raise UserError(f"{path}: line {line}, column {column!r}: empty {name}")
+    return pd.DataFrame([row for _, row in rows], columns=names, dtype=object)
+
+
+def read_lines(path: Path, encoding: str = "utf-8") -> list[str]:
+    """The lines of a text file (LF or CRLF), every one, blank ones too; the newline at the very end
+    does not start another. Undecodable bytes are refused with the line they are on."""
+    lines = decode_file(path, encoding).split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def decode_file(path: Path, encoding: str) -> str:
+    data = path.read_bytes()
+    if encoding.lower().replace("-", "") == "utf8" and data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a byte-order mark, as spreadsheet programs write
+    try:
+        return data.decode(encoding)
+    except LookupError:
+        raise UserError(f"unknown encoding {encoding!r}") from None
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise UserError(f"{path}: line {line}: not valid {encoding} text (byte {data[e.start]:#04x} at offset "
+                        f"{e.start}; pass --encoding, e.g. latin-1)") from None
+
+
+def delimited_rows(path: Path, text: str, delimiter: str, columns: list[str]) -> list[tuple[int, list[str]]]:
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise UserError(f"{path}: cannot parse: the file is empty")
+        where = column_positions(path, header, columns)
+        rows, line = [], reader.line_num
+        for record in reader:
+            if record and len(record) != len(header):
+                raise UserError(f"{path}: line {line + 1}: {len(record)} fields, but the header has {len(header)}")
+            if record:
+                rows.append((line + 1, [record[i] for i in where]))
+            line = reader.line_num
+    except csv.Error as e:
+        raise UserError(f"{path}: line {reader.line_num}: cannot parse ({e})") from None
+    return rows
+
+
+def column_positions(path: Path, header: list[str], columns: list[str]) -> list[int]:
     for column in columns:
-        if column not in df.columns:
-            raise UserError(f"{path}: no column {column!r} (columns: {', '.join(map(str, df.columns))})")
-    df = df[columns].rename(columns={text_column: "text", label_column: "label"})
-    if label_column is not None:
-        df["label"] = df["label"].astype(str)
-    df["text"] = df["text"].map(lambda t: "" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t))
-    empty = np.flatnonzero(df["text"].str.strip().eq("").to_numpy())
-    if len(empty):
-        raise UserError(f"{path}: {len(empty)} empty text(s), first at data row {empty[0] + 1}")
-    return df.reset_index(drop=True)
+        if header.count(column) > 1:
+            raise UserError(f"{path}: line 1: column {column!r} appears {header.count(column)} times")
+        if column not in header:
+            raise UserError(f"{path}: no column {column!r} (columns: {', '.join(header)})")
+    return [header.index(c) for c in columns]
+
+
+def jsonl_rows(path: Path, text: str, columns: list[str]) -> list[tuple[int, list[str]]]:
+    rows = []
+    for line, raw in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 may sit inside a string
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: line {line}, column {e.colno}: cannot parse as JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}: line {line}: expected a JSON object, got {type(record).__name__}")
+        values = []
+        for column in columns:
+            if column not in record:
+                raise UserError(f"{path}: line {line}: no {column!r} (keys: {', '.join(map(str, record))})")
+            value = record[column]
+            if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+                raise UserError(f"{path}: line {line}, column {column!r}: expected text, got {json.dumps(value)[:40]}")
+            values.append(value if isinstance(value, str) else json.dumps(value))
+        rows.append((line, values))
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    return rows
 
 
 def prepare_table(path: Path, text_column: str, label_column: str, *, options: SplitOptions,
@@ -233,7 +308,8 @@ def write_prepared(prepared: Prepared, out: Path, params: dict) -> None:
     """The three CSV files and dataset.json, each written whole or not at all."""
     for name, part in prepared.splits.items():
         with atomic_path(out / f"{name}.csv") as tmp:
-            part[["text", "label"]].to_csv(tmp, index=False, encoding="utf-8")
+            # Every field quoted: unquoted, a lone carriage return inside a text would read back as a line end.
+            part[["text", "label"]].to_csv(tmp, index=False, encoding="utf-8", quoting=csv.QUOTE_ALL)
     write_json(out / "dataset.json", {**prepared.info, "parameters": params})
 
 

@@ -68,8 +68,8 @@ def init_from_env(device: torch.device) -> World:
     if not dist.is_initialized():
         seconds = float(os.environ.get("GPTCLASSIFY_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
         backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
+        if device.type == "cuda":  # one GPU per local rank, unless --device names one
+            torch.cuda.set_device(device if device.index is not None else int(os.environ.get("LOCAL_RANK", 0)))
         try:
             dist.init_process_group(backend, store=rendezvous_store(seconds), rank=int(os.environ["RANK"]),
                                     world_size=int(os.environ["WORLD_SIZE"]), timeout=timedelta(seconds=seconds))

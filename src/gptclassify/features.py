@@ -16,6 +16,7 @@ import torch
 
 from .batches import Collate, TextDataset, length_sorted_batches
 from .classifier import prefix_states
+from .failpoints import failpoint
 
 
 def cache_unavailable_reason(model, trainable: str) -> str | None:
@@ -85,6 +86,7 @@ def build_feature_store(model, dataset: TextDataset, start: int, *, pad_id: int,
             states = prefix_states(model, ids.to(device), start).to("cpu", dtype)
         for r, i in enumerate(rows):
             flat[offsets[i]: offsets[i] + widths[i]] = states[r, : widths[i]]
+        failpoint("frozen-pass")
     return FeatureStore(flat, offsets, widths)
 
 

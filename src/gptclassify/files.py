@@ -28,27 +28,53 @@ def atomic_path(path: str | os.PathLike):
 
 
 def write_text(path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"{path}: could not write ({write_failure(e)})") from None
 
 
 def write_json(path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def read_json(path) -> dict:
-    """A JSON file, or a one-line error naming it."""
+MAX_JSON_BYTES = 16 << 20  # a run's JSON files are far smaller; a larger one is not ours
+
+
+def read_json(path, max_bytes: int | None = None) -> dict:
+    """A JSON object from a file, or a one-line error naming it."""
+    path = Path(path)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: {e}") from None
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            raise UserError(f"{path}: {path.stat().st_size:,} bytes, over the {max_bytes:,} a file of this kind may have")
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise UserError(f"{path}: {str(e).splitlines()[0][:160] if str(e) else type(e).__name__}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def save_safetensors(tensors: dict, path) -> None:
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp))
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp))
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path}: could not write ({write_failure(e)})") from None
+
+
+def write_failure(e: Exception) -> str:
+    """Why a write failed, in a few words: the OS's own, such as "No space left on device", where there is one."""
+    text = str(e)
+    for reason in ("No space left on device", "File too large", "Permission denied", "Disk quota exceeded",
+                   "Read-only file system"):
+        if reason in text or getattr(e, "strerror", None) == reason:
+            return reason
+    return getattr(e, "strerror", None) or text.splitlines()[0][:120]
 
 
 def load_safetensors(path) -> dict:

@@ -34,7 +34,7 @@ class Classifier:
         return cls(model, tokenizer, config, dev)
 
     def encode(self, text: str) -> list[int]:
-        ids = self.tokenizer.encode(text)[: self.max_length]
+        ids = self.tokenizer.encode(text, self.max_length)[: self.max_length]
         return ids or [self.tokenizer.pad_id]  # an empty text is read as the end-of-text token
 
     @torch.inference_mode()

@@ -17,13 +17,14 @@ import torch
 
 from . import __version__
 from .batches import Collate, ShardedLoader, TextDataset
-from .checkpoint import load_trainable, restore_checkpoint, save_checkpoint
+from .checkpoint import has_checkpoint, load_trainable, restore_checkpoint, save_best, save_checkpoint, save_start
 from .classifier import add_classifier_head, first_trainable_block, freeze_all_but
 from .data import SPLITS, dataset_labels, load_data_split
 from .device import autocast_for, resolve_device
 from .distributed import all_max, all_reduce_sum, barrier, current
 from .errors import UserError
 from .evaluate import logits_report, split_logits
+from .failpoints import failpoint
 from .features import FeatureDataset, build_feature_store, cache_unavailable_reason, collate_features
 from .files import read_json
 from .rundir import write_run
@@ -61,6 +62,9 @@ def load_data(data_dir: Path, labels: list[str]) -> dict[str, tuple[list[str], l
     return {split: load_data_split(data_dir, split, labels) for split in SPLITS}
 
 
+CHECKPOINT_SECONDS = 600  # mid-epoch checkpoints, unless --checkpoint-every says otherwise
+
+
 class Trainer:
     """Everything one training run needs, built in the order the book builds it."""
 
@@ -79,6 +83,8 @@ class Trainer:
         self.tokenizer = base_tokenizer(model_name, weights)
         self.load_seconds = time.perf_counter() - started
         self.cfg = cfg = with_family_defaults(cfg, model.cfg.family)  # the rate the model family trains with
+        if self.world.is_main and not has_checkpoint(self.run_dir):  # from here on, a killed run can be resumed
+            save_start(self.run_dir / "checkpoint", cfg, self.run_info())
         add_classifier_head(model, len(self.labels), seed=cfg.seed)
         self.trainable, self.total = freeze_all_but(model, cfg.trainable)
         self.model = model.to(self.device)
@@ -162,32 +168,52 @@ class Trainer:
     # -------------------------------------------------------------- the run
 
     def run(self, resume: bool = False, on_epoch_end=None) -> dict:
-        ckpt = self.run_dir / "checkpoint"
-        optimizer, scheduler = make_optimizer(self.model, self.cfg, self.total_steps())
-        state = restore_checkpoint(ckpt, self.model, optimizer, scheduler) if resume else TrainState()
-        if resume:
-            self.log(f"resuming after epoch {state.epoch} (step {state.global_step})")
-        if not resume:
-            torch.manual_seed(self.cfg.seed)  # as the book does right before training
-        run = {"model_name": self.model_name, "weights": self.weights, "data": str(self.data_dir)}
+        ckpt, cfg, main = self.run_dir / "checkpoint", self.cfg, self.world.is_main
+        optimizer, scheduler = make_optimizer(self.model, cfg, self.total_steps())
+        restored = restore_checkpoint(ckpt, self.model, optimizer, scheduler) if resume else None
+        if restored is None:
+            state, order = TrainState(), None
+            torch.manual_seed(cfg.seed)  # as the book does right before training
+        else:
+            state, order = restored
+            where = f"in epoch {state.epoch + 1} after step {state.global_step}" if order else \
+                f"after epoch {state.epoch} (step {state.global_step})"
+            self.log(f"resuming {where}")
+        last_save = time.monotonic()
+
+        def save(st, order=None):
+            nonlocal last_save
+            if main:
+                save_checkpoint(ckpt, self.model, optimizer, scheduler, st, cfg, self.run_info(), order)
+            last_save = time.monotonic()
+
+        def step_end(st, order):  # mid-epoch checkpoints: every --checkpoint-every steps, or by time
+            every = cfg.checkpoint_every
+            if (st.global_step % every == 0) if every else (every is None and time.monotonic() - last_save > CHECKPOINT_SECONDS):
+                save(st, order)
 
         def epoch_end(st, improved):
-            if self.world.is_main:
-                save_checkpoint(ckpt, self.model, optimizer, scheduler, st, self.cfg, run, improved)
+            if improved and cfg.keep_best and main:
+                save_best(ckpt, self.model)
+            save(st)
             if on_epoch_end:
                 on_epoch_end(st)
 
-        state = fit(self.model, self.loaders, self.logits_fn, optimizer, scheduler, self.cfg, state, self.device,
-                    self.full_logits, on_epoch_end=epoch_end, log=self.log)
+        state = fit(self.model, self.loaders, self.logits_fn, optimizer, scheduler, cfg, state, self.device,
+                    self.full_logits, on_epoch_end=epoch_end, on_step=step_end, order=order, log=self.log)
         barrier()  # rank 0's last checkpoint is on disk
-        if self.cfg.keep_best and (ckpt / "best.safetensors").is_file():
+        if cfg.keep_best and (ckpt / "best.safetensors").is_file():
             load_trainable(self.model, ckpt / "best.safetensors")
             self.log(f"kept the best epoch by validation loss: {state.best_epoch}")
         metrics = self.evaluate_all(state)
-        if self.world.is_main:
+        failpoint("evaluation")
+        if main:
             write_run(self.run_dir, self.model, self.tokenizer, self.run_config(), state.history, metrics)
         barrier()  # nobody reports success before the run is written
         return metrics
+
+    def run_info(self) -> dict:
+        return {"model_name": self.model_name, "weights": self.weights, "data": str(self.data_dir)}
 
     def evaluate_all(self, state: TrainState) -> dict:
         self.model.eval()

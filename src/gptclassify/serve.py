@@ -3,12 +3,19 @@
 Requests that arrive while the model is busy wait in a queue; the worker takes everything
 queued (up to `max_batch_texts` texts) and runs it as one batch in a single thread, so the model
 is never used by two threads at once.
+
+What a service facing strangers needs is here too: a body-size limit applied before the body is
+parsed, a JSON 4xx for every malformed request, a bounded queue that answers 503 with Retry-After
+when full, a time limit per request, an API key (compared in constant time) that must be set to
+listen beyond this machine, and a graceful stop on SIGTERM that answers what was accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import hmac
+import ipaddress
+import os
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +24,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .errors import UserError
+from .files import MAX_JSON_BYTES, read_json
 from .predict import Classifier
 
 STATIC = Path(__file__).parent / "static"
@@ -28,6 +38,13 @@ class Limits:
     max_texts: int = 64  # per request
     max_chars: int = 10_000  # per text
     max_batch_texts: int = 128  # per forward pass, across requests
+    max_body_bytes: int = 1_000_000  # per request body, checked before it is parsed
+    max_queue_texts: int = 1024  # texts waiting for the model; beyond it: 503 and Retry-After
+    timeout_s: float = 30.0  # a request not answered by then gets 503
+
+
+class Busy(Exception):
+    """The queue is full."""
 
 
 class ClassifyRequest(BaseModel):
@@ -48,14 +65,18 @@ class ClassifyResponse(BaseModel):
 class Batcher:
     """Collects texts from concurrent requests and classifies them together."""
 
-    def __init__(self, classifier: Classifier, max_batch_texts: int):
-        self.classifier, self.max_batch_texts = classifier, max_batch_texts
+    def __init__(self, classifier: Classifier, max_batch_texts: int, max_queue_texts: int):
+        self.classifier, self.max_batch_texts, self.max_queue_texts = classifier, max_batch_texts, max_queue_texts
         self.queue: asyncio.Queue = asyncio.Queue()
+        self.waiting = 0  # texts queued and not yet taken by the worker
         self.batches = 0  # forward batches run, for /v1/model and the load benchmark
 
     async def classify(self, texts: list[str]) -> list[dict]:
+        if self.waiting + len(texts) > self.max_queue_texts:
+            raise Busy
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((texts, future))
+        self.waiting += len(texts)
+        self.queue.put_nowait((texts, future))
         return await future
 
     async def run(self):
@@ -67,29 +88,90 @@ class Batcher:
                 job = self.queue.get_nowait()
                 jobs.append(job)
                 count += len(job[0])
+            self.waiting -= count
+            jobs = [job for job in jobs if not job[1].done()]  # requests that timed out or went away cost nothing
+            if not jobs:
+                continue
             texts = [t for job_texts, _ in jobs for t in job_texts]
             try:
                 predictions = await loop.run_in_executor(None, self.classifier.predict, texts)
                 self.batches += 1
             except Exception as e:  # hand the failure to every waiting request
                 for _, future in jobs:
-                    future.set_exception(e)
+                    if not future.done():
+                        future.set_exception(e)
                 continue
             start = 0
             for job_texts, future in jobs:
-                future.set_result(predictions[start: start + len(job_texts)])
+                if not future.done():
+                    future.set_result(predictions[start: start + len(job_texts)])
                 start += len(job_texts)
 
 
-def error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": message})
+def error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return JSONResponse(status_code=status, content={"error": message}, headers=headers)
 
 
-def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limits = Limits()) -> FastAPI:
-    batcher = Batcher(classifier, limits.max_batch_texts)
+class BodyLimit:
+    """ASGI middleware: refuse a request body over `max_bytes` with 413 before anything parses it,
+    by its Content-Length or, without one, by counting what arrives."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            return await error(413, f"the body is over {self.max_bytes} bytes")(scope, receive, send)
+        seen, responded = 0, False
+
+        async def limited_receive():  # a body without Content-Length (chunked) is counted as it comes
+            nonlocal seen, responded
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes and not responded:
+                responded = True
+                await error(413, f"the body is over {self.max_bytes} bytes")(scope, receive, send)
+                return {"type": "http.disconnect"}  # the app stops reading, and its answer goes nowhere
+            return message
+
+        async def guarded_send(message):
+            if not responded:
+                await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except Exception:
+            if not responded:
+                raise
+
+
+class ApiKey:
+    """ASGI middleware: /v1/ answers only requests with `Authorization: Bearer KEY`."""
+
+    def __init__(self, app, key: str):
+        self.app, self.key = app, key.encode()
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            scheme, _, token = given.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+                response = error(401, "missing or wrong API key (send Authorization: Bearer KEY)")
+                response.headers["WWW-Authenticate"] = "Bearer"
+                return await response(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limits = Limits(),
+               api_key: str | None = None) -> FastAPI:
+    batcher = Batcher(classifier, limits.max_batch_texts, limits.max_queue_texts)
     metrics = {}
     if run_dir and (Path(run_dir) / "metrics.json").is_file():
-        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+        metrics = read_json(Path(run_dir) / "metrics.json", max_bytes=MAX_JSON_BYTES)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -97,7 +179,14 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
         yield
         worker.cancel()
 
-    app = FastAPI(title="gptclassify", version=classifier.config.get("gptclassify_version", ""), lifespan=lifespan)
+    app = FastAPI(title="gptclassify", version=str(classifier.config.get("gptclassify_version", "")), lifespan=lifespan)
+    if api_key:
+        app.add_middleware(ApiKey, key=api_key)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):  # 404, 405, ... as {"error": ...}
+        return error(exc.status_code, str(exc.detail))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -115,7 +204,12 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
                 return error(413, f"texts.{i}: at most {limits.max_chars} characters, got {len(text)}")
         if not body.texts:
             return {"predictions": []}
-        return {"predictions": await batcher.classify(body.texts)}
+        try:
+            return {"predictions": await asyncio.wait_for(batcher.classify(body.texts), limits.timeout_s)}
+        except Busy:
+            return error(503, "the model is busy; try again shortly", retry_after=1)
+        except asyncio.TimeoutError:
+            return error(503, f"not answered within {limits.timeout_s:g} s; try again shortly", retry_after=5)
 
     @app.get("/healthz")
     async def healthz():
@@ -136,8 +230,40 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
     return app
 
 
-def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", limits: Limits = Limits()):
+def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", limits: Limits = Limits(),
+          api_key: str | None = None, no_auth: bool = False):
+    """Serve until SIGTERM or Ctrl-C; then stop taking connections and answer the requests already
+    taken (for up to `limits.timeout_s`) before exiting."""
     import uvicorn
 
+    if not api_key and not no_auth and not is_loopback(host):
+        raise UserError(f"--host {host} listens beyond this machine: give an API key (--api-key-file or "
+                        f"{API_KEY_ENV}), or --no-auth to serve without one")
     classifier = Classifier.load(run_dir, device)
-    uvicorn.run(create_app(classifier, run_dir, limits), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(classifier, run_dir, limits, api_key), host=host, port=port, log_level="info",
+                timeout_graceful_shutdown=int(limits.timeout_s) + 1)
+
+
+API_KEY_ENV = "GPTCLASSIFY_API_KEY"
+
+
+def read_api_key(path: Path | None) -> str | None:
+    """The key from --api-key-file (its first line), else from GPTCLASSIFY_API_KEY, else None."""
+    if path is None:
+        return os.environ.get(API_KEY_ENV) or None
+    try:
+        key = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the API key ({e})") from None
+    if len(key) < 16 or any(c.isspace() for c in key):
+        raise UserError(f"{path}: an API key must be one line of at least 16 characters without spaces")
+    return key
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

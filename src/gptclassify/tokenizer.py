@@ -8,6 +8,7 @@ directory holding OpenAI's `encoder.json` and `vocab.bpe`: they are checked agai
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -29,11 +30,31 @@ class Tokenizer:
     source: str = ""  # where the vocabulary came from, for the run's config.json
     hf: object = None  # the `tokenizers.Tokenizer` behind a non-GPT-2 tokenizer, saved with a run
 
-    def encode(self, text: str) -> list[int]:
-        return self.encode_fn(text)
+    def encode(self, text: str, max_length: int | None = None) -> list[int]:
+        """Token ids of any Python string: lone surrogates become U+FFFD, and with `max_length` a
+        text far longer than it could fill is cut first (at 64 characters a token, 4,096 at least),
+        so a 10 MB text costs what its first tokens cost."""
+        if max_length is not None:
+            text = text[: max(4096, 64 * max_length)]
+        return self.encode_fn(clean_text(text))
 
     def decode(self, ids) -> str:
         return self.decode_fn(list(ids))
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean_text(text: str) -> str:
+    """`text` with lone UTF-16 surrogates (valid in JSON and in Python strings, not in UTF-8, and
+    refused by the tokenizers library) replaced by U+FFFD."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return _SURROGATE.sub("\ufffd", text)
 
 
 def get_tokenizer(name: str = "gpt2", *, bpe_dir: str | os.PathLike | None = None) -> Tokenizer:

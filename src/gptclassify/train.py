@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .classifier import POOLINGS, TRAINABLE, prefix_states, suffix_logits
 from .distributed import all_reduce_sum, current, same_rng_everywhere, sum_gradients
 from .errors import UserError
+from .failpoints import failpoint
 
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -47,6 +48,7 @@ class TrainConfig:
     cache: bool = True
     cache_dtype: str = "float32"
     keep_best: bool = False
+    checkpoint_every: int | None = None  # steps between mid-epoch checkpoints; 0: epoch ends only; None: by time
     preset: str | None = None
 
     def __post_init__(self):
@@ -58,6 +60,8 @@ class TrainConfig:
             raise UserError("--epochs and --batch-size must be positive, and --lr above zero")
         if self.lr_schedule not in (*SCHEDULES, None):
             raise UserError(f"--lr-schedule must be one of {', '.join(SCHEDULES)}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            raise UserError("--checkpoint-every must be 0 (epoch ends only) or a number of steps")
         if self.cache_dtype not in ("float32", "bfloat16"):
             raise UserError("--cache-dtype must be float32 or bfloat16")
 
@@ -177,6 +181,7 @@ class TrainState:
 
     epoch: int = 0  # epochs completed
     global_step: int = 0
+    step_in_epoch: int = 0  # steps of the current epoch done (a checkpoint taken mid-epoch)
     examples_seen: int = 0
     seconds: float = 0.0
     best_val_loss: float = math.inf
@@ -188,8 +193,10 @@ class TrainState:
 
 
 def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig, state: TrainState, device,
-        full_logits, on_epoch_end=None, log=print) -> TrainState:
-    """Train for the epochs `state` has not done yet; `on_epoch_end(state)` saves a checkpoint.
+        full_logits, on_epoch_end=None, on_step=None, order=None, log=print) -> TrainState:
+    """Train for the epochs `state` has not done yet; `on_epoch_end(state, improved)` and
+    `on_step(state, order)` may save a checkpoint. `order`: the current epoch's data order, when
+    resuming a run checkpointed mid-epoch.
 
     `loaders` are `ShardedLoader`s; `full_logits(split)` gives a whole split's logits and targets.
     Under torchrun every process runs this same loop on its share of each global batch, and the
@@ -201,9 +208,13 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
     steps_left = lambda: cfg.max_steps is None or state.global_step < cfg.max_steps  # noqa: E731
     while state.epoch < cfg.epochs and steps_left():
         model.train()
-        same_rng_everywhere()  # one data order for every process, whatever dropout drew
-        started = time.perf_counter()
-        bar = tqdm(train_loader, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False, disable=None if main else True)
+        if order is None:  # a new epoch: one data order for every process, whatever dropout drew
+            same_rng_everywhere()
+            order = train_loader.draw_order()
+        tick = time.perf_counter()
+        bar = tqdm(train_loader.batches(order, skip=state.step_in_epoch), total=len(order),
+                   initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=None if main else True)
         running = None
         for batch, size in bar:
             optimizer.zero_grad()
@@ -217,6 +228,7 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
             optimizer.step()
             scheduler.step()
             state.global_step += 1
+            state.step_in_epoch += 1
             state.examples_seen += size
             state.history["step_loss"].append(value)
             running = value if running is None else 0.9 * running + 0.1 * value
@@ -226,13 +238,23 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
                 train_loss, val_loss = evaluate_model(model, train_loader, val_loader, logits_fn, device, cfg.eval_iter)
                 state.history["eval"].append({"step": state.global_step, "examples_seen": state.examples_seen,
                                               "train_loss": train_loss, "val_loss": val_loss})
+            now = time.perf_counter()
+            state.seconds, tick = state.seconds + now - tick, now
             if not steps_left():
                 break
+            if on_step and state.step_in_epoch < len(order):
+                on_step(state, order)
+            failpoint("step")
         bar.close()
-        state.seconds += time.perf_counter() - started
         state.epoch += 1
+        state.step_in_epoch, order = 0, None
         model.eval()
         if cfg.epoch_eval_iter is None:
+            # These evaluations once iterated two DataLoaders, and each iteration of a DataLoader draws
+            # a seed from the global RNG. Draw the same two, so later epochs shuffle as they always did
+            # and published results reproduce.
+            torch.empty((), dtype=torch.int64).random_()
+            torch.empty((), dtype=torch.int64).random_()
             logits, targets = full_logits("train")
             train_acc = (logits.argmax(-1) == targets).sum().item() / len(targets)
             logits, targets = full_logits("validation")

@@ -1,0 +1,19 @@
+"""Failpoints: named places where a test can have the process killed outright (SIGKILL), to prove
+that a run killed at that moment resumes to the same end. Off unless GPTCLASSIFY_FAILPOINT names
+one (`name`, or `name:N` for its N-th pass); nothing else in the program reads it."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_passes: dict[str, int] = {}
+
+
+def failpoint(name: str) -> None:
+    wanted = os.environ.get("GPTCLASSIFY_FAILPOINT")
+    if not wanted or wanted.split(":")[0] != name:
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if ":" not in wanted or int(wanted.split(":")[1]) == _passes[name]:
+        os.kill(os.getpid(), signal.SIGKILL)
