@@ -108,6 +108,12 @@ class Batcher:
                 start += len(job_texts)
 
 
+async def client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read, so nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def error(status: int, message: str, retry_after: int | None = None) -> JSONResponse:
     headers = {"Retry-After": str(retry_after)} if retry_after else None
     return JSONResponse(status_code=status, content={"error": message}, headers=headers)
@@ -196,7 +202,7 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
 
     @app.post("/v1/classify", response_model=ClassifyResponse,
               responses={413: {"description": "too many texts, or a text too long"}})
-    async def classify(body: ClassifyRequest):
+    async def classify(body: ClassifyRequest, request: Request):
         if len(body.texts) > limits.max_texts:
             return error(413, f"at most {limits.max_texts} texts per request, got {len(body.texts)}")
         for i, text in enumerate(body.texts):
@@ -204,12 +210,19 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
                 return error(413, f"texts.{i}: at most {limits.max_chars} characters, got {len(text)}")
         if not body.texts:
             return {"predictions": []}
+        work = asyncio.ensure_future(batcher.classify(body.texts))
+        gone = asyncio.ensure_future(client_gone(request))
         try:
-            return {"predictions": await asyncio.wait_for(batcher.classify(body.texts), limits.timeout_s)}
+            await asyncio.wait({work, gone}, timeout=limits.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not work.done():  # timed out, or the client went away: the model never sees these texts
+            work.cancel()
+            return error(503, f"not answered within {limits.timeout_s:g} s; try again shortly", retry_after=5)
+        try:
+            return {"predictions": work.result()}
         except Busy:
             return error(503, "the model is busy; try again shortly", retry_after=1)
-        except asyncio.TimeoutError:
-            return error(503, f"not answered within {limits.timeout_s:g} s; try again shortly", retry_after=5)
 
     @app.get("/healthz")
     async def healthz():
