@@ -32,3 +32,19 @@ def tokenizer():
     from gptclassify import get_tokenizer
 
     return get_tokenizer("gpt2")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """`prepare csv` of 90 ham and 60 spam messages of the real file (read only by the tests)."""
+    from helpers import sms_slice_dir
+
+    return sms_slice_dir(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="session")
+def weights_dir(tmp_path_factory):
+    """A 2-layer, 64-wide GPT-2 with random weights in Hugging Face's layout."""
+    from helpers import small_gpt2_dir
+
+    return small_gpt2_dir(tmp_path_factory.mktemp("weights"))

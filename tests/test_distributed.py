@@ -21,7 +21,6 @@ from safetensors.torch import load_file
 from conftest import SHARED_DATA, sms_texts
 from gptclassify.cli import main
 from gptclassify.predict import Classifier
-from helpers import small_gpt2_dir, sms_slice_dir
 
 transformers = pytest.importorskip("transformers")
 
@@ -66,16 +65,6 @@ def small_llama_dir(tmp_path: Path) -> Path:
     return tmp_path / "llama"
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return sms_slice_dir(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def gpt2_dir(tmp_path_factory):
-    return small_gpt2_dir(tmp_path_factory.mktemp("gpt2"))
-
-
 def train_args(data, weights, out, *extra, model="gpt2"):
     return [str(a) for a in ["train", "--data", data, "--model", model, "--weights", weights, "--out", out, *extra]]
 
@@ -101,10 +90,10 @@ def assert_same_training(a: Path, b: Path, texts: list[str]):
 
 
 @pytest.mark.parametrize("family", ["gpt2", "llama"])
-def test_two_processes_take_the_single_process_steps(family, data_dir, gpt2_dir, tmp_path):
+def test_two_processes_take_the_single_process_steps(family, data_dir, weights_dir, tmp_path):
     """GPT-2 with the feature cache (last block); Llama uncached with every layer training."""
     if family == "gpt2":
-        weights, extra = gpt2_dir, ["--epochs", "2", "--eval-freq", "5"]
+        weights, extra = weights_dir, ["--epochs", "2", "--eval-freq", "5"]
     else:
         weights, extra = small_llama_dir(tmp_path), ["--epochs", "2", "--trainable", "all", "--lr", "1e-3"]
     model = "gpt2" if family == "gpt2" else "smollm2-135m"
@@ -149,12 +138,12 @@ def worker_pids(proc: subprocess.Popen) -> list[int]:
     return [int(p) for p in out.split()]
 
 
-def test_killed_worker_fails_the_job_and_the_run_resumes_on_one_process(data_dir, gpt2_dir, tmp_path):
+def test_killed_worker_fails_the_job_and_the_run_resumes_on_one_process(data_dir, weights_dir, tmp_path):
     extra = ["--epochs", "8", "--no-cache", "--lr-schedule", "cosine", "--warmup-steps", "3"]
-    assert main(train_args(data_dir, gpt2_dir, tmp_path / "straight", *extra)) == 0
+    assert main(train_args(data_dir, weights_dir, tmp_path / "straight", *extra)) == 0
 
     run = tmp_path / "killed"
-    proc = torchrun(*train_args(data_dir, gpt2_dir, run, *extra))
+    proc = torchrun(*train_args(data_dir, weights_dir, run, *extra))
     wait_for_first_epoch(run, proc)
     started = time.monotonic()
     os.kill(worker_pids(proc)[-1], signal.SIGKILL)
@@ -170,12 +159,12 @@ def test_killed_worker_fails_the_job_and_the_run_resumes_on_one_process(data_dir
     assert max((wa[k] - wb[k]).abs().max().item() for k in wa) < 1e-5
 
 
-def test_restart_after_a_killed_worker_continues_from_the_last_epoch(data_dir, gpt2_dir, tmp_path):
+def test_restart_after_a_killed_worker_continues_from_the_last_epoch(data_dir, weights_dir, tmp_path):
     extra = ["--epochs", "8", "--no-cache"]
     one = tmp_path / "one"
-    assert main(train_args(data_dir, gpt2_dir, one, *extra)) == 0
+    assert main(train_args(data_dir, weights_dir, one, *extra)) == 0
     run = tmp_path / "restarted"
-    proc = torchrun(*train_args(data_dir, gpt2_dir, run, *extra),
+    proc = torchrun(*train_args(data_dir, weights_dir, run, *extra),
                     launch=("--standalone", "--nproc-per-node", "2", "--max-restarts", "1"))
     wait_for_first_epoch(run, proc)
     os.kill(worker_pids(proc)[0], signal.SIGKILL)
@@ -186,19 +175,19 @@ def test_restart_after_a_killed_worker_continues_from_the_last_epoch(data_dir, g
     assert len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
 
 
-def test_resume_on_two_processes_a_run_begun_on_one(data_dir, gpt2_dir, tmp_path):
+def test_resume_on_two_processes_a_run_begun_on_one(data_dir, weights_dir, tmp_path):
     from gptclassify.run import Trainer
     from gptclassify.train import make_config
 
     cfg = make_config(None, epochs=3, lr_schedule="cosine", warmup_steps=3)
-    Trainer("gpt2", str(gpt2_dir), data_dir, cfg, tmp_path / "straight", log=lambda *a: None).run()
+    Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "straight", log=lambda *a: None).run()
 
     def stop_after_first_epoch(state):
         if state.epoch == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        Trainer("gpt2", str(gpt2_dir), data_dir, cfg, tmp_path / "run", log=lambda *a: None).run(
+        Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "run", log=lambda *a: None).run(
             on_epoch_end=stop_after_first_epoch)
     out = run_ok("train", "--resume", tmp_path / "run")
     assert "resuming after epoch 1" in out
@@ -213,9 +202,9 @@ def many_texts(n=20_000) -> list[str]:
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv"])
-def test_predict_under_torchrun_equals_one_process(data_dir, gpt2_dir, tmp_path, suffix):
+def test_predict_under_torchrun_equals_one_process(data_dir, weights_dir, tmp_path, suffix):
     run = tmp_path / "run"
-    assert main(train_args(data_dir, gpt2_dir, run, "--epochs", "1", "--max-steps", "3")) == 0
+    assert main(train_args(data_dir, weights_dir, run, "--epochs", "1", "--max-steps", "3")) == 0
     texts = tmp_path / "texts.txt"
     texts.write_text("\n".join(many_texts()) + "\n", encoding="utf-8")
     one, two = tmp_path / f"one{suffix}", tmp_path / f"two{suffix}"
@@ -233,26 +222,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes_on_localhost(data_dir, gpt2_dir, tmp_path):
+def test_two_nodes_on_localhost(data_dir, weights_dir, tmp_path):
     """Two torchrun invocations, one process each, meeting at a c10d rendezvous on 127.0.0.1."""
     extra = ["--epochs", "2"]
-    assert main(train_args(data_dir, gpt2_dir, tmp_path / "one", *extra)) == 0
+    assert main(train_args(data_dir, weights_dir, tmp_path / "one", *extra)) == 0
     launch = ("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
               "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "two-nodes")
-    nodes = [torchrun(*train_args(data_dir, gpt2_dir, tmp_path / "two", *extra), launch=launch) for _ in range(2)]
+    nodes = [torchrun(*train_args(data_dir, weights_dir, tmp_path / "two", *extra), launch=launch) for _ in range(2)]
     for code, out in [finish(n) for n in nodes]:
         assert code == 0, out[-3000:]
     assert_same_training(tmp_path / "one", tmp_path / "two", sms_texts()[:100])
 
 
-def test_a_node_with_bad_input_stops_the_job_with_its_error(data_dir, gpt2_dir, tmp_path):
+def test_a_node_with_bad_input_stops_the_job_with_its_error(data_dir, weights_dir, tmp_path):
     """One node lacks the data directory: it says so in one line, and the other node stops too."""
     launch = ("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
               "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "bad-node")
     started = time.monotonic()
-    good = torchrun(*train_args(data_dir, gpt2_dir, tmp_path / "run"), launch=launch)
-    bad = torchrun(*train_args(tmp_path / "missing", gpt2_dir, tmp_path / "run"), launch=launch)
-    (code_good, out_good), (code_bad, out_bad) = finish(good), finish(bad)
+    good = torchrun(*train_args(data_dir, weights_dir, tmp_path / "run"), launch=launch)
+    bad = torchrun(*train_args(tmp_path / "missing", weights_dir, tmp_path / "run"), launch=launch)
+    (code_good, _), (code_bad, out_bad) = finish(good), finish(bad)
     assert code_good != 0 and code_bad != 0
     assert time.monotonic() - started < 2 * TIMEOUT_S
     errors = [line for line in out_bad.splitlines() if line.startswith("gptclassify: error:")]

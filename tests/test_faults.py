@@ -18,19 +18,8 @@ from safetensors.torch import load_file
 
 from conftest import SHARED_DATA
 from gptclassify.cli import main
-from helpers import small_gpt2_dir, sms_slice_dir
 
 pytest.importorskip("transformers")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return sms_slice_dir(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    return small_gpt2_dir(tmp_path_factory.mktemp("weights"))
 
 
 TRAIN = ["--epochs", "3", "--checkpoint-every", "6", "--lr-schedule", "cosine", "--warmup-steps", "4",

@@ -15,19 +15,8 @@ from gptclassify.cli import main
 from gptclassify.models.gpt2 import GPTModel, gpt2_config
 from gptclassify.run import Trainer
 from gptclassify.train import FAMILY_DEFAULTS, lr_factor, make_config, with_family_defaults
-from helpers import small_gpt2_dir, sms_slice_dir
 
 transformers = pytest.importorskip("transformers")
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return sms_slice_dir(tmp_path_factory.mktemp("data"))
-
-
-@pytest.fixture(scope="module")
-def weights_dir(tmp_path_factory):
-    return small_gpt2_dir(tmp_path_factory.mktemp("weights"))
 
 
 def quiet(*args, **kwargs):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 
 from ..errors import UserError
@@ -68,7 +69,6 @@ def load_pretrained(name_or_path: str | Path, *, cache_dir=None, endpoint: str |
     if "model.embed_tokens.weight" in tensors:
         return llama_weights.load_from_tensors(tensors, path.parent)
     return _gpt2_from_tensors(tensors, gpt2_weights.read_hf_config(path.parent))
-
 
 
 def _gpt2_from_tensors(tensors: dict[str, torch.Tensor], cfg: GPTConfig | None) -> GPTModel:
