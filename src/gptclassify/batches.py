@@ -8,18 +8,23 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .tokenizer import keep
+
 
 class TextDataset(Dataset):
-    """Texts encoded once and truncated to `max_length` tokens, with integer labels."""
+    """Texts encoded once and truncated to `max_length` tokens by a truncation policy (`keep`),
+    with integer labels; `cut` and `dropped` count the texts cut and the tokens they lost."""
 
     def __init__(self, texts: list[str], labels: list[int], tokenizer, max_length: int | None = None,
-                 context_length: int | None = None):
-        self.encoded = [tokenizer.encode(t, max_length or context_length) for t in texts]
-        longest = max((len(e) for e in self.encoded), default=1)
+                 context_length: int | None = None, truncation: str = "head"):
+        full = [tokenizer.encode(t, max_length or context_length, truncation) for t in texts]
+        longest = max((len(e) for e in full), default=1)
         if max_length is None:  # the book: the longest example, capped by the model's context
             max_length = longest if context_length is None else min(longest, context_length)
         self.max_length = max_length
-        self.encoded = [e[:max_length] for e in self.encoded]
+        self.encoded = [keep(e, max_length, truncation) for e in full]
+        self.cut = sum(len(e) > max_length for e in full)
+        self.dropped = sum(max(0, len(e) - max_length) for e in full)
         self.labels = list(labels)
 
     def __len__(self):

@@ -182,7 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--trainable", choices=["head", "last-block", "last-2-blocks", "all"])
     p.add_argument("--pooling", choices=["last-token", "last-position", "mean"])
-    p.add_argument("--max-length", type=int)
+    p.add_argument("--max-length", type=int, help="tokens kept of each text (default: the longest training text, "
+                                                   "within the model's context)")
+    p.add_argument("--truncation", choices=["head", "tail", "head+tail"],
+                   help="which tokens of a longer text are kept: its start (default), its end, or half of each")
     p.add_argument("--eval-freq", type=int)
     p.add_argument("--eval-iter", type=int)
     p.add_argument("--grad-clip", type=float)
@@ -240,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling", "max_length",
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling", "max_length", "truncation",
                  "eval_freq", "eval_iter", "grad_clip", "warmup_steps", "lr_schedule", "max_steps", "device", "cache",
                  "cache_dtype", "keep_best", "checkpoint_every")
 

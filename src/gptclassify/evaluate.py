@@ -47,7 +47,8 @@ def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str
     labels = run_labels(config)
     texts, targets = load_data_split(data_dir, split, labels)
     shard = current().shard(len(texts))
-    ds = TextDataset([texts[i] for i in shard], [targets[i] for i in shard], tokenizer, config["max_length"])
+    ds = TextDataset([texts[i] for i in shard], [targets[i] for i in shard], tokenizer, config["max_length"],
+                     truncation=config.get("truncation", "head"))
     dev = resolve_device(device)
     logits_fn = lambda ids, lengths: classify_logits(model, ids, lengths, config["pooling"])  # noqa: E731
     with torch.inference_mode():

@@ -72,11 +72,23 @@ def _allocate(positions: int, dim: int, dtype: torch.dtype) -> torch.Tensor:
     return tensor.view(torch.bfloat16) if dtype == torch.bfloat16 else tensor
 
 
+def feature_widths(dataset: TextDataset, pad_to: int | None, pooling: str) -> list[int]:
+    return [stored_width(len(e), pad_to, pooling) for e in dataset.encoded]
+
+
+def where_features_live(positions: int, dim: int, dtype: torch.dtype) -> tuple[int, str]:
+    """Bytes the cached features take, and where they will be kept (the log says it before the pass)."""
+    nbytes = positions * dim * torch.finfo(dtype).bits // 8
+    return nbytes, "in RAM" if nbytes <= memory_budget() else "in a memory-mapped file on disk"
+
+
 @torch.no_grad()
 def build_feature_store(model, dataset: TextDataset, start: int, *, pad_id: int, pad_to: int | None,
-                        pooling: str, batch_size: int, device, dtype=torch.float32, autocast=None) -> FeatureStore:
-    """Run the frozen prefix (embedding and blocks before `start`) once over every example."""
-    widths = [stored_width(len(e), pad_to, pooling) for e in dataset.encoded]
+                        pooling: str, batch_size: int, device, dtype=torch.float32, autocast=None,
+                        progress=None) -> FeatureStore:
+    """Run the frozen prefix (embedding and blocks before `start`) once over every example;
+    `progress.update(positions)` after each batch."""
+    widths = feature_widths(dataset, pad_to, pooling)
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()
     flat = _allocate(int(sum(widths)), model.cfg.emb_dim, dtype)
     collate = Collate(pad_id, pad_to if pooling == "last-position" else None)
@@ -86,6 +98,8 @@ def build_feature_store(model, dataset: TextDataset, start: int, *, pad_id: int,
             states = prefix_states(model, ids.to(device), start).to("cpu", dtype)
         for r, i in enumerate(rows):
             flat[offsets[i]: offsets[i] + widths[i]] = states[r, : widths[i]]
+        if progress is not None:
+            progress.update(sum(widths[i] for i in rows))
         failpoint("frozen-pass")
     return FeatureStore(flat, offsets, widths)
 

@@ -15,6 +15,7 @@ from .batches import Collate, length_sorted_batches
 from .classifier import classify_logits
 from .device import autocast_for, resolve_device
 from .rundir import load_run, run_labels
+from .tokenizer import keep
 
 
 class Classifier:
@@ -22,6 +23,7 @@ class Classifier:
         self.model, self.tokenizer, self.config, self.device = model, tokenizer, config, device
         self.labels = run_labels(config)
         self.max_length = config["max_length"]
+        self.truncation = config.get("truncation", "head")  # runs from before truncation policies kept the head
         self.pad_to = config.get("pad_to")
         self.pooling = config["pooling"]
         self.autocast = autocast_for(device)
@@ -34,7 +36,7 @@ class Classifier:
         return cls(model, tokenizer, config, dev)
 
     def encode(self, text: str) -> list[int]:
-        ids = self.tokenizer.encode(text, self.max_length)[: self.max_length]
+        ids = keep(self.tokenizer.encode(text, self.max_length, self.truncation), self.max_length, self.truncation)
         return ids or [self.tokenizer.pad_id]  # an empty text is read as the end-of-text token
 
     @torch.inference_mode()

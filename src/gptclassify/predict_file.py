@@ -15,11 +15,10 @@ import shutil
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from .distributed import barrier, current
 from .errors import UserError
 from .files import atomic_path
+from .progress import Progress
 
 FORMATS = ("jsonl", "csv", "table")
 CHUNK = 2048  # texts per model pass over the input: memory per process stays bounded by it
@@ -67,13 +66,23 @@ def predict_to(classifier, texts: list[str], output: Path | None, fmt: str, batc
     shard = world.contiguous_shard(len(chunks))
     mine = chunks[shard.start: shard.stop]
 
+    def say(message: str) -> None:
+        print(f"gptclassify: {message}", file=sys.stderr)
+
     def write_chunks(out) -> None:
         header = world.is_main
-        for chunk in tqdm(mine, desc="predict", unit="chunk", disable=None if world.is_main else True, leave=False):
+        n = sum(len(c) for c in mine)
+        if world.is_main and len(texts) > CHUNK:
+            say(f"predict: {len(texts):,} texts in {len(chunks):,} chunks of {CHUNK:,}"
+                + (f", {n:,} of them in this process" if world.size > 1 else ""))
+        progress = Progress(n, "texts", "predict", say, enabled=world.is_main and len(texts) > CHUNK)
+        for chunk in mine:
             part = texts[chunk.start: chunk.stop]
             out.write(format_predictions(part, classifier.predict(part, batch_size=batch_size), classifier.labels,
                                          fmt, header))
             header = False
+            progress.update(len(part))
+        progress.close()
         if header and fmt == "csv":  # no texts of its own: rank 0 still writes the header
             out.write(format_predictions([], [], classifier.labels, fmt, True))
 

@@ -25,8 +25,10 @@ from .distributed import all_max, all_reduce_sum, barrier, current
 from .errors import UserError
 from .evaluate import logits_report, split_logits
 from .failpoints import failpoint
-from .features import FeatureDataset, build_feature_store, cache_unavailable_reason, collate_features
+from .features import (FeatureDataset, build_feature_store, cache_unavailable_reason, collate_features,
+                       feature_widths, where_features_live)
 from .files import read_json
+from .progress import Progress
 from .rundir import write_run
 from .tokenizer import Tokenizer, get_tokenizer, load_tokenizer
 from .train import TrainConfig, TrainState, fit, make_logits_fn, make_optimizer, with_family_defaults
@@ -105,10 +107,14 @@ class Trainer:
             shard = self.world.shard(len(texts))
             out[split] = TextDataset([texts[i] for i in shard], [labels[i] for i in shard], self.tokenizer,
                                      self.cfg.max_length if split == "train" else self.max_length,
-                                     self.model.cfg.context_length)
+                                     self.model.cfg.context_length, self.cfg.truncation)
             if split == "train":  # the longest training example over every process's share
                 self.max_length = out["train"].max_length = all_max(out["train"].max_length)
         self.pad_to = self.max_length if self.cfg.pad_to_fixed else None
+        counts = all_reduce_sum(torch.tensor([[ds.cut, ds.dropped, len(self.texts[s][0])] for s, ds in out.items()]))
+        why = "--max-length" if self.cfg.max_length else "the longest training text, within the context"
+        cuts = ", ".join(f"{s} {c:,} of {n:,} texts ({d:,} tokens dropped)" for s, (c, d, n) in zip(out, counts.tolist()))
+        self.log(f"length: {self.max_length} tokens ({why}); {self.cfg.truncation} truncation cuts {cuts}")
         return out
 
     def prepare_cache(self) -> bool:
@@ -119,21 +125,29 @@ class Trainer:
         if reason:
             self.log(f"feature cache: not used: {reason}")
             return False
-        started = time.perf_counter()
         dtype, autocast = torch.float32, self.autocast
         if self.cfg.cache_dtype == "bfloat16":  # half the memory, and bf16 matrix units where the CPU has them
             dtype, autocast = torch.bfloat16, lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        widths = {split: sum(feature_widths(ds, self.pad_to, self.cfg.pooling)) for split, ds in self.datasets.items()}
+        mine = sum(widths.values())
+        total = int(all_reduce_sum(torch.tensor([mine])).item())
+        nbytes, where = where_features_live(mine, self.model.cfg.emb_dim, dtype)
+        each = " per process" if self.world.size > 1 else ""
+        blocks = f"{self.start} frozen block{'s' if self.start != 1 else ''}"
+        self.log(f"frozen pass: {total:,} token positions through the embedding and {blocks} "
+                 f"({', '.join(f'{s} {n:,}' for s, n in widths.items())}{' on rank 0' if each else ''}); "
+                 f"features {nbytes / 1e9:.2f} GB{each} {where}")
+        progress = Progress(mine, "positions", "frozen pass", self.log, enabled=self.world.is_main)
         self.features = {
             split: FeatureDataset(build_feature_store(
                 self.model, ds, self.start, pad_id=self.tokenizer.pad_id, pad_to=self.pad_to, pooling=self.cfg.pooling,
-                batch_size=max(self.cfg.batch_size, 32), device=self.device, dtype=dtype, autocast=autocast), ds)
+                batch_size=max(self.cfg.batch_size, 32), device=self.device, dtype=dtype, autocast=autocast,
+                progress=progress), ds)
             for split, ds in self.datasets.items()
         }
-        positions = sum(f.store.flat.shape[0] for f in self.features.values())
-        total = int(all_reduce_sum(torch.tensor([positions])).item())
-        shared = f" (rank 0 holds {positions:,})" if self.world.size > 1 else ""
-        self.log(f"feature cache: {total:,} positions through the frozen layers{shared} in "
-                 f"{time.perf_counter() - started:.1f}s")
+        seconds = progress.close()
+        shared = f" (rank 0 holds {mine:,})" if self.world.size > 1 else ""
+        self.log(f"feature cache: {total:,} positions through the frozen layers{shared} in {seconds:.1f}s")
         return True
 
     def inputs(self):
@@ -240,6 +254,7 @@ class Trainer:
             "label2id": {label: i for i, label in enumerate(self.labels)},
             "pooling": self.cfg.pooling,
             "max_length": self.max_length,
+            "truncation": self.cfg.truncation,
             "pad_to": self.pad_to,
             "pad_id": self.tokenizer.pad_id,
             "tokenizer": tok,

@@ -20,7 +20,7 @@ from .failpoints import failpoint
 from .classifier import POOLINGS
 from .files import MAX_JSON_BYTES, atomic_path, load_safetensors, read_json, save_safetensors, write_json
 from .models import model_from_config_dict
-from .tokenizer import Tokenizer, get_tokenizer, tokenizer_from_json
+from .tokenizer import TRUNCATIONS, Tokenizer, get_tokenizer, tokenizer_from_json
 from .weights.tensors import assign_checked
 
 
@@ -59,6 +59,7 @@ def read_run_config(run_dir: Path) -> dict:
         (isinstance(id2label, dict) and len(id2label) >= 2 and sorted(id2label) == sorted(map(str, range(len(id2label))))
          and all(isinstance(v, str) for v in id2label.values()), "'id2label' must map 0..n-1 to label names"),
         (config["pooling"] in POOLINGS, f"'pooling' must be one of {', '.join(POOLINGS)}"),
+        (config.get("truncation", "head") in TRUNCATIONS, f"'truncation' must be one of {', '.join(TRUNCATIONS)}"),
         (isinstance(config["max_length"], int) and config["max_length"] > 0, "'max_length' must be a positive integer"),
         (isinstance(config["pad_id"], int) and config["pad_id"] >= 0, "'pad_id' must be a token id"),
         (config.get("pad_to") is None or isinstance(config["pad_to"], int) and config["pad_to"] > 0,

@@ -30,16 +30,37 @@ class Tokenizer:
     source: str = ""  # where the vocabulary came from, for the run's config.json
     hf: object = None  # the `tokenizers.Tokenizer` behind a non-GPT-2 tokenizer, saved with a run
 
-    def encode(self, text: str, max_length: int | None = None) -> list[int]:
-        """Token ids of any Python string: lone surrogates become U+FFFD, and with `max_length` a
-        text far longer than it could fill is cut first (at 64 characters a token, 4,096 at least),
-        so a 10 MB text costs what its first tokens cost."""
-        if max_length is not None:
-            text = text[: max(4096, 64 * max_length)]
-        return self.encode_fn(clean_text(text))
+    def encode(self, text: str, max_length: int | None = None, truncation: str = "head") -> list[int]:
+        """Token ids of any Python string (lone surrogates become U+FFFD). With `max_length`, a text
+        far longer than it could fill (over 64 characters a token, 4,096 at least) is cut first,
+        keeping the end(s) `truncation` will keep, so a 10 MB text costs what those tokens cost.
+        The ids are not yet cut to `max_length`: `keep` does that."""
+        budget = max(4096, 64 * max_length) if max_length is not None else None
+        if budget is None or len(text) <= 2 * budget:
+            return self.encode_fn(clean_text(text))
+        head = self.encode_fn(clean_text(text[:budget])) if truncation != "tail" else []
+        tail = self.encode_fn(clean_text(text[-budget:])) if truncation != "head" else []
+        return head + tail
 
     def decode(self, ids) -> str:
         return self.decode_fn(list(ids))
+
+
+TRUNCATIONS = ("head", "tail", "head+tail")
+
+
+def keep(ids: list[int], max_length: int, truncation: str = "head") -> list[int]:
+    """The at most `max_length` tokens a truncation policy keeps of a longer sequence: its start
+    (`head`), its end (`tail`), or the first half of `max_length` from the start and the rest from
+    the end (`head+tail`: the opening and the closing of a long document)."""
+    if len(ids) <= max_length:
+        return ids
+    if truncation == "head":
+        return ids[:max_length]
+    if truncation == "tail":
+        return ids[len(ids) - max_length:]
+    first = (max_length + 1) // 2
+    return ids[:first] + ids[len(ids) - (max_length - first):]
 
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

@@ -20,6 +20,7 @@ from .classifier import POOLINGS, TRAINABLE, prefix_states, suffix_logits
 from .distributed import all_reduce_sum, current, same_rng_everywhere, sum_gradients
 from .errors import UserError
 from .failpoints import failpoint
+from .tokenizer import TRUNCATIONS
 
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -35,6 +36,7 @@ class TrainConfig:
     trainable: str = "last-block"
     pooling: str = "last-token"
     max_length: int | None = None  # None: the longest training example, capped by the context
+    truncation: str = "head"  # which tokens of a longer text are kept: head, tail or head+tail
     pad_to_max: bool = False  # pad every batch to max_length, as the book does
     drop_last: bool = False
     eval_freq: int = 50  # steps between loss estimates (0: none)
@@ -58,6 +60,8 @@ class TrainConfig:
             raise UserError(f"--trainable must be one of {', '.join(TRAINABLE)}")
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise UserError("--epochs and --batch-size must be positive, and --lr above zero")
+        if self.truncation not in TRUNCATIONS:
+            raise UserError(f"--truncation must be one of {', '.join(TRUNCATIONS)}")
         if self.lr_schedule not in (*SCHEDULES, None):
             raise UserError(f"--lr-schedule must be one of {', '.join(SCHEDULES)}")
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
