@@ -201,7 +201,10 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
         return error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
 
     @app.post("/v1/classify", response_model=ClassifyResponse,
-              responses={413: {"description": "too many texts, or a text too long"}})
+              responses={401: {"description": "missing or wrong API key (when the service has one)"},
+                         413: {"description": "the body, the number of texts or a text is too large"},
+                         422: {"description": "the body is not {\"texts\": [strings]}"},
+                         503: {"description": "the queue is full or the answer took too long; see Retry-After"}})
     async def classify(body: ClassifyRequest, request: Request):
         if len(body.texts) > limits.max_texts:
             return error(413, f"at most {limits.max_texts} texts per request, got {len(body.texts)}")
