@@ -57,12 +57,6 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def length_sorted_loader(dataset, lengths: list[int], batch_size: int, collate) -> DataLoader:
-    """Evaluation batches grouped by length. Results come back in length order; full-set metrics
-    do not depend on order."""
-    return DataLoader(dataset, batch_sampler=length_sorted_batches(lengths, batch_size), collate_fn=collate)
-
-
 class ShardedLoader:
     """Global batches of a split, each cut to the examples this process holds.
 

@@ -68,18 +68,20 @@ def cmd_evaluate(args) -> None:
 def read_texts(args) -> list[str]:
     """Texts from the arguments, `-` (stdin, one per line) or --input (lines, CSV, TSV or JSONL).
     Blank lines are not texts; how many were skipped is said on standard error."""
-    from .data import read_lines, read_table
+    from .data import read_lines, read_table, split_lines
 
     texts, blank = [], 0
+
+    def add_lines(lines: list[str]) -> None:
+        nonlocal blank
+        kept = [line for line in lines if line.strip()]
+        texts.extend(kept)
+        blank += len(lines) - len(kept)
+
     for t in args.texts:
         if t == "-":
             stream = getattr(sys.stdin, "buffer", None)
-            data = stream.read().decode("utf-8", errors="replace") if stream else sys.stdin.read()
-            lines = [line.removesuffix("\r") for line in data.split("\n")]
-            if lines and lines[-1] == "":
-                lines.pop()
-            texts += [line for line in lines if line.strip()]
-            blank += sum(1 for line in lines if not line.strip())
+            add_lines(split_lines(stream.read().decode("utf-8", errors="replace") if stream else sys.stdin.read()))
         else:
             texts.append(t)
     if args.input:
@@ -90,9 +92,7 @@ def read_texts(args) -> list[str]:
         else:
             if not args.input.is_file():
                 raise UserError(f"{args.input}: no such file")
-            lines = read_lines(args.input)
-            texts += [line for line in lines if line.strip()]
-            blank += sum(1 for line in lines if not line.strip())
+            add_lines(read_lines(args.input))
     if blank:
         print(f"gptclassify: skipped {blank} blank line(s)", file=sys.stderr)
     if not texts:

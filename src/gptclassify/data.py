@@ -140,7 +140,13 @@ def read_table(path: Path, text_column: str, label_column: str | None, encoding:
 def read_lines(path: Path, encoding: str = "utf-8") -> list[str]:
     """The lines of a text file (LF or CRLF), every one, blank ones too; the newline at the very end
     does not start another. Undecodable bytes are refused with the line they are on."""
-    lines = decode_file(path, encoding).split("\n")
+    return split_lines(decode_file(path, encoding))
+
+
+def split_lines(text: str) -> list[str]:
+    """Lines ended by LF or CRLF (not `str.splitlines`, which also breaks at U+2028, form feeds and
+    other characters a text may hold); a newline at the very end does not start another line."""
+    lines = text.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
     return [line.removesuffix("\r") for line in lines]

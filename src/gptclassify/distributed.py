@@ -120,15 +120,12 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
 
 
 def all_max(value: int) -> int:
+    """The largest of every process's `value`."""
     if _world.size == 1:
         return value
-    return int(all_reduce_max(torch.tensor([value], dtype=torch.int64))[0])
-
-
-def all_reduce_max(t: torch.Tensor) -> torch.Tensor:
-    moved = t.to(_comm_device())
-    dist.all_reduce(moved, op=dist.ReduceOp.MAX)
-    return moved.to(t.device)
+    t = torch.tensor([value], dtype=torch.int64, device=_comm_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
 
 
 def sum_gradients(params: list[torch.Tensor], local_loss: torch.Tensor | None) -> float:

@@ -203,7 +203,11 @@ class Trainer:
 
         def step_end(st, order):  # mid-epoch checkpoints: every --checkpoint-every steps, or by time
             every = cfg.checkpoint_every
-            if (st.global_step % every == 0) if every else (every is None and time.monotonic() - last_save > CHECKPOINT_SECONDS):
+            if every is None:
+                due = time.monotonic() - last_save > CHECKPOINT_SECONDS
+            else:
+                due = every > 0 and st.global_step % every == 0
+            if due:
                 save(st, order)
 
         def epoch_end(st, improved):
