@@ -16,6 +16,20 @@ GPT2_BPE_DIR = SHARED_DATA / "gpt2"
 os.environ.setdefault("GPTCLASSIFY_GPT2_BPE_DIR", str(GPT2_BPE_DIR))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_feature_cache(tmp_path_factory):
+    """The on-disk feature cache of runs made by fixtures wider than a test: never the user's."""
+    os.environ["GPTCLASSIFY_FEATURE_CACHE"] = str(tmp_path_factory.mktemp("session-feature-cache"))
+
+
+@pytest.fixture(autouse=True)
+def feature_cache_dir(session_feature_cache, tmp_path_factory, monkeypatch):
+    """Each test's own on-disk feature cache (not the user's), shared by the runs within the test."""
+    path = tmp_path_factory.mktemp("feature-cache")
+    monkeypatch.setenv("GPTCLASSIFY_FEATURE_CACHE", str(path))
+    return path
+
+
 def sms_texts() -> list[str]:
     """All 5,574 messages, read as the file is: one `label<TAB>text` per line."""
     with open(SMS_FILE, encoding="utf-8", newline="\n") as f:

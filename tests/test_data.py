@@ -105,6 +105,16 @@ def test_csv_and_tsv_with_duplicates_report(tmp_path, capsys):
     assert "duplicate texts: 25" in capsys.readouterr().out
 
 
+def test_a_text_longer_than_the_csv_modules_default_limit_is_read(tmp_path):
+    long = "word " * 60_000  # 300,000 characters: a long e-mail; the csv module's default limit is 131,072
+    df = pd.DataFrame({"text": [long, "short one", "another"] * 20, "label": ["a", "b", "a"] * 20})
+    df.to_csv(tmp_path / "long.csv", index=False)
+    assert main(["prepare", "csv", str(tmp_path / "long.csv"), "--out", str(tmp_path / "o")]) == 0
+    texts = [t for split in ("train", "validation", "test")
+             for t in pd.read_csv(tmp_path / "o" / f"{split}.csv", keep_default_na=False)["text"]]
+    assert texts.count(long) == 20
+
+
 # ---------------------------------------------------------------- downloads
 
 

@@ -66,5 +66,6 @@ def test_the_frozen_pass_says_its_cost_first(data_dir, weights_dir, tmp_path, ca
                  "--epochs", "1", "--max-steps", "2"]) == 0
     out = capsys.readouterr().out
     cost = next(line for line in out.splitlines() if line.startswith("frozen pass:"))
-    assert "token positions through the embedding and 1 frozen block (train " in cost and "GB in RAM" in cost
+    assert "token positions through the embedding and 1 frozen block in " in cost and " (train " in cost
+    assert "GB on disk in " in cost and "(reusable)" in cost
     assert out.index("frozen pass:") < out.index("feature cache:")

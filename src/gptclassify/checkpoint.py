@@ -172,7 +172,9 @@ def resume_settings(run_dir: Path) -> tuple[str, str, Path, TrainConfig]:
     saved = read_json(path)
     try:
         run = saved["run"]
-        settings = {"lr_schedule": "constant", **saved["train_config"]}  # checkpoints from before schedules
+        settings = {"lr_schedule": "constant", "prefix_dtype": "float32", **saved["train_config"]}  # older checkpoints
+        if "cache_dtype" in settings:  # the prefix precision's old name
+            settings["prefix_dtype"] = settings.pop("cache_dtype")
         return run["model_name"], run["weights"], Path(run["data"]), TrainConfig(**settings)
     except (KeyError, TypeError) as e:
         raise UserError(f"{path}: not a gptclassify checkpoint ({e})") from None

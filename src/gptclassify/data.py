@@ -167,6 +167,9 @@ def decode_file(path: Path, encoding: str) -> str:
 
 
 def delimited_rows(path: Path, text: str, delimiter: str, columns: list[str]) -> list[tuple[int, list[str]]]:
+    # The csv module refuses fields over 131,072 characters by default; a long e-mail is longer.
+    # The whole file is in memory already, so a field may be as long as the file.
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)

@@ -10,12 +10,12 @@ import torch
 import torch.nn.functional as F
 
 from .batches import Collate, TextDataset, length_sorted_batches
-from .classifier import classify_logits
 from .data import SPLITS, load_data_split
 from .device import resolve_device
 from .distributed import current, gather_shards
 from .errors import UserError
 from .metrics import classification_report
+from .prefix import run_logits, run_prefix
 from .rundir import load_run, run_labels
 
 
@@ -50,7 +50,8 @@ def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str
     ds = TextDataset([texts[i] for i in shard], [targets[i] for i in shard], tokenizer, config["max_length"],
                      truncation=config.get("truncation", "head"))
     dev = resolve_device(device)
-    logits_fn = lambda ids, lengths: classify_logits(model, ids, lengths, config["pooling"])  # noqa: E731
+    prefix = run_prefix(model, config, dev)
+    logits_fn = lambda ids, lengths: run_logits(model, prefix, ids, lengths, config["pooling"])  # noqa: E731
     with torch.inference_mode():
         logits, gathered = split_logits(ds, [len(e) for e in ds.encoded], batch_size,
                                         Collate(tokenizer.pad_id, config.get("pad_to")), logits_fn, dev,

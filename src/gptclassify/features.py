@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from .batches import Collate, TextDataset, length_sorted_batches
-from .classifier import prefix_states
 from .failpoints import failpoint
 
 
@@ -83,25 +82,30 @@ def where_features_live(positions: int, dim: int, dtype: torch.dtype) -> tuple[i
 
 
 @torch.no_grad()
-def build_feature_store(model, dataset: TextDataset, start: int, *, pad_id: int, pad_to: int | None,
-                        pooling: str, batch_size: int, device, dtype=torch.float32, autocast=None,
-                        progress=None) -> FeatureStore:
-    """Run the frozen prefix (embedding and blocks before `start`) once over every example;
-    `progress.update(positions)` after each batch."""
+def build_feature_store(prefix, dataset: TextDataset, *, pad_id: int, pad_to: int | None, pooling: str,
+                        batch_size: int, device, flat: torch.Tensor | None = None, progress=None) -> FeatureStore:
+    """Run the frozen prefix (`prefix.FrozenPrefix`: embedding and blocks before the first trainable
+    one) once over every example, into `flat` (a file-backed tensor of the on-disk cache) or into
+    memory; `progress.update(positions)` after each batch."""
     widths = feature_widths(dataset, pad_to, pooling)
     offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()
-    flat = _allocate(int(sum(widths)), model.cfg.emb_dim, dtype)
+    if flat is None:
+        flat = _allocate(int(sum(widths)), prefix.model.cfg.emb_dim, prefix.out_dtype)
     collate = Collate(pad_id, pad_to if pooling == "last-position" else None)
     for rows in length_sorted_batches(widths, batch_size):
         ids, _, _ = collate([dataset[i] for i in rows])
-        with autocast() if autocast else torch.autocast("cpu", enabled=False):
-            states = prefix_states(model, ids.to(device), start).to("cpu", dtype)
+        states = prefix(ids.to(device)).to("cpu", flat.dtype)
         for r, i in enumerate(rows):
             flat[offsets[i]: offsets[i] + widths[i]] = states[r, : widths[i]]
         if progress is not None:
             progress.update(sum(widths[i] for i in rows))
         failpoint("frozen-pass")
     return FeatureStore(flat, offsets, widths)
+
+
+def store_from(flat: torch.Tensor, widths: list[int]) -> FeatureStore:
+    """A FeatureStore over features read back from the on-disk cache."""
+    return FeatureStore(flat, np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(int).tolist(), widths)
 
 
 class FeatureDataset(torch.utils.data.Dataset):

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 
 from .batches import Collate, length_sorted_batches
-from .classifier import classify_logits
 from .device import autocast_for, resolve_device
+from .prefix import run_logits, run_prefix
 from .rundir import load_run, run_labels
 from .tokenizer import keep
 
@@ -27,6 +27,7 @@ class Classifier:
         self.pad_to = config.get("pad_to")
         self.pooling = config["pooling"]
         self.autocast = autocast_for(device)
+        self.prefix = run_prefix(model, config, device)  # the frozen layers, in the run's precision
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> "Classifier":
@@ -48,7 +49,7 @@ class Classifier:
         for rows in length_sorted_batches([len(e) for e in encoded], batch_size):
             ids, _, lengths = collate([(encoded[i], 0) for i in rows])
             with self.autocast():
-                logits = classify_logits(self.model, ids.to(self.device), lengths.to(self.device), self.pooling)
+                logits = run_logits(self.model, self.prefix, ids.to(self.device), lengths.to(self.device), self.pooling)
             probs[rows] = torch.softmax(logits.float(), dim=-1).cpu()
         return probs
 

@@ -25,8 +25,11 @@ from .distributed import all_max, all_reduce_sum, barrier, current
 from .errors import UserError
 from .evaluate import logits_report, split_logits
 from .failpoints import failpoint
+from . import feature_cache
 from .features import (FeatureDataset, build_feature_store, cache_unavailable_reason, collate_features,
-                       feature_widths, where_features_live)
+                       feature_widths, store_from, where_features_live)
+from .hub import sha256_file
+from .prefix import FrozenPrefix, describe_cpu, resolve_prefix_dtype
 from .files import read_json
 from .progress import Progress
 from .rundir import write_run
@@ -94,10 +97,14 @@ class Trainer:
         if self.world.size > 1:
             self.log(f"data parallel: {self.world.describe()}; each holds 1/{self.world.size} of the examples")
         self.start = first_trainable_block(len(model.trf_blocks), cfg.trainable)
+        self.prefix = FrozenPrefix(self.model, self.start, resolve_prefix_dtype(cfg.prefix_dtype, self.device), self.device)
+        if self.start > 0:
+            why = f" (auto: {describe_cpu()})" if cfg.prefix_dtype == "auto" and self.device.type == "cpu" else ""
+            self.log(f"frozen prefix: {self.prefix.dtype}{why}; the trainable part computes in float32")
         self.datasets = self.make_datasets()
         self.cached = self.prepare_cache()
         self.loaders = self.make_loaders()
-        self.logits_fn = make_logits_fn(self.model, self.start, cfg.pooling, self.cached, self.autocast)
+        self.logits_fn = make_logits_fn(self.model, self.start, cfg.pooling, self.cached, self.autocast, self.prefix)
 
     def make_datasets(self) -> dict[str, TextDataset]:
         """This process's share of each split (all of it, alone), tokenized and truncated."""
@@ -125,30 +132,76 @@ class Trainer:
         if reason:
             self.log(f"feature cache: not used: {reason}")
             return False
-        dtype, autocast = torch.float32, self.autocast
-        if self.cfg.cache_dtype == "bfloat16":  # half the memory, and bf16 matrix units where the CPU has them
-            dtype, autocast = torch.bfloat16, lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
-        widths = {split: sum(feature_widths(ds, self.pad_to, self.cfg.pooling)) for split, ds in self.datasets.items()}
-        mine = sum(widths.values())
+        widths = {split: feature_widths(ds, self.pad_to, self.cfg.pooling) for split, ds in self.datasets.items()}
+        counts = {split: sum(w) for split, w in widths.items()}
+        mine = sum(counts.values())
         total = int(all_reduce_sum(torch.tensor([mine])).item())
-        nbytes, where = where_features_live(mine, self.model.cfg.emb_dim, dtype)
+        key, meta = self.cache_key()
+        entry, damaged = feature_cache.open_entry(key)
+        if damaged:
+            self.log(f"feature cache: entry {key[:12]} was damaged ({damaged}): removed, building it again")
+        if entry is not None:
+            stored = feature_cache.load_entry(entry, list(widths))
+            self.features = {split: FeatureDataset(store_from(*stored[split]), ds) for split, ds in self.datasets.items()}
+            self.log(f"feature cache: reusing {total:,} positions of entry {key[:12]} (made {entry.meta['created']}, "
+                     f"{entry.nbytes / 1e9:.2f} GB): the frozen pass is skipped")
+            return True
+        dim, dtype = self.model.cfg.emb_dim, self.prefix.out_dtype
+        nbytes, where = where_features_live(mine, dim, dtype)
+        writer = None
+        if nbytes <= feature_cache.limit_bytes():
+            writer, where = feature_cache.EntryWriter(key, meta), f"on disk in {feature_cache.cache_root()} (reusable)"
+        else:
+            where += f", not kept: over the on-disk cache's limit of {feature_cache.limit_bytes() / 1e9:.0f} GB"
         each = " per process" if self.world.size > 1 else ""
         blocks = f"{self.start} frozen block{'s' if self.start != 1 else ''}"
-        self.log(f"frozen pass: {total:,} token positions through the embedding and {blocks} "
-                 f"({', '.join(f'{s} {n:,}' for s, n in widths.items())}{' on rank 0' if each else ''}); "
+        self.log(f"frozen pass: {total:,} token positions through the embedding and {blocks} in {self.prefix.dtype} "
+                 f"({', '.join(f'{s} {n:,}' for s, n in counts.items())}{' on rank 0' if each else ''}); "
                  f"features {nbytes / 1e9:.2f} GB{each} {where}")
         progress = Progress(mine, "positions", "frozen pass", self.log, enabled=self.world.is_main)
-        self.features = {
-            split: FeatureDataset(build_feature_store(
-                self.model, ds, self.start, pad_id=self.tokenizer.pad_id, pad_to=self.pad_to, pooling=self.cfg.pooling,
-                batch_size=max(self.cfg.batch_size, 32), device=self.device, dtype=dtype, autocast=autocast,
-                progress=progress), ds)
-            for split, ds in self.datasets.items()
-        }
+        try:
+            self.features = {
+                split: FeatureDataset(build_feature_store(
+                    self.prefix, ds, pad_id=self.tokenizer.pad_id, pad_to=self.pad_to, pooling=self.cfg.pooling,
+                    batch_size=max(self.cfg.batch_size, 32), device=self.device, progress=progress,
+                    flat=writer.features(split, widths[split], dim, self.prefix.dtype_name) if writer else None), ds)
+                for split, ds in self.datasets.items()
+            }
+        except BaseException:
+            if writer:
+                writer.abandon()
+            raise
         seconds = progress.close()
+        if writer:
+            writer.finish()
+            for old in feature_cache.prune(keep=key):
+                self.log(f"feature cache: removed entry {old.key[:12]} ({old.nbytes / 1e9:.2f} GB, least recently used)")
         shared = f" (rank 0 holds {mine:,})" if self.world.size > 1 else ""
-        self.log(f"feature cache: {total:,} positions through the frozen layers{shared} in {seconds:.1f}s")
+        self.log(f"feature cache: {total:,} positions through the frozen layers{shared} in {seconds:.1f}s"
+                 + (f", kept as entry {key[:12]}" if writer else ""))
         return True
+
+    def cache_key(self) -> tuple[str, dict]:
+        """The on-disk cache's key (everything the features depend on) and what `cache list` shows."""
+        named = [(n, t) for n, t in self.model.state_dict().items()
+                 if not n.startswith(("trf_blocks.", "final_norm.", "out_head."))
+                 or (n.startswith("trf_blocks.") and int(n.split(".")[1]) < self.start)]
+        parts = {
+            "weights_sha256": feature_cache.hash_tensors(named),
+            "model": self.model.cfg.to_dict(),
+            "tokens_sha256": {s: feature_cache.hash_token_ids(ds.encoded) for s, ds in self.datasets.items()},
+            "pad_id": self.tokenizer.pad_id, "pad_to": self.pad_to, "pooling_width": self.cfg.pooling == "last-position",
+            "first_trainable_block": self.start, "prefix_dtype": self.prefix.dtype,
+            "share": [self.world.rank, self.world.size], "torch": torch.__version__, "device": self.device.type,
+        }
+        meta = {"model": self.model_name, "weights": self.weights, "data": str(self.data_dir.resolve()),
+                "data_sha256": {s: sha256_file(self.data_dir / f"{s}.csv") for s in SPLITS
+                                if (self.data_dir / f"{s}.csv").is_file()},
+                "max_length": self.max_length, "truncation": self.cfg.truncation, "first_trainable_block": self.start,
+                "prefix_dtype": self.prefix.dtype, "dtype": self.prefix.dtype_name, "dim": self.model.cfg.emb_dim,
+                "positions": {s: sum(feature_widths(ds, self.pad_to, self.cfg.pooling)) for s, ds in self.datasets.items()},
+                "share": parts["share"]}
+        return feature_cache.entry_key(parts), meta
 
     def inputs(self):
         """What the suffix reads, per split (cached states or token ids), and how to batch it."""
@@ -261,6 +314,7 @@ class Trainer:
             "truncation": self.cfg.truncation,
             "pad_to": self.pad_to,
             "pad_id": self.tokenizer.pad_id,
+            "prefix_dtype": self.prefix.dtype,
             "tokenizer": tok,
             "trainable_parameters": self.trainable,
             "total_parameters": self.total,

@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .classifier import POOLINGS, TRAINABLE, prefix_states, suffix_logits
+from .classifier import POOLINGS, TRAINABLE, suffix_logits
 from .distributed import all_reduce_sum, current, same_rng_everywhere, sum_gradients
 from .errors import UserError
 from .failpoints import failpoint
+from .prefix import PREFIX_DTYPES
 from .tokenizer import TRUNCATIONS
 
 
@@ -48,7 +49,7 @@ class TrainConfig:
     max_steps: int | None = None
     device: str = "auto"
     cache: bool = True
-    cache_dtype: str = "float32"
+    prefix_dtype: str = "auto"  # the frozen prefix's precision: auto, float32, bfloat16 or int8 (prefix.py)
     keep_best: bool = False
     checkpoint_every: int | None = None  # steps between mid-epoch checkpoints; 0: epoch ends only; None: by time
     preset: str | None = None
@@ -66,8 +67,8 @@ class TrainConfig:
             raise UserError(f"--lr-schedule must be one of {', '.join(SCHEDULES)}")
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
             raise UserError("--checkpoint-every must be 0 (epoch ends only) or a number of steps")
-        if self.cache_dtype not in ("float32", "bfloat16"):
-            raise UserError("--cache-dtype must be float32 or bfloat16")
+        if self.prefix_dtype not in PREFIX_DTYPES:
+            raise UserError(f"--prefix-dtype must be one of {', '.join(PREFIX_DTYPES)}")
 
     @property
     def pad_to_fixed(self) -> bool:
@@ -78,7 +79,7 @@ class TrainConfig:
 # Everything the book's chapter 6 used.
 PRESETS = {
     "book": dict(pad_to_max=True, pooling="last-position", drop_last=True, eval_freq=50, eval_iter=5,
-                 epoch_eval_iter=5, lr=5e-5, lr_schedule="constant"),
+                 epoch_eval_iter=5, lr=5e-5, lr_schedule="constant", prefix_dtype="float32"),
 }
 
 # The learning rate each model family trains with unless --lr / --lr-schedule say otherwise.
@@ -101,13 +102,16 @@ def make_config(preset: str | None = None, **overrides) -> TrainConfig:
     if preset is not None and preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
     names = {f.name for f in fields(TrainConfig)}
+    if overrides.get("cache_dtype") and not overrides.get("prefix_dtype"):  # the option's old name
+        overrides["prefix_dtype"] = overrides["cache_dtype"]
     given = {k: v for k, v in overrides.items() if v is not None and k in names}
     return TrainConfig(**{**PRESETS.get(preset or "", {}), **given, "preset": preset})
 
 
-def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast):
+def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast, prefix=None):
     """A function from a batch's inputs (token ids, or cached states entering block `start`) and
-    true lengths to class logits. The frozen prefix runs without gradients."""
+    true lengths to class logits. The frozen prefix (`prefix.FrozenPrefix`, in its own precision)
+    runs without gradients."""
 
     def logits_fn(inputs, lengths):
         with autocast():
@@ -116,8 +120,7 @@ def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast):
             elif start < 0:  # every layer trains, the embeddings too
                 x = model.embed(inputs)
             else:
-                with torch.no_grad():
-                    x = prefix_states(model, inputs, start)
+                x = prefix(inputs).float()
             return suffix_logits(model, x, lengths, start, pooling).float()
 
     return logits_fn
