@@ -63,7 +63,7 @@ def main():
         wall = time.perf_counter() - started
         results[name] = {
             "settings": {k: getattr(trainer.cfg, k) for k in ("trainable", "pooling", "epochs", "lr", "lr_schedule",
-                                                               "seed", "cache_dtype")},
+                                                               "seed", "prefix_dtype")},
             **{f"{s}_accuracy": metrics[s]["accuracy"] for s in ("train", "validation", "test")},
             "test_macro_f1": metrics["test"]["macro_f1"],
             "test_confusion_matrix": metrics["test"]["confusion_matrix"],

@@ -160,3 +160,15 @@ def test_cache_list_and_clear(data_dir, weights_dir, tmp_path, capsys):
     assert main(["cache", "clear", "ffffffffffff"]) == 1
     assert "no feature cache entry starts with ffffffffffff" in capsys.readouterr().err
     assert main(["cache", "clear"]) == 0 and entries() == []
+
+
+def test_a_cache_that_cannot_be_written_leaves_the_run_in_memory(data_dir, weights_dir, tmp_path, capsys,
+                                                                 monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would be")
+    monkeypatch.setenv("GPTCLASSIFY_FEATURE_CACHE", str(blocker / "features"))
+    lines = train(data_dir, weights_dir, tmp_path / "a", capsys)
+    assert "not kept on disk" in said(lines, "frozen pass:")[0]
+    monkeypatch.setenv("GPTCLASSIFY_FEATURE_CACHE", str(tmp_path / "cache"))
+    train(data_dir, weights_dir, tmp_path / "b", capsys)
+    assert same_run(tmp_path / "a", tmp_path / "b")

@@ -69,3 +69,22 @@ def test_the_frozen_pass_says_its_cost_first(data_dir, weights_dir, tmp_path, ca
     assert "token positions through the embedding and 1 frozen block in " in cost and " (train " in cost
     assert "GB on disk in " in cost and "(reusable)" in cost
     assert out.index("frozen pass:") < out.index("feature cache:")
+
+
+def test_without_max_length_long_texts_are_cut_at_the_default_cap(data_dir, weights_dir, tmp_path, monkeypatch):
+    """The book's rule (the longest training text) until it passes the default cap; the cap then."""
+    import gptclassify.run as run_module
+
+    monkeypatch.setattr(run_module, "DEFAULT_MAX_LENGTH", 24)
+    lines = []
+    Trainer("gpt2", str(weights_dir), data_dir, make_config(None, epochs=1, max_steps=2), tmp_path / "run",
+            log=lines.append).run()
+    said = next(line for line in lines if line.startswith("length:"))
+    assert said.startswith("length: 24 tokens (the default cap of 24 tokens; --max-length to change it)")
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["max_length"] == 24
+    monkeypatch.setattr(run_module, "DEFAULT_MAX_LENGTH", 4096)
+    lines = []
+    Trainer("gpt2", str(weights_dir), data_dir, make_config(None, epochs=1, max_steps=2), tmp_path / "run2",
+            log=lines.append).run()
+    said = next(line for line in lines if line.startswith("length:"))
+    assert "(the longest training text, within the default cap of 1024)" in said  # GPT-2's context is below it

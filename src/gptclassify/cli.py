@@ -101,12 +101,21 @@ def read_texts(args) -> list[str]:
 
 
 def cmd_predict(args) -> None:
+    from .inputs import InputFile
     from .predict import Classifier
     from .predict_file import output_format, predict_to
 
-    texts = read_texts(args)
+    if args.input and not args.texts:  # a file, read as it goes: memory stays flat however long it is
+        texts = InputFile(args.input, args.text_column)
+        if next(iter(texts), None) is None:
+            raise UserError(f"{args.input}: no texts")
+        texts = InputFile(args.input, args.text_column)
+    else:
+        texts = read_texts(args)
     classifier = Classifier.load(args.run, args.device)
     predict_to(classifier, texts, args.output, output_format(args.format, args.output), args.batch_size)
+    if getattr(texts, "blank", 0):
+        print(f"gptclassify: skipped {texts.blank} blank line(s)", file=sys.stderr)
 
 
 def cmd_serve(args) -> None:

@@ -126,9 +126,14 @@ def read_table(path: Path, text_column: str, label_column: str | None, encoding:
     text = decode_file(path, encoding)
     columns = [c for c in (text_column, label_column) if c is not None]
     if suffix in (".jsonl", ".ndjson"):
-        rows = jsonl_rows(path, text, columns)
+        rows = list(jsonl_rows(path, text.split("\n"), columns))
+        if not rows:
+            raise UserError(f"{path}: no rows")
     else:
-        rows = delimited_rows(path, text, "," if suffix == ".csv" else "\t", columns)
+        # The csv module refuses fields over 131,072 characters by default; a long e-mail is longer.
+        # The whole file is in memory already, so a field may be as long as the file.
+        csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+        rows = list(delimited_rows(path, io.StringIO(text, newline=""), "," if suffix == ".csv" else "\t", columns))
     names = ["text", "label"][: len(columns)]
     for line, row in rows:
         for name, column, value in zip(names, columns, row):
@@ -166,26 +171,24 @@ def decode_file(path: Path, encoding: str) -> str:
                         f"{e.start}; pass --encoding, e.g. latin-1)") from None
 
 
-def delimited_rows(path: Path, text: str, delimiter: str, columns: list[str]) -> list[tuple[int, list[str]]]:
-    # The csv module refuses fields over 131,072 characters by default; a long e-mail is longer.
-    # The whole file is in memory already, so a field may be as long as the file.
-    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+def delimited_rows(path: Path, lines, delimiter: str, columns: list[str]):
+    """(line number, [values of `columns`]) per record of CSV/TSV `lines` (an iterable of strings
+    with their line ends, e.g. a file read as it goes)."""
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader, None)
         if header is None:
             raise UserError(f"{path}: cannot parse: the file is empty")
         where = column_positions(path, header, columns)
-        rows, line = [], reader.line_num
+        line = reader.line_num
         for record in reader:
             if record and len(record) != len(header):
                 raise UserError(f"{path}: line {line + 1}: {len(record)} fields, but the header has {len(header)}")
             if record:
-                rows.append((line + 1, [record[i] for i in where]))
+                yield line + 1, [record[i] for i in where]
             line = reader.line_num
     except csv.Error as e:
         raise UserError(f"{path}: line {reader.line_num}: cannot parse ({e})") from None
-    return rows
 
 
 def column_positions(path: Path, header: list[str], columns: list[str]) -> list[int]:
@@ -197,9 +200,10 @@ def column_positions(path: Path, header: list[str], columns: list[str]) -> list[
     return [header.index(c) for c in columns]
 
 
-def jsonl_rows(path: Path, text: str, columns: list[str]) -> list[tuple[int, list[str]]]:
-    rows = []
-    for line, raw in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 may sit inside a string
+def jsonl_rows(path: Path, lines, columns: list[str]):
+    """(line number, [values of `columns`]) per object of JSONL `lines` (split at LF only: not
+    splitlines(), since U+2028 may sit inside a string)."""
+    for line, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
         try:
@@ -216,10 +220,7 @@ def jsonl_rows(path: Path, text: str, columns: list[str]) -> list[tuple[int, lis
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise UserError(f"{path}: line {line}, column {column!r}: expected text, got {json.dumps(value)[:40]}")
             values.append(value if isinstance(value, str) else json.dumps(value))
-        rows.append((line, values))
-    if not rows:
-        raise UserError(f"{path}: no rows")
-    return rows
+        yield line, values
 
 
 def prepare_table(path: Path, text_column: str, label_column: str, *, options: SplitOptions,

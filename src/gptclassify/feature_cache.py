@@ -18,6 +18,7 @@ built again, never read. Least recently used entries go first when the cache pas
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -171,11 +172,15 @@ class EntryWriter:
         """The file-backed (positions, dim) tensor the frozen pass writes `split` into."""
         np.asarray(widths, dtype=np.int64).tofile(self.path / f"{split}.widths")
         positions = int(sum(widths))
-        if positions:
-            with open(self.path / f"{split}.bin", "wb") as f:
-                f.truncate(positions * dim * np.dtype(_np_dtype(dtype)).itemsize)
-        else:
-            (self.path / f"{split}.bin").touch()
+        nbytes = positions * dim * np.dtype(_np_dtype(dtype)).itemsize
+        with open(self.path / f"{split}.bin", "wb") as f:
+            try:  # every block reserved now: a full disk is an error here, not a crash mid-pass
+                if nbytes:
+                    os.posix_fallocate(f.fileno(), 0, nbytes)
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                f.truncate(nbytes)  # a file system that cannot reserve space
         tensor, array = map_features(self.path / f"{split}.bin", positions, dim, dtype, "r+")
         self.arrays.append(array)
         return tensor

@@ -27,6 +27,7 @@ class Classifier:
         self.pad_to = config.get("pad_to")
         self.pooling = config["pooling"]
         self.autocast = autocast_for(device)
+        self.run_dir = None  # set by load()
         self.prefix = run_prefix(model, config, device)  # the frozen layers, in the run's precision
 
     @classmethod
@@ -34,7 +35,9 @@ class Classifier:
         """Load a run directory: safetensors and JSON only, nothing executed from it."""
         dev = resolve_device(device)
         model, tokenizer, config = load_run(Path(run_dir), str(dev))
-        return cls(model, tokenizer, config, dev)
+        classifier = cls(model, tokenizer, config, dev)
+        classifier.run_dir = Path(run_dir)
+        return classifier
 
     def encode(self, text: str) -> list[int]:
         ids = keep(self.tokenizer.encode(text, self.max_length, self.truncation), self.max_length, self.truncation)

@@ -1,23 +1,30 @@
 """Predictions for a whole input, written to a file (or standard output) in input order.
 
-Under torchrun the input is cut into contiguous shards, one per process; each process writes its
-part beside the output, and rank 0 joins the parts in order into the output in one atomic rename.
-A single process writes the same file.
+The input is read as it goes (`inputs.InputFile`) and classified in chunks of CHUNK texts, each
+sorted by length into batches, so memory stays flat however long the file. With `--output`, each
+finished chunk is written at once (atomically) into a folder beside the output,
+`.OUTPUT.parts/`, with a manifest naming the input, the run and the format; the output appears,
+in one atomic rename, when every chunk is done. An interrupted prediction run again with the same
+input, run and output continues after its last finished chunk. Under torchrun, chunk i belongs to
+process i mod N: every text is batched with the same neighbours however many processes there
+are, and the output is byte for byte the single process's.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
-import os
 import shutil
 import sys
+from itertools import islice
 from pathlib import Path
 
 from .distributed import barrier, current
 from .errors import UserError
-from .files import atomic_path
+from .failpoints import failpoint
+from .files import atomic_path, read_json, write_json, write_text
 from .progress import Progress
 
 FORMATS = ("jsonl", "csv", "table")
@@ -51,60 +58,117 @@ def format_predictions(texts: list[str], predictions: list[dict], labels: list[s
     return out.getvalue()
 
 
-def predict_to(classifier, texts: list[str], output: Path | None, fmt: str, batch_size: int = 32) -> None:
-    """Classify `texts` and write the predictions to `output` (standard output when None).
-
-    Texts go through the model in chunks of CHUNK, each sorted by length into batches; under
-    torchrun each process takes a contiguous run of whole chunks. Every text therefore shares its
-    batch with the same neighbours however many processes there are, and the output is the same
-    to the last digit.
-    """
+def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int = 32) -> None:
+    """Classify `texts` (a list, or an `InputFile` read as it goes) and write the predictions to
+    `output` (standard output when None), chunk by chunk."""
     world = current()
     if world.size > 1 and output is None:
         raise UserError("predict under torchrun writes a file: give --output FILE")
-    chunks = [range(i, min(i + CHUNK, len(texts))) for i in range(0, len(texts), CHUNK)]
-    shard = world.contiguous_shard(len(chunks))
-    mine = chunks[shard.start: shard.stop]
-
-    def say(message: str) -> None:
-        print(f"gptclassify: {message}", file=sys.stderr)
-
-    def write_chunks(out) -> None:
-        header = world.is_main
-        n = sum(len(c) for c in mine)
-        if world.is_main and len(texts) > CHUNK:
-            say(f"predict: {len(texts):,} texts in {len(chunks):,} chunks of {CHUNK:,}"
-                + (f", {n:,} of them in this process" if world.size > 1 else ""))
-        progress = Progress(n, "texts", "predict", say, enabled=world.is_main and len(texts) > CHUNK)
-        for chunk in mine:
-            part = texts[chunk.start: chunk.stop]
-            out.write(format_predictions(part, classifier.predict(part, batch_size=batch_size), classifier.labels,
-                                         fmt, header))
-            header = False
-            progress.update(len(part))
-        progress.close()
-        if header and fmt == "csv":  # no texts of its own: rank 0 still writes the header
-            out.write(format_predictions([], [], classifier.labels, fmt, True))
-
-    if output is None:
-        write_chunks(sys.stdout)
-        return
-    output = Path(output)
-    target = output if world.size == 1 else part_path(output, world.rank)
-    with atomic_path(target) as tmp, open(tmp, "w", encoding="utf-8", newline="") as out:
-        write_chunks(out)
-    if world.size == 1:
-        return
-    barrier()  # every part is written
-    if world.is_main:
-        with atomic_path(output) as tmp, open(tmp, "wb") as joined:
-            for rank in range(world.size):
-                with open(part_path(output, rank), "rb") as part:
-                    shutil.copyfileobj(part, joined)
-        for rank in range(world.size):
-            os.unlink(part_path(output, rank))
-    barrier()  # the output is complete before any process reports success
+    streamed = hasattr(texts, "bytes_read")
+    total, unit = (texts.size, "bytes") if streamed else (len(texts), "texts")
+    if world.is_main and total > (1 << 20 if streamed else CHUNK):
+        say(f"predict: {total:,} {unit} of input, in chunks of {CHUNK:,} texts"
+            + (f"; chunk i goes to process i mod {world.size}" if world.size > 1 else ""))
+    progress = Progress(total, unit, "predict", say, enabled=world.is_main and total > (1 << 20 if streamed else CHUNK))
+    parts = None if output is None else Parts(Path(output), manifest(classifier, texts, fmt), world)
+    count, seen = 0, 0
+    for index, chunk in enumerate(chunks(texts)):
+        count = index + 1
+        if index % world.size == world.rank and not (parts and parts.done(index)):
+            text = format_predictions(chunk, classifier.predict(chunk, batch_size=batch_size), classifier.labels,
+                                      fmt, header=index == 0)
+            if parts:
+                parts.write(index, text)
+                failpoint("predict-chunk")
+            else:
+                sys.stdout.write(text)
+        now = texts.bytes_read if streamed else seen + len(chunk)
+        progress.update(now - seen)
+        seen = now
+    progress.close()
+    if count == 0:  # no texts: a CSV still gets its header
+        header = format_predictions([], [], classifier.labels, fmt, True)
+        if parts is None:
+            sys.stdout.write(header)
+        elif world.is_main:
+            parts.write(0, header)
+        count = 1
+    if parts:
+        parts.join(count)
 
 
-def part_path(output: Path, rank: int) -> Path:
-    return output.with_name(f".{output.name}.part{rank}")
+def say(message: str) -> None:
+    print(f"gptclassify: {message}", file=sys.stderr)
+
+
+def chunks(texts):
+    it = iter(texts)
+    while chunk := list(islice(it, CHUNK)):
+        yield chunk
+
+
+def manifest(classifier, texts, fmt: str) -> dict:
+    """What an unfinished output's parts were made from; parts made from anything else are not reused."""
+    if hasattr(texts, "identity"):
+        source = texts.identity()
+    else:
+        h = hashlib.sha256()
+        for t in texts:
+            h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+        source = {"texts_sha256": h.hexdigest(), "count": len(texts)}
+    run = getattr(classifier, "run_dir", None)
+    weights = Path(run) / "model.safetensors" if run else None
+    return {"source": source, "format": fmt, "chunk": CHUNK, "run": str(Path(run).resolve()) if run else None,
+            "run_weights": [weights.stat().st_size, weights.stat().st_mtime_ns] if weights and weights.is_file() else None}
+
+
+class Parts:
+    """The finished chunks of one output, each its own file, beside the output until it is whole."""
+
+    def __init__(self, output: Path, manifest: dict, world):
+        self.output, self.world = output, world
+        self.dir = output.with_name(f".{output.name}.parts")
+        if world.is_main:
+            self.dir.parent.mkdir(parents=True, exist_ok=True)
+            previous = self.read_manifest()
+            if previous is not None and previous != manifest:
+                say(f"{self.dir}: parts of a prediction with another input, run or format: starting afresh")
+            elif previous is not None:
+                finished = len(list(self.dir.glob("chunk-*")))
+                say(f"continuing an interrupted prediction: {finished:,} chunks of {CHUNK:,} texts already done")
+            if previous != manifest and self.dir.exists():
+                shutil.rmtree(self.dir)
+            self.dir.mkdir(exist_ok=True)
+            write_json(self.dir / "manifest.json", manifest)
+        barrier()  # the folder is ready before anyone writes into it
+
+    def read_manifest(self) -> dict | None:
+        if not (self.dir / "manifest.json").is_file():
+            return None
+        try:
+            return read_json(self.dir / "manifest.json", max_bytes=1 << 20)
+        except UserError:
+            return None
+
+    def path(self, index: int) -> Path:
+        return self.dir / f"chunk-{index:08d}"
+
+    def done(self, index: int) -> bool:
+        return self.path(index).is_file()
+
+    def write(self, index: int, text: str) -> None:
+        write_text(self.path(index), text)
+
+    def join(self, count: int) -> None:
+        """Every chunk into the output, in order, in one atomic rename; then the parts go."""
+        barrier()  # every part is written
+        if self.world.is_main:
+            missing = [i for i in range(count) if not self.done(i)]
+            if missing:
+                raise UserError(f"{self.dir}: chunk {missing[0]} is missing; run the same command again to finish it")
+            with atomic_path(self.output) as tmp, open(tmp, "wb") as joined:
+                for i in range(count):
+                    with open(self.path(i), "rb") as part:
+                        shutil.copyfileobj(part, joined)
+            shutil.rmtree(self.dir)
+        barrier()  # the output is complete before any process reports success

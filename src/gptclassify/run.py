@@ -30,11 +30,11 @@ from .features import (FeatureDataset, build_feature_store, cache_unavailable_re
                        feature_widths, store_from, where_features_live)
 from .hub import sha256_file
 from .prefix import FrozenPrefix, describe_cpu, resolve_prefix_dtype
-from .files import read_json
+from .files import read_json, write_failure
 from .progress import Progress
 from .rundir import write_run
 from .tokenizer import Tokenizer, get_tokenizer, load_tokenizer
-from .train import TrainConfig, TrainState, fit, make_logits_fn, make_optimizer, with_family_defaults
+from .train import DEFAULT_MAX_LENGTH, TrainConfig, TrainState, fit, make_logits_fn, make_optimizer, with_family_defaults
 from .weights import load_pretrained
 
 
@@ -114,12 +114,15 @@ class Trainer:
             shard = self.world.shard(len(texts))
             out[split] = TextDataset([texts[i] for i in shard], [labels[i] for i in shard], self.tokenizer,
                                      self.cfg.max_length if split == "train" else self.max_length,
-                                     self.model.cfg.context_length, self.cfg.truncation)
+                                     min(self.model.cfg.context_length, DEFAULT_MAX_LENGTH), self.cfg.truncation)
             if split == "train":  # the longest training example over every process's share
                 self.max_length = out["train"].max_length = all_max(out["train"].max_length)
         self.pad_to = self.max_length if self.cfg.pad_to_fixed else None
         counts = all_reduce_sum(torch.tensor([[ds.cut, ds.dropped, len(self.texts[s][0])] for s, ds in out.items()]))
-        why = "--max-length" if self.cfg.max_length else "the longest training text, within the context"
+        cap = min(self.model.cfg.context_length, DEFAULT_MAX_LENGTH)
+        why = "--max-length" if self.cfg.max_length else \
+            f"the default cap of {cap} tokens; --max-length to change it" if self.max_length == cap else \
+            f"the longest training text, within the default cap of {cap}"
         cuts = ", ".join(f"{s} {c:,} of {n:,} texts ({d:,} tokens dropped)" for s, (c, d, n) in zip(out, counts.tolist()))
         self.log(f"length: {self.max_length} tokens ({why}); {self.cfg.truncation} truncation cuts {cuts}")
         return out
@@ -148,9 +151,17 @@ class Trainer:
             return True
         dim, dtype = self.model.cfg.emb_dim, self.prefix.out_dtype
         nbytes, where = where_features_live(mine, dim, dtype)
-        writer = None
+        writer, outputs = None, {}
         if nbytes <= feature_cache.limit_bytes():
-            writer, where = feature_cache.EntryWriter(key, meta), f"on disk in {feature_cache.cache_root()} (reusable)"
+            try:  # the files are made, and their disk space reserved, before the pass
+                writer = feature_cache.EntryWriter(key, meta)
+                outputs = {s: writer.features(s, widths[s], dim, self.prefix.dtype_name) for s in widths}
+                where = f"on disk in {feature_cache.cache_root()} (reusable)"
+            except OSError as e:
+                if writer:
+                    writer.abandon()
+                writer, outputs = None, {}
+                where += f", not kept on disk ({e.filename or feature_cache.cache_root()}: {write_failure(e)})"
         else:
             where += f", not kept: over the on-disk cache's limit of {feature_cache.limit_bytes() / 1e9:.0f} GB"
         each = " per process" if self.world.size > 1 else ""
@@ -164,7 +175,7 @@ class Trainer:
                 split: FeatureDataset(build_feature_store(
                     self.prefix, ds, pad_id=self.tokenizer.pad_id, pad_to=self.pad_to, pooling=self.cfg.pooling,
                     batch_size=max(self.cfg.batch_size, 32), device=self.device, progress=progress,
-                    flat=writer.features(split, widths[split], dim, self.prefix.dtype_name) if writer else None), ds)
+                    flat=outputs.get(split)), ds)
                 for split, ds in self.datasets.items()
             }
         except BaseException:
@@ -173,7 +184,13 @@ class Trainer:
             raise
         seconds = progress.close()
         if writer:
-            writer.finish()
+            try:
+                writer.finish()
+            except (OSError, UserError) as e:  # the run goes on with its features; later runs compute them again
+                writer.abandon()
+                writer = None
+                self.log(f"feature cache: could not keep the features on disk ({getattr(e, 'strerror', None) or e})")
+        if writer:
             for old in feature_cache.prune(keep=key):
                 self.log(f"feature cache: removed entry {old.key[:12]} ({old.nbytes / 1e9:.2f} GB, least recently used)")
         shared = f" (rank 0 holds {mine:,})" if self.world.size > 1 else ""

@@ -1,0 +1,66 @@
+"""A prediction input file read as it is needed, in constant memory: one text per non-blank line of
+a text file, or one column of a CSV, TSV or JSONL file (the same readers, and the same one-line
+refusals naming file, line and column, as `prepare`)."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+from .data import delimited_rows, jsonl_rows
+from .errors import UserError
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson")
+
+
+class InputFile:
+    """Iterate to get the texts; `bytes_read` and `blank` say how far it got and what it skipped."""
+
+    def __init__(self, path: Path, text_column: str | None = None):
+        self.path, self.text_column = Path(path), text_column
+        if not self.path.is_file():
+            raise UserError(f"{self.path}: no such file")
+        self.suffix = self.path.suffix.lower()
+        if self.suffix in TABLE_SUFFIXES and not text_column:
+            raise UserError(f"{self.path}: name the column of texts with --text-column")
+        stat = self.path.stat()
+        self.size, self.mtime_ns = stat.st_size, stat.st_mtime_ns
+        self.bytes_read, self.blank = 0, 0
+
+    def identity(self) -> dict:
+        """What must not change for an interrupted prediction to be continued."""
+        return {"input": str(self.path.resolve()), "bytes": self.size, "mtime_ns": self.mtime_ns,
+                "text_column": self.text_column}
+
+    def lines(self):
+        """Decoded lines with their line ends (UTF-8; a byte-order mark at the start is dropped)."""
+        with open(self.path, "rb") as f:
+            for number, raw in enumerate(f, start=1):
+                self.bytes_read += len(raw)
+                if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                try:
+                    yield raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise UserError(f"{self.path}: line {number}: not valid utf-8 text (byte {raw[e.start]:#04x})") \
+                        from None
+
+    def __iter__(self):
+        if self.suffix in (".jsonl", ".ndjson"):
+            rows = jsonl_rows(self.path, (line.rstrip("\n") for line in self.lines()), [self.text_column])
+        elif self.suffix in TABLE_SUFFIXES:
+            csv.field_size_limit(sys.maxsize >> 1)  # a text may be as long as the file
+            rows = delimited_rows(self.path, self.lines(), "," if self.suffix == ".csv" else "\t", [self.text_column])
+        else:
+            for line in self.lines():
+                text = line.removesuffix("\n").removesuffix("\r")
+                if text.strip():
+                    yield text
+                else:
+                    self.blank += 1
+            return
+        for line, (text,) in rows:
+            if not text.strip():
+                raise UserError(f"{self.path}: line {line}, column {self.text_column!r}: empty text")
+            yield text
