@@ -12,7 +12,22 @@ import torch
 import torch.nn as nn
 
 POOLINGS = ("last-token", "last-position", "mean")
-TRAINABLE = ("head", "last-block", "last-2-blocks", "all")
+TRAINABLE = ("head", "last-block", "last-N-blocks", "all")  # N: any number of blocks, e.g. last-4-blocks
+
+
+def blocks_trained(trainable: str) -> int | None:
+    """How many last blocks a policy trains (`last-block` 1, `last-4-blocks` 4, `head` 0); None when
+    the name is not a policy (`all` trains everything, embeddings too)."""
+    if trainable in ("head", "last-block"):
+        return {"head": 0, "last-block": 1}[trainable]
+    parts = trainable.split("-")
+    if len(parts) == 3 and parts[0] == "last" and parts[2] == "blocks" and parts[1].isdigit() and int(parts[1]) > 0:
+        return int(parts[1])
+    return None
+
+
+def valid_trainable(trainable: str) -> bool:
+    return trainable == "all" or blocks_trained(trainable) is not None
 
 
 def add_classifier_head(model: nn.Module, num_classes: int, seed: int = 123) -> nn.Module:
@@ -26,7 +41,14 @@ def add_classifier_head(model: nn.Module, num_classes: int, seed: int = 123) -> 
 def first_trainable_block(n_layers: int, trainable: str) -> int:
     """Index of the first block that trains; `n_layers` when only the head trains, -1 for `all`
     (the embeddings train too)."""
-    return {"head": n_layers, "last-block": n_layers - 1, "last-2-blocks": n_layers - 2, "all": -1}[trainable]
+    if trainable == "all":
+        return -1
+    n = blocks_trained(trainable)
+    if n is None:
+        raise ValueError(f"trainable must be head, last-block, last-N-blocks or all, not {trainable!r}")
+    if n > n_layers:
+        raise ValueError(f"{trainable}: the model has {n_layers} blocks")
+    return n_layers - n
 
 
 def freeze_all_but(model: nn.Module, trainable: str) -> tuple[int, int]:
@@ -34,8 +56,6 @@ def freeze_all_but(model: nn.Module, trainable: str) -> tuple[int, int]:
 
     `last-block` is the book's policy: the last transformer block, the final norm and the head.
     """
-    if trainable not in TRAINABLE:
-        raise ValueError(f"trainable must be one of {TRAINABLE}")
     start = first_trainable_block(len(model.trf_blocks), trainable)
     for p in model.parameters():
         p.requires_grad = trainable == "all"

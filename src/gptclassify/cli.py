@@ -219,7 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="default: the model family's (GPT-2 5e-5, the book's; SmolLM2 8e-4)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--trainable", choices=["head", "last-block", "last-2-blocks", "all"])
+    p.add_argument("--trainable", metavar="{head,last-block,last-N-blocks,all}",
+                   help="what trains besides the new head: the last block (the book's), the last N blocks "
+                        "(e.g. last-4-blocks), only the head, or everything")
     p.add_argument("--pooling", choices=["last-token", "last-position", "mean"])
     p.add_argument("--max-length", type=int, help="tokens kept of each text (default: the longest training text, "
                                                    "within the model's context)")
@@ -240,7 +242,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precision of the frozen layers: bfloat16 where the CPU has bf16 units (auto's choice there, "
                         "and on CUDA), int8 (dynamic quantization, faster on other x86 CPUs), float32 (auto elsewhere)")
     p.add_argument("--cache-dtype", choices=["float32", "bfloat16"], help=argparse.SUPPRESS)  # --prefix-dtype's old name
-    p.add_argument("--keep-best", action="store_const", const=True, help="keep the epoch with the best validation loss")
+    p.add_argument("--keep-best", action="store_const", const=True,
+                   help="keep the epoch with the best validation score (--select-by; loss by default)")
+    p.add_argument("--select-by", choices=["loss", "accuracy", "macro-f1"],
+                   help="the validation score that picks the epoch kept (given, the best epoch is kept)")
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without a better validation score; the best epoch is kept")
+    p.add_argument("--class-weight", choices=["balanced"],
+                   help="weight each class's loss by n / (classes x its count): for imbalanced classes")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
                    help="also checkpoint every STEPS steps within an epoch (0: at epoch ends only; "
                         "default: every 10 minutes)")
@@ -294,7 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling", "max_length", "truncation",
                  "eval_freq", "eval_iter", "grad_clip", "warmup_steps", "lr_schedule", "max_steps", "device", "cache",
-                 "cache_dtype", "prefix_dtype", "keep_best", "checkpoint_every")
+                 "cache_dtype", "prefix_dtype", "keep_best", "select_by", "early_stopping", "class_weight",
+                 "checkpoint_every")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from .classifier import TRAINABLE, first_trainable_block, prefix_states, suffix_logits
+from .classifier import first_trainable_block, prefix_states, suffix_logits, valid_trainable
 from .errors import UserError
 
 PREFIX_DTYPES = ("auto", "float32", "bfloat16", "int8")
@@ -122,11 +122,20 @@ def run_prefix(model: nn.Module, config: dict, device: torch.device) -> FrozenPr
     """A finished run's frozen prefix, computed as in its training (runs from before this setting,
     and int8 runs read on a GPU, compute it in float32)."""
     trainable = config.get("training", {}).get("trainable", "all")
-    start = first_trainable_block(len(model.trf_blocks), trainable if trainable in TRAINABLE else "all")
+    ok = valid_trainable(trainable) and (trainable == "all" or first_trainable_block_fits(model, trainable))
+    start = first_trainable_block(len(model.trf_blocks), trainable if ok else "all")
     dtype = config.get("prefix_dtype", "float32")
     if dtype not in PREFIX_DTYPES[1:] or (dtype == "int8" and (device.type != "cpu" or not cpu_int8_kernels())):
         dtype = "float32"
     return FrozenPrefix(model, start, dtype, device)
+
+
+def first_trainable_block_fits(model: nn.Module, trainable: str) -> bool:
+    try:
+        first_trainable_block(len(model.trf_blocks), trainable)
+        return True
+    except ValueError:
+        return False
 
 
 def run_logits(model: nn.Module, prefix: FrozenPrefix, ids: torch.Tensor, lengths: torch.Tensor,

@@ -34,7 +34,8 @@ from .files import read_json, write_failure
 from .progress import Progress
 from .rundir import write_run
 from .tokenizer import Tokenizer, get_tokenizer, load_tokenizer
-from .train import DEFAULT_MAX_LENGTH, TrainConfig, TrainState, fit, make_logits_fn, make_optimizer, with_family_defaults
+from .train import (DEFAULT_MAX_LENGTH, TrainConfig, TrainState, balanced_class_weights, fit, make_logits_fn,
+                    make_optimizer, with_family_defaults)
 from .weights import load_pretrained
 
 
@@ -91,12 +92,15 @@ class Trainer:
         if self.world.is_main and not has_checkpoint(self.run_dir):  # from here on, a killed run can be resumed
             save_start(self.run_dir / "checkpoint", cfg, self.run_info())
         add_classifier_head(model, len(self.labels), seed=cfg.seed)
+        try:
+            self.start = first_trainable_block(len(model.trf_blocks), cfg.trainable)
+        except ValueError as e:
+            raise UserError(f"--trainable {e}") from None
         self.trainable, self.total = freeze_all_but(model, cfg.trainable)
         self.model = model.to(self.device)
         self.log(f"trainable parameters: {self.trainable:,} of {self.total:,}")
         if self.world.size > 1:
             self.log(f"data parallel: {self.world.describe()}; each holds 1/{self.world.size} of the examples")
-        self.start = first_trainable_block(len(model.trf_blocks), cfg.trainable)
         self.prefix = FrozenPrefix(self.model, self.start, resolve_prefix_dtype(cfg.prefix_dtype, self.device), self.device)
         if self.start > 0:
             why = f" (auto: {describe_cpu()})" if cfg.prefix_dtype == "auto" and self.device.type == "cpu" else ""
@@ -287,12 +291,17 @@ class Trainer:
             if on_epoch_end:
                 on_epoch_end(st)
 
+        weight = None
+        if cfg.class_weight == "balanced":  # from every training label, the same on every process
+            weight = balanced_class_weights(self.texts["train"][1], len(self.labels)).to(self.device)
+            self.log("class weights (balanced): " + ", ".join(f"{label} {w:.3f}" for label, w in zip(self.labels, weight)))
         state = fit(self.model, self.loaders, self.logits_fn, optimizer, scheduler, cfg, state, self.device,
-                    self.full_logits, on_epoch_end=epoch_end, on_step=step_end, order=order, log=self.log)
+                    self.full_logits, on_epoch_end=epoch_end, on_step=step_end, order=order, log=self.log,
+                    class_weight=weight)
         barrier()  # rank 0's last checkpoint is on disk
         if cfg.keep_best and (ckpt / "best.safetensors").is_file():
             load_trainable(self.model, ckpt / "best.safetensors")
-            self.log(f"kept the best epoch by validation loss: {state.best_epoch}")
+            self.log(f"kept the best epoch by validation {cfg.select_by}: {state.best_epoch}")
         metrics = self.evaluate_all(state)
         failpoint("evaluation")
         if main:

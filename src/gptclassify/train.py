@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .classifier import POOLINGS, TRAINABLE, suffix_logits
+from .classifier import POOLINGS, TRAINABLE, suffix_logits, valid_trainable
 from .distributed import all_reduce_sum, current, same_rng_everywhere, sum_gradients
 from .errors import UserError
 from .failpoints import failpoint
@@ -25,6 +25,7 @@ from .tokenizer import TRUNCATIONS
 
 
 SCHEDULES = ("constant", "linear", "cosine")
+SELECT_BY = ("loss", "accuracy", "macro-f1")
 
 # Tokens kept of each text unless --max-length says otherwise (texts shorter than this keep the
 # book's rule: the longest training text). Chosen on long e-mails (benchmarks/long_text.py): past
@@ -55,15 +56,18 @@ class TrainConfig:
     device: str = "auto"
     cache: bool = True
     prefix_dtype: str = "auto"  # the frozen prefix's precision: auto, float32, bfloat16 or int8 (prefix.py)
-    keep_best: bool = False
+    keep_best: bool = False  # keep the best epoch by `select_by` (loss when not given)
+    select_by: str | None = None  # loss, accuracy or macro-f1 on validation; given, the best epoch is kept
+    early_stopping: int | None = None  # stop after this many epochs without a better `select_by`
+    class_weight: str | None = None  # balanced: each class's loss weighted by n / (classes * its count)
     checkpoint_every: int | None = None  # steps between mid-epoch checkpoints; 0: epoch ends only; None: by time
     preset: str | None = None
 
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise UserError(f"--pooling must be one of {', '.join(POOLINGS)}")
-        if self.trainable not in TRAINABLE:
-            raise UserError(f"--trainable must be one of {', '.join(TRAINABLE)}")
+        if not valid_trainable(self.trainable):
+            raise UserError(f"--trainable must be one of {', '.join(TRAINABLE)} (N a number), not {self.trainable!r}")
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise UserError("--epochs and --batch-size must be positive, and --lr above zero")
         if self.truncation not in TRUNCATIONS:
@@ -72,6 +76,16 @@ class TrainConfig:
             raise UserError(f"--lr-schedule must be one of {', '.join(SCHEDULES)}")
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
             raise UserError("--checkpoint-every must be 0 (epoch ends only) or a number of steps")
+        if self.select_by not in (*SELECT_BY, None):
+            raise UserError(f"--select-by must be one of {', '.join(SELECT_BY)}")
+        if self.early_stopping is not None and self.early_stopping < 1:
+            raise UserError("--early-stopping is a number of epochs (1 or more)")
+        if self.class_weight not in ("balanced", None):
+            raise UserError("--class-weight must be balanced (or not given)")
+        if self.select_by or self.early_stopping:
+            self.keep_best = True
+        if self.keep_best and self.select_by is None:
+            self.select_by = "loss"
         if self.prefix_dtype not in PREFIX_DTYPES:
             raise UserError(f"--prefix-dtype must be one of {', '.join(PREFIX_DTYPES)}")
 
@@ -131,14 +145,39 @@ def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast, pref
     return logits_fn
 
 
-def calc_loss_batch(batch, logits_fn, device, divide_by: int | None = None):
+def calc_loss_batch(batch, logits_fn, device, divide_by: int | None = None, weight: torch.Tensor | None = None):
     """The batch's mean cross-entropy; under torchrun, with `divide_by` the global batch size,
-    this process's share of the global batch's mean (the shares add up to it)."""
+    this process's share of the global batch's mean (the shares add up to it). With class weights,
+    each example's loss is weighted by its class's weight and divided by the batch size."""
     inputs, targets, lengths = (t.to(device) for t in batch)
     logits = logits_fn(inputs, lengths)
-    if divide_by is None:
+    if divide_by is None and weight is None:
         return F.cross_entropy(logits, targets)
-    return F.cross_entropy(logits, targets, reduction="sum") / divide_by
+    summed = F.cross_entropy(logits, targets, weight=weight, reduction="sum")
+    return summed / (divide_by or len(targets))
+
+
+def balanced_class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
+    """n / (classes * count of the class), as scikit-learn's `class_weight="balanced"`."""
+    counts = torch.bincount(torch.tensor(labels), minlength=num_classes).float()
+    if (counts == 0).any():
+        raise UserError("--class-weight balanced: a class has no training example")
+    return len(labels) / (num_classes * counts)
+
+
+def macro_f1(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int) -> float:
+    scores = []
+    for c in range(num_classes):
+        tp = ((predicted == c) & (targets == c)).sum().item()
+        fp = ((predicted == c) & (targets != c)).sum().item()
+        fn = ((predicted != c) & (targets == c)).sum().item()
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(scores) / num_classes
+
+
+def patience_left(state, cfg: TrainConfig) -> bool:
+    """False once `cfg.early_stopping` epochs in a row have not improved on the best."""
+    return not cfg.early_stopping or state.epoch - state.best_epoch < cfg.early_stopping
 
 
 def share_of(loader, global_size: int) -> int | None:
@@ -198,6 +237,7 @@ class TrainState:
     seconds: float = 0.0
     best_val_loss: float = math.inf
     best_epoch: int = 0
+    best_score: float | None = None  # the best epoch's validation score by `select_by` (higher is better)
     history: dict = field(default_factory=lambda: {"step_loss": [], "eval": [], "epochs": []})
 
     def to_dict(self):
@@ -205,7 +245,7 @@ class TrainState:
 
 
 def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig, state: TrainState, device,
-        full_logits, on_epoch_end=None, on_step=None, order=None, log=print) -> TrainState:
+        full_logits, on_epoch_end=None, on_step=None, order=None, log=print, class_weight=None) -> TrainState:
     """Train for the epochs `state` has not done yet; `on_epoch_end(state, improved)` and
     `on_step(state, order)` may save a checkpoint. `order`: the current epoch's data order, when
     resuming a run checkpointed mid-epoch.
@@ -218,7 +258,7 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
     params = [p for p in model.parameters() if p.requires_grad]
     main = current().is_main
     steps_left = lambda: cfg.max_steps is None or state.global_step < cfg.max_steps  # noqa: E731
-    while state.epoch < cfg.epochs and steps_left():
+    while state.epoch < cfg.epochs and steps_left() and patience_left(state, cfg):
         model.train()
         if order is None:  # a new epoch: one data order for every process, whatever dropout drew
             same_rng_everywhere()
@@ -232,7 +272,7 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
             optimizer.zero_grad()
             loss = None
             if batch is not None:
-                loss = calc_loss_batch(batch, logits_fn, device, share_of(train_loader, size))
+                loss = calc_loss_batch(batch, logits_fn, device, share_of(train_loader, size), class_weight)
                 loss.backward()
             value = sum_gradients(params, loss)
             if cfg.grad_clip:
@@ -277,16 +317,25 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
             val_acc = calc_accuracy_loader(val_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
             with torch.random.fork_rng(devices=[]):  # an extra pass the book does not make: leave its RNG alone
                 val_loss = calc_loss_loader(val_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
-        improved = val_loss < state.best_val_loss
+                if cfg.select_by == "macro-f1":
+                    logits, targets = full_logits("validation")
+        epoch = {"epoch": state.epoch, "examples_seen": state.examples_seen, "train_accuracy": train_acc,
+                 "val_accuracy": val_acc, "val_loss": val_loss, "seconds": state.seconds}
+        if cfg.select_by == "macro-f1":
+            epoch["val_macro_f1"] = macro_f1(logits.argmax(-1), targets, logits.shape[-1])
+        score = {"loss": -val_loss, "accuracy": val_acc, "macro-f1": epoch.get("val_macro_f1")}[cfg.select_by or "loss"]
+        improved = state.best_score is None or score > state.best_score
         if improved:
-            state.best_val_loss, state.best_epoch = val_loss, state.epoch
-        state.history["epochs"].append({"epoch": state.epoch, "examples_seen": state.examples_seen,
-                                        "train_accuracy": train_acc, "val_accuracy": val_acc, "val_loss": val_loss,
-                                        "seconds": state.seconds})
+            state.best_val_loss, state.best_epoch, state.best_score = val_loss, state.epoch, score
+        state.history["epochs"].append(epoch)
         log(f"epoch {state.epoch}: train accuracy {train_acc:.2%}, validation accuracy {val_acc:.2%}, "
-            f"validation loss {val_loss:.4f} ({state.seconds:.1f}s)")
+            f"validation loss {val_loss:.4f}" + (f", validation macro-F1 {epoch['val_macro_f1']:.4f}"
+                                                 if "val_macro_f1" in epoch else "") + f" ({state.seconds:.1f}s)")
         if on_epoch_end:
             on_epoch_end(state, improved)
+        if not patience_left(state, cfg) and state.epoch < cfg.epochs:
+            log(f"early stopping: no better validation {cfg.select_by} for {cfg.early_stopping} epoch(s) "
+                f"after epoch {state.best_epoch}")
     return state
 
 
