@@ -32,13 +32,9 @@ def test_trainable_parameters_of_gpt2_last_block():
     assert freeze_all_but(model, "all")[0] == 124_441_346
 
 
-def book_training_losses(weights_dir, data_dir, epochs=2, batch_size=8, eval_freq=50, eval_iter=5):
-    """Chapter 6's loop as the book writes it, recording each step's loss."""
-    from torch.utils.data import DataLoader, Dataset
-
-    from gptclassify import get_tokenizer
-
-    tokenizer = get_tokenizer("gpt2")
+def book_dataset(csv_file, tokenizer, max_length=None):
+    """Chapter 6's SpamDataset: texts padded to the longest (or cut to max_length), labels ham 0, spam 1."""
+    from torch.utils.data import Dataset
 
     class SpamDataset(Dataset):
         def __init__(self, csv_file, tokenizer, max_length=None, pad_token_id=50256):
@@ -58,8 +54,19 @@ def book_training_losses(weights_dir, data_dir, epochs=2, batch_size=8, eval_fre
         def __len__(self):
             return len(self.data)
 
-    train_dataset = SpamDataset(data_dir / "train.csv", tokenizer)
-    val_dataset = SpamDataset(data_dir / "validation.csv", tokenizer, max_length=train_dataset.max_length)
+    return SpamDataset(csv_file, tokenizer, max_length)
+
+
+def book_training_losses(weights_dir, data_dir, epochs=2, batch_size=8, eval_freq=50, eval_iter=5):
+    """Chapter 6's loop as the book writes it, recording each step's loss."""
+    from torch.utils.data import DataLoader
+
+    from gptclassify import get_tokenizer
+
+    tokenizer = get_tokenizer("gpt2")
+
+    train_dataset = book_dataset(data_dir / "train.csv", tokenizer)
+    val_dataset = book_dataset(data_dir / "validation.csv", tokenizer, max_length=train_dataset.max_length)
     torch.manual_seed(123)
     train_loader = DataLoader(train_dataset, batch_size=batch_size, shuffle=True, drop_last=True)
     val_loader = DataLoader(val_dataset, batch_size=batch_size, shuffle=False, drop_last=False)

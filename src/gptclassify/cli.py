@@ -219,9 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="default: the model family's (GPT-2 5e-5, the book's; SmolLM2 8e-4)")
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--seed", type=int)
-    p.add_argument("--trainable", metavar="{head,last-block,last-N-blocks,all}",
+    p.add_argument("--trainable", metavar="{head,last-block,last-N-blocks,all,lora}",
                    help="what trains besides the new head: the last block (the book's), the last N blocks "
-                        "(e.g. last-4-blocks), only the head, or everything")
+                        "(e.g. last-4-blocks), only the head, everything, or LoRA adapters (appendix E)")
+    p.add_argument("--lora-rank", type=int, help="LoRA: rank of each update (default 16)")
+    p.add_argument("--lora-alpha", type=float,
+                   help="LoRA: the update is scaled by alpha / rank, as peft (default 16; the book's LoRALayer "
+                        "with alpha 16 is --lora-alpha 256 at rank 16)")
+    p.add_argument("--lora-dropout", type=float, help="LoRA: dropout on the adapters' input (default 0)")
+    p.add_argument("--lora-blocks", type=int, metavar="N",
+                   help="LoRA: adapters in the last N blocks only; the blocks before are a cached frozen prefix "
+                        "(default: every block)")
+    p.add_argument("--lora-head", choices=["adapter", "train"],
+                   help="LoRA: an adapter on the new head too (default, the book's) or the head trained outright")
     p.add_argument("--pooling", choices=["last-token", "last-position", "mean"])
     p.add_argument("--max-length", type=int, help="tokens kept of each text (default: the longest training text, "
                                                    "within the model's context)")
@@ -301,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "pooling", "max_length", "truncation",
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "lora_rank", "lora_alpha",
+                 "lora_dropout", "lora_blocks", "lora_head", "pooling", "max_length", "truncation",
                  "eval_freq", "eval_iter", "grad_clip", "warmup_steps", "lr_schedule", "max_steps", "device", "cache",
                  "cache_dtype", "prefix_dtype", "keep_best", "select_by", "early_stopping", "class_weight",
                  "checkpoint_every")

@@ -56,13 +56,13 @@ def read_json(path, max_bytes: int | None = None) -> dict:
     return value
 
 
-def save_safetensors(tensors: dict, path) -> None:
+def save_safetensors(tensors: dict, path, metadata: dict[str, str] | None = None) -> None:
     from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     try:
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp))
+            save_file(tensors, str(tmp), metadata=metadata)
     except (SafetensorError, OSError) as e:
         raise UserError(f"{path}: could not write ({write_failure(e)})") from None
 

@@ -121,9 +121,11 @@ def quantize_int8(blocks: nn.ModuleList) -> nn.ModuleList:
 def run_prefix(model: nn.Module, config: dict, device: torch.device) -> FrozenPrefix:
     """A finished run's frozen prefix, computed as in its training (runs from before this setting,
     and int8 runs read on a GPU, compute it in float32)."""
-    trainable = config.get("training", {}).get("trainable", "all")
-    ok = valid_trainable(trainable) and (trainable == "all" or first_trainable_block_fits(model, trainable))
-    start = first_trainable_block(len(model.trf_blocks), trainable if ok else "all")
+    start = config.get("first_trainable_block")
+    if not isinstance(start, int) or not -1 <= start <= len(model.trf_blocks):
+        trainable = config.get("training", {}).get("trainable", "all")
+        ok = valid_trainable(trainable) and (trainable == "all" or first_trainable_block_fits(model, trainable))
+        start = first_trainable_block(len(model.trf_blocks), trainable if ok else "all")
     dtype = config.get("prefix_dtype", "float32")
     if dtype not in PREFIX_DTYPES[1:] or (dtype == "int8" and (device.type != "cpu" or not cpu_int8_kernels())):
         dtype = "float32"

@@ -29,8 +29,9 @@ from . import feature_cache
 from .features import (FeatureDataset, build_feature_store, cache_unavailable_reason, collate_features,
                        feature_widths, store_from, where_features_live)
 from .hub import sha256_file
+from .lora import adapter_state, add_lora, merge_lora
 from .prefix import FrozenPrefix, describe_cpu, resolve_prefix_dtype
-from .files import read_json, write_failure
+from .files import read_json, save_safetensors, write_failure
 from .progress import Progress
 from .rundir import write_run
 from .tokenizer import Tokenizer, get_tokenizer, load_tokenizer
@@ -92,11 +93,18 @@ class Trainer:
         if self.world.is_main and not has_checkpoint(self.run_dir):  # from here on, a killed run can be resumed
             save_start(self.run_dir / "checkpoint", cfg, self.run_info())
         add_classifier_head(model, len(self.labels), seed=cfg.seed)
+        n_layers = len(model.trf_blocks)
         try:
-            self.start = first_trainable_block(len(model.trf_blocks), cfg.trainable)
+            if cfg.trainable == "lora":  # the adapters' A drawn right after the head, from the same seed
+                lora_blocks = n_layers if cfg.lora_blocks is None else cfg.lora_blocks
+                self.trainable, self.total = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout,
+                                                      lora_blocks, cfg.lora_head)
+                self.start = n_layers - lora_blocks
+            else:
+                self.start = first_trainable_block(n_layers, cfg.trainable)
+                self.trainable, self.total = freeze_all_but(model, cfg.trainable)
         except ValueError as e:
-            raise UserError(f"--trainable {e}") from None
-        self.trainable, self.total = freeze_all_but(model, cfg.trainable)
+            raise UserError(f"--trainable {cfg.trainable}: {e}") from None
         self.model = model.to(self.device)
         self.log(f"trainable parameters: {self.trainable:,} of {self.total:,}")
         if self.world.size > 1:
@@ -305,9 +313,20 @@ class Trainer:
         metrics = self.evaluate_all(state)
         failpoint("evaluation")
         if main:
+            if cfg.trainable == "lora":  # the adapters kept apart, then folded in: a plain classifier is saved
+                save_safetensors(adapter_state(self.model), self.run_dir / "adapter.safetensors",
+                                 metadata=self.adapter_metadata())
+                merge_lora(self.model)
             write_run(self.run_dir, self.model, self.tokenizer, self.run_config(), state.history, metrics)
         barrier()  # nobody reports success before the run is written
         return metrics
+
+    def adapter_metadata(self) -> dict[str, str]:
+        """What `lora.apply_adapter` needs besides the tensors, as safetensors metadata (strings)."""
+        cfg = self.cfg
+        blocks = len(self.model.trf_blocks) if cfg.lora_blocks is None else cfg.lora_blocks
+        return {"format": "gptclassify-lora", "rank": str(cfg.lora_rank), "alpha": str(cfg.lora_alpha),
+                "blocks": str(blocks), "head": cfg.lora_head, "model_name": self.model_name, "weights": self.weights}
 
     def run_info(self) -> dict:
         return {"model_name": self.model_name, "weights": self.weights, "data": str(self.data_dir)}
@@ -341,6 +360,7 @@ class Trainer:
             "pad_to": self.pad_to,
             "pad_id": self.tokenizer.pad_id,
             "prefix_dtype": self.prefix.dtype,
+            "first_trainable_block": self.start,
             "tokenizer": tok,
             "trainable_parameters": self.trainable,
             "total_parameters": self.total,

@@ -40,7 +40,12 @@ class TrainConfig:
     lr: float | None = None  # None: the model family's rate (FAMILY_DEFAULTS)
     weight_decay: float = 0.1
     seed: int = 123
-    trainable: str = "last-block"
+    trainable: str = "last-block"  # head, last-block, last-N-blocks, all, or lora
+    lora_rank: int = 16
+    lora_alpha: float = 16.0  # scale alpha / rank, as peft (the book's LoRALayer setting: alpha = 16 * rank)
+    lora_dropout: float = 0.0
+    lora_blocks: int | None = None  # adapters in the last N blocks only (None: every block)
+    lora_head: str = "adapter"  # adapter (the book's) or train (the head trained outright)
     pooling: str = "last-token"
     max_length: int | None = None  # None: the longest training example, within DEFAULT_MAX_LENGTH and the context
     truncation: str = "head"  # which tokens of a longer text are kept: head, tail or head+tail
@@ -66,8 +71,16 @@ class TrainConfig:
     def __post_init__(self):
         if self.pooling not in POOLINGS:
             raise UserError(f"--pooling must be one of {', '.join(POOLINGS)}")
-        if not valid_trainable(self.trainable):
-            raise UserError(f"--trainable must be one of {', '.join(TRAINABLE)} (N a number), not {self.trainable!r}")
+        if self.trainable == "lora":
+            if self.lora_rank < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+                raise UserError("--lora-rank must be 1 or more, --lora-alpha above 0, --lora-dropout in [0, 1)")
+            if self.lora_blocks is not None and self.lora_blocks < 0:
+                raise UserError("--lora-blocks must be 0 or more")
+            if self.lora_head not in ("adapter", "train"):
+                raise UserError("--lora-head must be adapter or train")
+        elif not valid_trainable(self.trainable):
+            raise UserError(f"--trainable must be one of {', '.join(TRAINABLE)}, lora (N a number), "
+                            f"not {self.trainable!r}")
         if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
             raise UserError("--epochs and --batch-size must be positive, and --lr above zero")
         if self.truncation not in TRUNCATIONS:
