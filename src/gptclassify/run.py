@@ -24,14 +24,14 @@ from .device import autocast_for, resolve_device
 from .distributed import all_max, all_reduce_sum, barrier, current
 from .errors import UserError
 from .evaluate import logits_report, split_logits
-from .failpoints import failpoint
 from . import feature_cache
+from .failpoints import failpoint
 from .features import (FeatureDataset, build_feature_store, cache_unavailable_reason, collate_features,
                        feature_widths, store_from, where_features_live)
+from .files import read_json, save_safetensors, write_failure
 from .hub import sha256_file
 from .lora import adapter_state, add_lora, merge_lora
 from .prefix import FrozenPrefix, describe_cpu, resolve_prefix_dtype
-from .files import read_json, save_safetensors, write_failure
 from .progress import Progress
 from .rundir import write_run
 from .tokenizer import Tokenizer, get_tokenizer, load_tokenizer
@@ -161,21 +161,8 @@ class Trainer:
             self.log(f"feature cache: reusing {total:,} positions of entry {key[:12]} (made {entry.meta['created']}, "
                      f"{entry.nbytes / 1e9:.2f} GB): the frozen pass is skipped")
             return True
-        dim, dtype = self.model.cfg.emb_dim, self.prefix.out_dtype
-        nbytes, where = where_features_live(mine, dim, dtype)
-        writer, outputs = None, {}
-        if nbytes <= feature_cache.limit_bytes():
-            try:  # the files are made, and their disk space reserved, before the pass
-                writer = feature_cache.EntryWriter(key, meta)
-                outputs = {s: writer.features(s, widths[s], dim, self.prefix.dtype_name) for s in widths}
-                where = f"on disk in {feature_cache.cache_root()} (reusable)"
-            except OSError as e:
-                if writer:
-                    writer.abandon()
-                writer, outputs = None, {}
-                where += f", not kept on disk ({e.filename or feature_cache.cache_root()}: {write_failure(e)})"
-        else:
-            where += f", not kept: over the on-disk cache's limit of {feature_cache.limit_bytes() / 1e9:.0f} GB"
+        nbytes, where = where_features_live(mine, self.model.cfg.emb_dim, self.prefix.out_dtype)
+        writer, outputs, where = self.open_entry_writer(key, meta, widths, nbytes, where)
         each = " per process" if self.world.size > 1 else ""
         blocks = f"{self.start} frozen block{'s' if self.start != 1 else ''}"
         self.log(f"frozen pass: {total:,} token positions through the embedding and {blocks} in {self.prefix.dtype} "
@@ -195,19 +182,39 @@ class Trainer:
                 writer.abandon()
             raise
         seconds = progress.close()
-        if writer:
-            try:
-                writer.finish()
-            except (OSError, UserError) as e:  # the run goes on with its features; later runs compute them again
-                writer.abandon()
-                writer = None
-                self.log(f"feature cache: could not keep the features on disk ({getattr(e, 'strerror', None) or e})")
-        if writer:
-            for old in feature_cache.prune(keep=key):
-                self.log(f"feature cache: removed entry {old.key[:12]} ({old.nbytes / 1e9:.2f} GB, least recently used)")
+        kept = writer is not None and self.publish_entry(writer, key)
         shared = f" (rank 0 holds {mine:,})" if self.world.size > 1 else ""
         self.log(f"feature cache: {total:,} positions through the frozen layers{shared} in {seconds:.1f}s"
-                 + (f", kept as entry {key[:12]}" if writer else ""))
+                 + (f", kept as entry {key[:12]}" if kept else ""))
+        return True
+
+    def open_entry_writer(self, key: str, meta: dict, widths: dict, nbytes: int, where: str):
+        """The on-disk entry the frozen pass writes into, its files made and their space reserved
+        first; (None, {}, why not) when it is over the cache's limit or cannot be written."""
+        limit = feature_cache.limit_bytes()
+        if nbytes > limit:
+            return None, {}, f"{where}, not kept: over the on-disk cache's limit of {limit / 1e9:.0f} GB"
+        writer = None
+        try:
+            writer = feature_cache.EntryWriter(key, meta)
+            dim, dtype = self.model.cfg.emb_dim, self.prefix.dtype_name
+            outputs = {split: writer.features(split, w, dim, dtype) for split, w in widths.items()}
+            return writer, outputs, f"on disk in {feature_cache.cache_root()} (reusable)"
+        except OSError as e:
+            if writer:
+                writer.abandon()
+            return None, {}, f"{where}, not kept on disk ({e.filename or feature_cache.cache_root()}: {write_failure(e)})"
+
+    def publish_entry(self, writer, key: str) -> bool:
+        """Checksum the finished entry and put it in place, then keep the cache to its limit."""
+        try:
+            writer.finish()
+        except (OSError, UserError) as e:  # the run goes on with its features; later runs compute them again
+            writer.abandon()
+            self.log(f"feature cache: could not keep the features on disk ({getattr(e, 'strerror', None) or e})")
+            return False
+        for old in feature_cache.prune(keep=key):
+            self.log(f"feature cache: removed entry {old.key[:12]} ({old.nbytes / 1e9:.2f} GB, least recently used)")
         return True
 
     def cache_key(self) -> tuple[str, dict]:
