@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -110,12 +111,22 @@ def unpermute_rope_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 
 def read_gguf(path: Path):
+    """The file's reader; the weights and the tokenizer of one file share it (parsing its
+    metadata, a vocabulary of 49,152 strings for SmolLM2, takes seconds)."""
+    if not Path(path).is_file():
+        raise UserError(f"{path}: no such file")
+    stat = Path(path).stat()
+    return _read_gguf(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_gguf(path: str, size: int, mtime_ns: int):
     try:
         import gguf
     except ImportError:
         raise UserError("reading .gguf files needs the gguf package: pip install gguf") from None
     try:
-        return gguf.GGUFReader(str(path))
+        return gguf.GGUFReader(path)
     except Exception as e:  # the reader raises ValueError, struct.error, IndexError on damaged files
         raise UserError(f"{path}: not a readable GGUF file ({type(e).__name__}: {str(e)[:100]})") from None
 
