@@ -55,13 +55,13 @@ def server(trained_run):  # noqa: F811
     assert "Traceback" not in log, log[-3000:]  # nothing went wrong inside, whatever came in
 
 
-def send(url: str, raw: bytes, headers: dict | None = None) -> tuple[int, dict, dict]:
+def send(url: str, raw: bytes, headers: dict | None = None, timeout: float = 30) -> tuple[int, dict, dict]:
     import urllib.error
     import urllib.request
 
     req = urllib.request.Request(url, data=raw, method="POST", headers=headers or {"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.status, dict(r.headers), json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), json.loads(e.read())
@@ -221,7 +221,8 @@ def test_sigterm_answers_the_requests_already_accepted(slow_run):
     answers = []
 
     def one():
-        answers.append(send(url + "/v1/classify", json.dumps({"texts": texts}).encode())[0])
+        # as long as the server's own --timeout: on a busy machine six such batches take a while
+        answers.append(send(url + "/v1/classify", json.dumps({"texts": texts}).encode(), timeout=120)[0])
 
     threads = [threading.Thread(target=one) for _ in range(6)]
     for t in threads:
