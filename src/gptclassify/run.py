@@ -151,7 +151,7 @@ class Trainer:
         counts = {split: sum(w) for split, w in widths.items()}
         mine = sum(counts.values())
         total = int(all_reduce_sum(torch.tensor([mine])).item())
-        key, meta = self.cache_key()
+        key, meta = self.cache_key(counts)
         entry, damaged = feature_cache.open_entry(key)
         if damaged:
             self.log(f"feature cache: entry {key[:12]} was damaged ({damaged}): removed, building it again")
@@ -217,7 +217,7 @@ class Trainer:
             self.log(f"feature cache: removed entry {old.key[:12]} ({old.nbytes / 1e9:.2f} GB, least recently used)")
         return True
 
-    def cache_key(self) -> tuple[str, dict]:
+    def cache_key(self, positions: dict[str, int]) -> tuple[str, dict]:
         """The on-disk cache's key (everything the features depend on) and what `cache list` shows."""
         named = [(n, t) for n, t in self.model.state_dict().items()
                  if not n.startswith(("trf_blocks.", "final_norm.", "out_head."))
@@ -235,7 +235,7 @@ class Trainer:
                                 if (self.data_dir / f"{s}.csv").is_file()},
                 "max_length": self.max_length, "truncation": self.cfg.truncation, "first_trainable_block": self.start,
                 "prefix_dtype": self.prefix.dtype, "dtype": self.prefix.dtype_name, "dim": self.model.cfg.emb_dim,
-                "positions": {s: sum(feature_widths(ds, self.pad_to, self.cfg.pooling)) for s, ds in self.datasets.items()},
+                "positions": positions,
                 "share": parts["share"]}
         return feature_cache.entry_key(parts), meta
 
