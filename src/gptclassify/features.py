@@ -88,9 +88,10 @@ def build_feature_store(prefix, dataset: TextDataset, *, pad_id: int, pad_to: in
     one) once over every example, into `flat` (a file-backed tensor of the on-disk cache) or into
     memory; `progress.update(positions)` after each batch."""
     widths = feature_widths(dataset, pad_to, pooling)
-    offsets = np.concatenate([[0], np.cumsum(widths)[:-1]]).tolist()
     if flat is None:
         flat = _allocate(int(sum(widths)), prefix.model.cfg.emb_dim, prefix.out_dtype)
+    store = store_from(flat, widths)
+    offsets = store.offsets
     collate = Collate(pad_id, pad_to if pooling == "last-position" else None)
     for rows in length_sorted_batches(widths, batch_size):
         ids, _, _ = collate([dataset[i] for i in rows])
@@ -100,12 +101,14 @@ def build_feature_store(prefix, dataset: TextDataset, *, pad_id: int, pad_to: in
         if progress is not None:
             progress.update(sum(widths[i] for i in rows))
         failpoint("frozen-pass")
-    return FeatureStore(flat, offsets, widths)
+    return store
+
 
 
 def store_from(flat: torch.Tensor, widths: list[int]) -> FeatureStore:
-    """A FeatureStore over features read back from the on-disk cache."""
-    return FeatureStore(flat, np.concatenate([[0], np.cumsum(widths)[:-1]]).astype(int).tolist(), widths)
+    """A FeatureStore over `flat`: example i's states are the `widths[i]` rows after the ones before it."""
+    ends = np.cumsum(np.asarray(widths, dtype=np.int64))
+    return FeatureStore(flat, (ends - np.asarray(widths, dtype=np.int64)).tolist(), widths)
 
 
 class FeatureDataset(torch.utils.data.Dataset):
