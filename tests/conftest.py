@@ -18,8 +18,10 @@ os.environ.setdefault("GPTCLASSIFY_GPT2_BPE_DIR", str(GPT2_BPE_DIR))
 
 @pytest.fixture(scope="session", autouse=True)
 def session_feature_cache(tmp_path_factory):
-    """The on-disk feature cache of runs made by fixtures wider than a test: never the user's."""
+    """The on-disk feature cache of runs made by fixtures wider than a test, and the converted-weights
+    cache of every test: never the user's."""
     os.environ["GPTCLASSIFY_FEATURE_CACHE"] = str(tmp_path_factory.mktemp("session-feature-cache"))
+    os.environ["GPTCLASSIFY_CONVERTED_CACHE"] = str(tmp_path_factory.mktemp("converted-weights"))
 
 
 @pytest.fixture(autouse=True)

@@ -185,8 +185,13 @@ def tokenizer_from_gguf(path: str | os.PathLike) -> Tokenizer:
     """
     from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
 
+    from .weights import converted
     from .weights.llama import gguf_field, read_gguf
 
+    if (meta := converted.read_entry(Path(path))) is not None:  # converted once by the weights' loader
+        tok = tokenizer_from_json(converted.tokenizer_json_path(Path(path)), meta["pad_id"])
+        tok.source = str(path)
+        return tok
     reader = read_gguf(Path(path))
     kind = gguf_field(reader, "tokenizer.ggml.model")
     if kind != "gpt2":

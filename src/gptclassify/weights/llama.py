@@ -15,7 +15,7 @@ from ..hub import hub_file
 from ..models.llama import LLAMA_CONFIGS, LLAMA_HUB_REPOS, LlamaConfig, LlamaModel
 from .tensors import build_model, read_safetensors
 
-__all__ = ["LLAMA_HUB_REPOS", "load_from_hub", "load_from_tensors", "load_gguf"]
+__all__ = ["LLAMA_HUB_REPOS", "dequantized_gguf", "load_from_hub", "load_from_tensors", "load_gguf"]
 
 # Hugging Face name (after `model.layers.{i}.`) -> ours (after `trf_blocks.{i}.`)
 _HF_BLOCK = {
@@ -154,7 +154,22 @@ def config_from_gguf(reader) -> LlamaConfig:
 
 
 def load_gguf(path: Path) -> LlamaModel:
-    """Our Llama from a llama.cpp GGUF file, its tensors dequantized to float32."""
+    """Our Llama from a llama.cpp GGUF file, its tensors dequantized to float32; converted once and
+    then read from the converted-weights cache (`weights/converted.py`)."""
+    from . import converted
+
+    if (meta := converted.read_entry(path)) is not None:
+        return build_model(LlamaModel, LlamaConfig(**meta["config"]), converted.read_state(path, meta))
+    cfg, state = dequantized_gguf(path)
+    from ..tokenizer import tokenizer_from_gguf
+
+    tok = tokenizer_from_gguf(path)
+    converted.write_entry(path, state, cfg.to_dict(), tok.hf.to_str(), tok.pad_id)
+    return build_model(LlamaModel, cfg, state)
+
+
+def dequantized_gguf(path: Path) -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
+    """The config and the float32 state dict (our names) of a GGUF file, read from the file itself."""
     from gguf.quants import dequantize
 
     reader = read_gguf(path)
@@ -169,7 +184,4 @@ def load_gguf(path: Path) -> LlamaModel:
         elif t.name.endswith("attn_k.weight"):
             w = unpermute_rope_rows(w, cfg.n_kv_heads)
         tensors[t.name] = torch.from_numpy(w)
-    state = tie_head(rename(tensors, _GGUF_TOP, "blk.", _GGUF_BLOCK), cfg)
-    return build_model(LlamaModel, cfg, state)
-
-
+    return cfg, tie_head(rename(tensors, _GGUF_TOP, "blk.", _GGUF_BLOCK), cfg)
