@@ -76,6 +76,16 @@ def test_a_damaged_entry_is_rebuilt_not_used(gguf, root, damage):
     assert converted.read_entry(gguf) is not None
 
 
+def test_cache_list_shows_the_converted_entry(gguf, root, capsys):
+    from gptclassify.cli import main
+
+    load_pretrained(gguf)
+    assert main(["cache", "list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith(f"{root}: 1 converted GGUF file, 0.54 GB")
+    assert out[-1].split() == [converted.entry_dir(gguf).name, "0.54", "GB"]
+
+
 def test_a_changed_gguf_gets_its_own_entry(gguf, root, tmp_path):
     copy = tmp_path / "copy.gguf"
     shutil.copyfile(gguf, copy)

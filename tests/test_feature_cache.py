@@ -145,13 +145,15 @@ def test_the_cache_keeps_to_its_limit_least_recently_used_first(data_dir, weight
     assert said(lines, "feature cache: removed entry")
 
 
-def test_cache_list_and_clear(data_dir, weights_dir, tmp_path, capsys):
+def test_cache_list_and_clear(data_dir, weights_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GPTCLASSIFY_CONVERTED_CACHE", str(tmp_path / "converted"))  # none: GPT-2's are not GGUF
     train(data_dir, weights_dir, tmp_path / "a", capsys, "--max-length", "30")
     train(data_dir, weights_dir, tmp_path / "b", capsys, "--max-length", "29")
     assert main(["cache", "list"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"{cache_root()}: 2 entries")
-    rows = out[2:]
+    assert out[-1].startswith(f"{tmp_path / 'converted'}: 0 converted GGUF files, 0.00 GB")
+    rows = out[2:-1]
     assert len(rows) == 2 and all(str(data_dir.resolve()) in r and " head " in r for r in rows)
     key = rows[0].split()[0]
     assert main(["cache", "clear", key]) == 0

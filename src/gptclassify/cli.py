@@ -147,6 +147,13 @@ def cmd_cache_list(args) -> None:
         print(f"{e.key[:12]}  {e.nbytes / 1e9:>6.2f}  {positions:>10,}  {used:<16}  {str(m.get('model'))[:22]:<22}  "
               f"{m.get('max_length', ''):>6}  {str(m.get('truncation')):<10}  {str(m.get('prefix_dtype')):<8}  "
               f"{m.get('data')}")
+    from .weights import converted
+
+    kept = converted.entries()
+    print(f"{converted.converted_root()}: {len(kept)} converted GGUF file{'' if len(kept) == 1 else 's'}, "
+          f"{sum(n for _, n in kept) / 1e9:.2f} GB (GPTCLASSIFY_CONVERTED_CACHE; delete a folder to free its space)")
+    for where, nbytes in kept:
+        print(f"  {where.name}  {nbytes / 1e9:.2f} GB")
 
 
 def cmd_cache_clear(args) -> None:

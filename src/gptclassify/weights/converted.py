@@ -31,6 +31,13 @@ def converted_root() -> Path:
     return Path(os.environ.get("GPTCLASSIFY_CONVERTED_CACHE", cache_dir() / "converted"))
 
 
+def entries() -> list[tuple[Path, int]]:
+    """Every finished entry and its size in bytes (for `gptclassify cache list`)."""
+    root = converted_root()
+    found = [d for d in root.iterdir() if d.is_dir() and (d / "entry.json").is_file()] if root.is_dir() else []
+    return [(d, sum(f.stat().st_size for f in d.iterdir() if f.is_file())) for d in sorted(found)]
+
+
 def entry_dir(gguf: Path) -> Path:
     real = Path(os.path.realpath(gguf))
     stat = real.stat()
