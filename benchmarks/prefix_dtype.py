@@ -4,6 +4,7 @@ this machine, and the test accuracy each gives, with SmolLM2-135M-Instruct (real
     ../.venv/bin/python prefix_dtype.py                       # speed, then SMS accuracy of each
     ../.venv/bin/python prefix_dtype.py --only speed
     ../.venv/bin/python prefix_dtype.py --only sms-int8 spam-assassin-int8
+    ../.venv/bin/python prefix_dtype.py --only rotten-tomatoes-float32 rotten-tomatoes-int8 rotten-tomatoes-bfloat16
 
 Speed: the same 320 messages of the book's SMS split (length-sorted batches of 32, as the frozen
 pass batches them) through the embedding and 29 frozen blocks, each precision three times,
@@ -90,7 +91,7 @@ def accuracy(data: Path, dtype: str, work: Path, extra: list[str]) -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+",
-                        help="speed, sms-float32, sms-bfloat16, sms-int8, spam-assassin-float32, spam-assassin-int8, ...")
+                        help="speed, sms-float32, sms-bfloat16, sms-int8, spam-assassin-int8, rotten-tomatoes-int8, ...")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="gptclassify-prefix-"))
     sms = book_split(work / "sms")
@@ -105,6 +106,8 @@ def main():
             dataset, dtype = name.rsplit("-", 1)
             if dataset == "sms":
                 results[name] = accuracy(sms, dtype, work, [])
+            elif dataset == "rotten-tomatoes":  # the subset of accuracy_table.py (800/200/800 snippets)
+                results[name] = accuracy(HERE / "data" / "rotten-tomatoes-small", dtype, work, [])
             else:
                 results[name] = accuracy(long_text, dtype, work, ["--max-length", "256", "--truncation", "head"])
         print(json.dumps({name: results[name]}), flush=True)
