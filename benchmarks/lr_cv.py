@@ -27,17 +27,23 @@ from gptclassify.run import Trainer
 from gptclassify.train import SCHEDULES, calc_accuracy_loader, calc_loss_batch, make_config, make_optimizer
 
 
-def fold_accuracy(trainer: Trainer, start_weights: dict, data, train_rows, held_rows, cfg) -> int:
-    """Train from `start_weights` on `train_rows` of `data` with `cfg`; count correct predictions on `held_rows`."""
-    model = trainer.model
+def start_fold(trainer: Trainer, start_weights: dict, data, train_rows, cfg):
+    """The trainable weights put back to `start_weights`; a shuffled loader over `train_rows`, its optimizer and schedule."""
     with torch.no_grad():
-        for name, p in model.named_parameters():
+        for name, p in trainer.model.named_parameters():
             if name in start_weights:
                 p.copy_(start_weights[name])
     torch.manual_seed(cfg.seed)
     loader = DataLoader(Subset(data, train_rows), batch_size=cfg.batch_size, shuffle=True,
                         collate_fn=collate_features)
-    optimizer, scheduler = make_optimizer(model, cfg, cfg.epochs * len(loader))
+    optimizer, scheduler = make_optimizer(trainer.model, cfg, cfg.epochs * len(loader))
+    return loader, optimizer, scheduler
+
+
+def fold_accuracy(trainer: Trainer, start_weights: dict, data, train_rows, held_rows, cfg) -> int:
+    """Train from `start_weights` on `train_rows` of `data` with `cfg`; count correct predictions on `held_rows`."""
+    model = trainer.model
+    loader, optimizer, scheduler = start_fold(trainer, start_weights, data, train_rows, cfg)
     model.train()
     for _ in range(cfg.epochs):
         for batch in loader:

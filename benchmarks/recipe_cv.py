@@ -22,11 +22,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from common import book_split, save
+from lr_cv import start_fold
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from gptclassify.features import collate_features
 from gptclassify.run import Trainer
-from gptclassify.train import calc_loss_batch, macro_f1, make_config, make_optimizer
+from gptclassify.train import calc_loss_batch, macro_f1, make_config
 
 RULES = {  # rule name -> how it picks an epoch from the inner-validation curve (losses, accuracies, macro-F1s)
     "last epoch": lambda c: len(c["loss"]),
@@ -63,14 +64,7 @@ def logits_of(trainer: Trainer, data, rows: list[int]) -> tuple[torch.Tensor, to
 def fold_curves(trainer, start_weights, data, train_rows, inner_rows, held_rows, cfg, classes):
     """Train from `start_weights`; after each epoch the inner-validation metrics and held-out predictions."""
     model = trainer.model
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in start_weights:
-                p.copy_(start_weights[name])
-    torch.manual_seed(cfg.seed)
-    loader = DataLoader(Subset(data, train_rows), batch_size=cfg.batch_size, shuffle=True,
-                        collate_fn=collate_features)
-    optimizer, scheduler = make_optimizer(model, cfg, cfg.epochs * len(loader))
+    loader, optimizer, scheduler = start_fold(trainer, start_weights, data, train_rows, cfg)
     curve = {"loss": [], "accuracy": [], "macro_f1": [], "held": []}
     for _ in range(cfg.epochs):
         model.train()
