@@ -63,11 +63,7 @@ def read_entry(gguf: Path) -> dict | None:
                 raise ValueError(f"{name} does not match entry.json")
         _checked[stamp] = meta
         return meta
-    except FileNotFoundError:
-        if where.exists():
-            shutil.rmtree(where, ignore_errors=True)
-        return None
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or missing a file, cut short, changed
         shutil.rmtree(where, ignore_errors=True)
         return None
 
