@@ -40,17 +40,21 @@ def start_fold(trainer: Trainer, start_weights: dict, data, train_rows, cfg):
     return loader, optimizer, scheduler
 
 
+def train_epoch(trainer: Trainer, loader, optimizer, scheduler) -> None:
+    trainer.model.train()
+    for batch in loader:
+        optimizer.zero_grad()
+        calc_loss_batch(batch, trainer.logits_fn, trainer.device).backward()
+        optimizer.step()
+        scheduler.step()
+
+
 def fold_accuracy(trainer: Trainer, start_weights: dict, data, train_rows, held_rows, cfg) -> int:
     """Train from `start_weights` on `train_rows` of `data` with `cfg`; count correct predictions on `held_rows`."""
     model = trainer.model
     loader, optimizer, scheduler = start_fold(trainer, start_weights, data, train_rows, cfg)
-    model.train()
     for _ in range(cfg.epochs):
-        for batch in loader:
-            optimizer.zero_grad()
-            calc_loss_batch(batch, trainer.logits_fn, trainer.device).backward()
-            optimizer.step()
-            scheduler.step()
+        train_epoch(trainer, loader, optimizer, scheduler)
     model.eval()
     held = ShardedLoader(Subset(data, held_rows), len(held_rows), 64, collate_features, World())
     return round(calc_accuracy_loader(held, trainer.logits_fn, trainer.device) * len(held_rows))

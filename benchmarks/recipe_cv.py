@@ -22,12 +22,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from common import book_split, save
-from lr_cv import start_fold
+from lr_cv import start_fold, train_epoch
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from gptclassify.features import collate_features
 from gptclassify.run import Trainer
-from gptclassify.train import calc_loss_batch, macro_f1, make_config
+from gptclassify.train import macro_f1, make_config
 
 RULES = {  # rule name -> how it picks an epoch from the inner-validation curve (losses, accuracies, macro-F1s)
     "last epoch": lambda c: len(c["loss"]),
@@ -67,12 +67,7 @@ def fold_curves(trainer, start_weights, data, train_rows, inner_rows, held_rows,
     loader, optimizer, scheduler = start_fold(trainer, start_weights, data, train_rows, cfg)
     curve = {"loss": [], "accuracy": [], "macro_f1": [], "held": []}
     for _ in range(cfg.epochs):
-        model.train()
-        for batch in loader:
-            optimizer.zero_grad()
-            calc_loss_batch(batch, trainer.logits_fn, trainer.device).backward()
-            optimizer.step()
-            scheduler.step()
+        train_epoch(trainer, loader, optimizer, scheduler)
         model.eval()
         logits, targets = logits_of(trainer, data, inner_rows)
         curve["loss"].append(F.cross_entropy(logits, targets).item())
