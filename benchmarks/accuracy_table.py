@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from common import RESULTS, book_split, save
-from long_text import GPTCLASSIFY, MODEL, WEIGHTS, measured, peer, subset, tfidf
+from long_text import GPTCLASSIFY, MODEL, WEIGHTS, json_child, measured, peer, subset, tfidf
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
@@ -39,14 +37,13 @@ ROWS = {
 RESULTS_FILE = RESULTS / "accuracy_table.json"
 
 
-def dataset(name: str, work: Path) -> Path:
+def dataset(name: str) -> Path:
     if name == "sms":
         return book_split(DATA / "sms-book")
     full = DATA / name
     if not (full / "dataset.json").is_file():
         sys.exit(f"run `../.venv/bin/python datasets.py {name}` first")
-    return subset(full, DATA / f"{name}-small", SUBSETS[name]) if name != "spam-assassin" else \
-        subset(full, DATA / "spam-assassin-small")
+    return subset(full, DATA / f"{name}-small", SUBSETS[name])  # spam-assassin: long_text.py's subset
 
 
 def ours(row: str, data: Path, work: Path, extra: list[str]) -> dict:
@@ -62,19 +59,6 @@ def ours(row: str, data: Path, work: Path, extra: list[str]) -> dict:
     return {"test_accuracy": metrics["test"]["accuracy"], "test_macro_f1": metrics["test"]["macro_f1"],
             "validation_accuracy": metrics["validation"]["accuracy"], "wall_seconds": wall, "peak_rss_mb": rss,
             "max_length": config["max_length"], "args": [*ROWS[row], *extra]}
-
-
-def peer_row(data: Path, cap: int) -> dict:
-    cmd = [sys.executable, __file__, "--peer-in-process", str(data), str(cap)]
-    started = time.perf_counter()
-    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    out = list(child.stdout)
-    _, status, usage = os.wait4(child.pid, 0)
-    if status != 0:
-        raise SystemExit(f"peer failed ({status})")
-    row = json.loads(out[-1])
-    row.update(wall_seconds=time.perf_counter() - started, peak_rss_mb=usage.ru_maxrss / 1024)
-    return row
 
 
 def table(results: dict) -> str:
@@ -106,14 +90,14 @@ def main():
     suffix = f" (max_length {args.max_length})" if args.max_length else ""
     for name in args.datasets:
         work = Path(tempfile.mkdtemp(prefix=f"gptclassify-table-{name}-"))
-        data = dataset(name, work)
+        data = dataset(name)
         for row in args.rows:
             print(f"== {name} / {row}{suffix}", flush=True)
             if row == "tfidf":
                 result = tfidf(data)
             elif row == "peer":  # the cap our default used (the longest training text, within 256)
                 cap = args.max_length or results.get(f"{name}/default", {}).get("max_length", 256)
-                result = peer_row(data, cap)
+                result = json_child([sys.executable, __file__, "--peer-in-process", str(data), str(cap)])
             else:
                 result = ours(row, data, work, extra)
             results[f"{name}/{row}{suffix}"] = result

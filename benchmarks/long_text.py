@@ -63,6 +63,19 @@ def measured(cmd: list[str], env: dict) -> tuple[float, float, int]:
     return time.perf_counter() - started, usage.ru_maxrss / 1024, status
 
 
+def json_child(cmd: list[str]) -> dict:
+    """The JSON object a child process prints last, with its wall seconds and peak RSS (MB)."""
+    started = time.perf_counter()
+    child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = list(child.stdout)
+    _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd[1:3])}: failed ({status})")
+    row = json.loads(out[-1])
+    row.update(wall_seconds=time.perf_counter() - started, peak_rss_mb=usage.ru_maxrss / 1024)
+    return row
+
+
 def ours(name: str, data: Path, work: Path) -> dict:
     truncation, cap = ROWS[name]
     run = work / name
@@ -222,13 +235,7 @@ def main():
         elif name == "peer":
             cmd = [sys.executable, __file__, "--peer-in-process", "--peer-truncation", args.peer_truncation,
                    "--peer-cap", str(args.peer_cap)]
-            started = time.perf_counter()
-            child = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-            out = [line for line in child.stdout]
-            _, status, usage = os.wait4(child.pid, 0)
-            row = json.loads(out[-1])
-            row.update(wall_seconds=time.perf_counter() - started, peak_rss_mb=usage.ru_maxrss / 1024)
-            results[f"peer-{args.peer_truncation}-{args.peer_cap}"] = row
+            results[f"peer-{args.peer_truncation}-{args.peer_cap}"] = json_child(cmd)
         else:
             results[name] = ours(name, data, work)
         print(json.dumps({name: results.get(name) or results.get(f"peer-{args.peer_truncation}-{args.peer_cap}")}),
