@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
-from pathlib import Path
 
-from common import RESULTS, book_split, save
+from common import RESULTS, book_split, save, scratch_dir
 
 from gptclassify.run import Trainer
 from gptclassify.train import make_config
@@ -52,7 +50,7 @@ def main():
     parser.add_argument("--source", help="SMSSpamCollection file or zip (default: ../shared/data, else download)")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="gptclassify-accuracy-"))
+    work = scratch_dir("gptclassify-accuracy-")
     data = book_split(work / "data", args.source)
     results = {}
     for name in args.variants:

@@ -19,10 +19,9 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
-from common import RESULTS, book_split, save
+from common import RESULTS, book_split, save, scratch_dir
 from long_text import GPTCLASSIFY, MODEL, WEIGHTS, json_child, measured, peer, subset, tfidf
 
 HERE = Path(__file__).resolve().parent
@@ -89,7 +88,7 @@ def main():
     extra = ["--max-length", str(args.max_length)] if args.max_length else []
     suffix = f" (max_length {args.max_length})" if args.max_length else ""
     for name in args.datasets:
-        work = Path(tempfile.mkdtemp(prefix=f"gptclassify-table-{name}-"))
+        work = scratch_dir(f"gptclassify-table-{name}-")
         data = dataset(name)
         for row in args.rows:
             print(f"== {name} / {row}{suffix}", flush=True)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
 import resource
 import socket
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from contextlib import contextmanager
@@ -21,6 +24,17 @@ SHARED = Path(os.environ.get("GPTCLASSIFY_SHARED_DATA", ROOT.parent / "shared" /
 RESULTS = ROOT / "benchmarks" / "results"
 if (SHARED / "gpt2" / "encoder.json").is_file():
     os.environ.setdefault("GPTCLASSIFY_GPT2_BPE_DIR", str(SHARED / "gpt2"))
+
+
+def scratch_dir(prefix: str) -> Path:
+    """A fresh folder under the system's temporary directory, removed when the script exits (runs of real
+    weights leave gigabytes there); GPTCLASSIFY_KEEP_SCRATCH=1 keeps it for a look afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.environ.get("GPTCLASSIFY_KEEP_SCRATCH"):
+        print(f"scratch kept in {path}", flush=True)
+    else:
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 def book_split(out: Path, source: str | None = None) -> Path:

@@ -18,11 +18,10 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, book_split, save, sms_messages
+from common import RESULTS, book_split, save, scratch_dir, sms_messages
 
 # Assumptions of the estimate (stated in benchmarks/README.md beside its result).
 GPU_FLOPS = 400e12  # bf16 FLOP/s one H100 sustains on GPT-2 124M's matrix products (about 40% of peak)
@@ -117,7 +116,7 @@ def main():
         path.write_text(json.dumps(result, indent=2))
         return print(json.dumps(result["estimate_1m_messages"], indent=2))
 
-    work = Path(tempfile.mkdtemp(prefix="gptclassify-distributed-"))
+    work = scratch_dir("gptclassify-distributed-")
     data = book_split(work / "sms")
     rows = {}
     for name, processes, threads in (("1 process x 2 threads", 1, 2), ("2 processes x 1 thread", 2, 1)):

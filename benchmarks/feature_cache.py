@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from common import book_split, save
+from common import book_split, save, scratch_dir
 
 HERE = Path(__file__).resolve().parent
 GPTCLASSIFY = str(HERE.parent / ".venv" / "bin" / "gptclassify")
@@ -35,7 +34,7 @@ def train(data: Path, out: Path, env: dict, *extra: str) -> dict:
 
 
 def main():
-    work = Path(tempfile.mkdtemp(prefix="gptclassify-cache-"))
+    work = scratch_dir("gptclassify-cache-")
     data = book_split(work / "sms")
     env = {**os.environ, "GPTCLASSIFY_FEATURE_CACHE": str(work / "cache"),
            "GPTCLASSIFY_CONVERTED_CACHE": str(work / "converted")}

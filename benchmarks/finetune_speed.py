@@ -23,13 +23,12 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
 import torch
-from common import book_split, peak_rss_mb, save
+from common import book_split, peak_rss_mb, save, scratch_dir
 
 EPOCHS, BATCH, LR, WD = 5, 8, 5e-5, 0.1
 
@@ -125,7 +124,7 @@ def method_c(data: Path, epochs: int, preset: str | None = None, **options) -> d
     from gptclassify.train import make_config
 
     started = time.perf_counter()
-    out = Path(tempfile.mkdtemp(prefix="gptclassify-speed-"))
+    out = scratch_dir("gptclassify-speed-")
     cfg = make_config(preset, epochs=epochs, **options)
     metrics = Trainer("gpt2", "random", data, cfg, out / "run", log=lambda *a: None).run()
     return {"test_accuracy": metrics["test"]["accuracy"], "train_seconds": metrics["training"]["seconds"],
@@ -179,7 +178,7 @@ def main():
         print(json.dumps({**result, "peak_rss_mb": peak_rss_mb()}))
         return
 
-    data = book_split(Path(tempfile.mkdtemp(prefix="gptclassify-speed-data-")) / "sms")
+    data = book_split(scratch_dir("gptclassify-speed-data-") / "sms")
     results = {}
     for m in args.methods:
         out = subprocess.run([sys.executable, __file__, "--one", m, "--data", str(data), "--epochs", str(args.epochs)],

@@ -19,12 +19,11 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pandas as pd
-from common import RESULTS, save
+from common import RESULTS, save, scratch_dir
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
@@ -225,7 +224,7 @@ def main():
     wanted = args.only or ["lengths", "tfidf", *DEFAULT_ROWS, "peer"]
     previous = RESULTS / "long_text.json"
     results = json.loads(previous.read_text()).get("results", {}) if previous.is_file() else {}
-    work = Path(tempfile.mkdtemp(prefix="gptclassify-long-"))
+    work = scratch_dir("gptclassify-long-")
     for name in wanted:
         print(f"== {name}", flush=True)
         if name == "lengths":

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import random
-import tempfile
-from pathlib import Path
 
 import torch
-from common import book_split, save
+from common import book_split, save, scratch_dir
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from gptclassify.batches import ShardedLoader
@@ -72,7 +70,7 @@ def main():
     parser.add_argument("--save-as", default="lr_cv")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="gptclassify-lr-cv-"))
+    work = scratch_dir("gptclassify-lr-cv-")
     trainer = Trainer(args.model, args.weights, book_split(work / "data"), make_config(None), work / "run")
     start_weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     data = ConcatDataset([trainer.features["train"], trainer.features["validation"]])

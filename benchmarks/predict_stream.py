@@ -16,11 +16,10 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from common import book_split, save, sms_messages
+from common import book_split, save, scratch_dir, sms_messages
 
 CHILD = r"""
 import json, sys, time
@@ -59,7 +58,7 @@ def make_run(work: Path) -> Path:
 
 
 def main():
-    work = Path(tempfile.mkdtemp(prefix="gptclassify-stream-"))
+    work = scratch_dir("gptclassify-stream-")
     run = make_run(work)
     messages = sms_messages()
     results = {}

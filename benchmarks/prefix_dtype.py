@@ -20,11 +20,10 @@ import json
 import os
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from common import RESULTS, book_split, save
+from common import RESULTS, book_split, save, scratch_dir
 
 HERE = Path(__file__).resolve().parent
 GPTCLASSIFY = str(HERE.parent / ".venv" / "bin" / "gptclassify")
@@ -93,7 +92,7 @@ def main():
     parser.add_argument("--only", nargs="+",
                         help="speed, sms-float32, sms-bfloat16, sms-int8, spam-assassin-int8, rotten-tomatoes-int8, ...")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="gptclassify-prefix-"))
+    work = scratch_dir("gptclassify-prefix-")
     sms = book_split(work / "sms")
     long_text = HERE / "data" / "spam-assassin-small"
     previous = RESULTS / "prefix_dtype.json"

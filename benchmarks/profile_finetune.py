@@ -9,11 +9,9 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import tempfile
 import time
-from pathlib import Path
 
-from common import book_split
+from common import book_split, scratch_dir
 
 from gptclassify.run import Trainer
 from gptclassify.train import make_config
@@ -23,7 +21,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="gptclassify-profile-"))
+    work = scratch_dir("gptclassify-profile-")
     data = book_split(work / "sms")
     started = time.perf_counter()
     trainer = Trainer("gpt2", "random", data, make_config(None), work / "run")

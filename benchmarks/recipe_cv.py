@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import random
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import book_split, save
+from common import book_split, save, scratch_dir
 from lr_cv import start_fold, train_epoch
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
@@ -91,7 +90,7 @@ def main():
     args = parser.parse_args()
 
     started = time.perf_counter()
-    work = Path(tempfile.mkdtemp(prefix="gptclassify-recipe-cv-"))
+    work = scratch_dir("gptclassify-recipe-cv-")
     data_dir = Path(args.data) if args.data else book_split(work / "data")
     trainer = Trainer(args.model, args.weights, data_dir, make_config(None), work / "run")
     classes = len(trainer.labels)
