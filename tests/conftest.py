@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,8 @@ def feature_cache_dir(session_feature_cache, tmp_path_factory, monkeypatch):
     """Each test's own on-disk feature cache (not the user's), shared by the runs within the test."""
     path = tmp_path_factory.mktemp("feature-cache")
     monkeypatch.setenv("GPTCLASSIFY_FEATURE_CACHE", str(path))
-    return path
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def sms_texts() -> list[str]:
