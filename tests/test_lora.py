@@ -242,3 +242,33 @@ def test_lora_blocks_leaves_a_cached_prefix_and_resumes(data_dir, weights_dir, t
     b = load_safetensors(tmp_path / "killed" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "killed" / "adapter.safetensors").is_file()
+
+
+def test_recomputed_blocks_train_the_same_and_keep_less_for_backward(data_dir, tmp_path):
+    """--recompute-blocks: the same weights after training (dropout masks drawn again alike), with far
+    fewer bytes held for the backward pass."""
+    from helpers import small_gpt2_dir
+
+    weights = small_gpt2_dir(tmp_path, n_layer=4)
+    kept, saved = {}, {}
+    for recompute in (False, True):
+        cfg = make_config(None, trainable="lora", lora_rank=2, lora_dropout=0.1, epochs=1, max_steps=6,
+                          recompute_blocks=recompute)
+        trainer = Trainer("gpt2", str(weights), data_dir, cfg, tmp_path / f"run-{recompute}", log=quiet)
+        (inputs, _, lengths), _ = next(iter(trainer.loaders["validation"]))
+        sizes = []
+
+        def pack(t):
+            sizes.append(t.numel() * t.element_size())
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            trainer.logits_fn(inputs, lengths)
+        kept[recompute] = sum(sizes)
+        trainer.run()
+        saved[recompute] = load_safetensors(tmp_path / f"run-{recompute}" / "model.safetensors")
+    assert kept[True] < kept[False] / 3
+    assert saved[True].keys() == saved[False].keys()
+    assert all(torch.allclose(saved[True][k], saved[False][k], atol=1e-6) for k in saved[False])
+    assert any(not torch.equal(saved[True][k], load_pretrained(weights).state_dict().get(k, saved[True][k]))
+               for k in saved[True] if k.startswith("trf_blocks.0."))  # the first block did train

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
 
 POOLINGS = ("last-token", "last-position", "mean")
 TRAINABLE = ("head", "last-block", "last-N-blocks", "all")  # N: any number of blocks, e.g. last-4-blocks
@@ -103,7 +104,16 @@ def pooled_positions(x: torch.Tensor, lengths: torch.Tensor, pooling: str) -> to
     return lengths - 1
 
 
-def suffix_logits(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor, start: int, pooling: str) -> torch.Tensor:
+def run_block(block: nn.Module, x: torch.Tensor, positions=None, recompute: bool = False) -> torch.Tensor:
+    """One block; with `recompute` (and gradients on), only its input is kept for the backward pass and
+    its inside is computed again there: far less memory for a second forward pass."""
+    if recompute and torch.is_grad_enabled():
+        return checkpoint(block, x, positions, use_reentrant=False)
+    return block(x, positions)
+
+
+def suffix_logits(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor, start: int, pooling: str,
+                  recompute: bool = False) -> torch.Tensor:
     """Class logits from the hidden states entering block `start`.
 
     When pooling reads one position, the last block computes its queries and feed-forward only
@@ -112,12 +122,12 @@ def suffix_logits(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor, star
     blocks = model.trf_blocks[max(start, 0):]
     if pooling == "mean" or len(blocks) == 0:
         for block in blocks:
-            x = block(x)
+            x = run_block(block, x, recompute=recompute)
         return model.out_head(pool(model.final_norm(x), lengths, pooling))
     positions = pooled_positions(x, lengths, pooling)
     for block in blocks[:-1]:
-        x = block(x)
-    x = blocks[-1](x, positions)[:, 0]
+        x = run_block(block, x, recompute=recompute)
+    x = run_block(blocks[-1], x, positions, recompute)[:, 0]
     return model.out_head(model.final_norm(x))
 
 

@@ -270,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS",
                    help="also checkpoint every STEPS steps within an epoch (0: at epoch ends only; "
                         "default: every 10 minutes)")
+    p.add_argument("--recompute-blocks", action="store_const", const=True,
+                   help="keep only each trained block's input for the backward pass and compute its inside again "
+                        "there: far less memory for LoRA or many blocks on long texts, for a second forward pass")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="metrics of a trained run on a data split, as JSON")
@@ -322,7 +325,7 @@ TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainabl
                  "lora_dropout", "lora_blocks", "lora_head", "pooling", "max_length", "truncation",
                  "eval_freq", "eval_iter", "grad_clip", "warmup_steps", "lr_schedule", "max_steps", "device", "cache",
                  "cache_dtype", "prefix_dtype", "keep_best", "select_by", "early_stopping", "class_weight",
-                 "checkpoint_every")
+                 "checkpoint_every", "recompute_blocks")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,7 +116,8 @@ class Trainer:
         self.datasets = self.make_datasets()
         self.cached = self.prepare_cache()
         self.loaders = self.make_loaders()
-        self.logits_fn = make_logits_fn(self.model, self.start, cfg.pooling, self.cached, self.autocast, self.prefix)
+        self.logits_fn = make_logits_fn(self.model, self.start, cfg.pooling, self.cached, self.autocast, self.prefix,
+                                        cfg.recompute_blocks)
 
     def make_datasets(self) -> dict[str, TextDataset]:
         """This process's share of each split (all of it, alone), tokenized and truncated."""

@@ -67,6 +67,7 @@ class TrainConfig:
     early_stopping: int | None = None  # stop after this many epochs without a better `select_by`
     class_weight: str | None = None  # balanced: each class's loss weighted by n / (classes * its count)
     checkpoint_every: int | None = None  # steps between mid-epoch checkpoints; 0: epoch ends only; None: by time
+    recompute_blocks: bool = False  # keep each trained block's input only; recompute its inside for backward
     preset: str | None = None
 
     def __post_init__(self):
@@ -141,10 +142,10 @@ def make_config(preset: str | None = None, **overrides) -> TrainConfig:
     return TrainConfig(**{**PRESETS.get(preset or "", {}), **given, "preset": preset})
 
 
-def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast, prefix=None):
+def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast, prefix=None, recompute: bool = False):
     """A function from a batch's inputs (token ids, or cached states entering block `start`) and
     true lengths to class logits. The frozen prefix (`prefix.FrozenPrefix`, in its own precision)
-    runs without gradients."""
+    runs without gradients; with `recompute`, the trained blocks keep only their inputs for backward."""
 
     def logits_fn(inputs, lengths):
         with autocast():
@@ -154,7 +155,7 @@ def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast, pref
                 x = model.embed(inputs)
             else:
                 x = prefix(inputs).float()
-            return suffix_logits(model, x, lengths, start, pooling).float()
+            return suffix_logits(model, x, lengths, start, pooling, recompute).float()
 
     return logits_fn
 
