@@ -7,8 +7,8 @@ import json
 import os
 import platform
 import resource
-import socket
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile

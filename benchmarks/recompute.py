@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import os
 
+from accuracy_table import DATA, dataset
 from common import save, scratch_dir
 from long_text import GPTCLASSIFY, MODEL, WEIGHTS, measured, subset
-from accuracy_table import DATA, dataset
 
 
 def main():

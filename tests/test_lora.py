@@ -270,5 +270,5 @@ def test_recomputed_blocks_train_the_same_and_keep_less_for_backward(data_dir, t
     assert kept[True] < kept[False] / 3
     assert saved[True].keys() == saved[False].keys()
     assert all(torch.allclose(saved[True][k], saved[False][k], atol=1e-6) for k in saved[False])
-    assert any(not torch.equal(saved[True][k], load_pretrained(weights).state_dict().get(k, saved[True][k]))
-               for k in saved[True] if k.startswith("trf_blocks.0."))  # the first block did train
+    before = load_pretrained(weights).state_dict()  # the first block's merged weights moved: it trained
+    assert any(not torch.equal(saved[True][k], before[k]) for k in saved[True] if k.startswith("trf_blocks.0."))
