@@ -1,6 +1,7 @@
 """Choose the default recipe's rate and its epoch rule (last epoch, best epoch by a validation
 metric, early stopping) without the test split: k-fold cross-validation on a prepared dataset's
-train + validation examples, SmolLM2-135M-Instruct, last block + final norm + head trained.
+train + validation examples, SmolLM2-135M-Instruct, last block + final norm + head trained
+(or `--trainable last-N-blocks`).
 
 In each fold, the held-out part is scored; the rest is split again into training (85%) and an
 inner validation set (15%) that plays the role `--select-by` and `--early-stopping` give the
@@ -8,7 +9,8 @@ validation split. One training per (rate, fold) yields every epoch rule's held-o
 the rule picks an epoch from the inner-validation curve, and that epoch's held-out predictions
 count. The frozen prefix comes from the feature cache (the first run of a dataset pays it).
 
-    python recipe_cv.py --data data/fortunes-small [--lrs 2e-4 4e-4 8e-4] [--folds 5] [--save-as NAME]
+    python recipe_cv.py --data data/fortunes-small [--lrs 2e-4 4e-4 8e-4] [--folds 5] [--trainable last-4-blocks]
+                        --save-as NAME
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from gptclassify.features import collate_features
 from gptclassify.run import Trainer
-from gptclassify.train import macro_f1, make_config
+from gptclassify.train import macro_f1, make_config, with_family_defaults
 
 RULES = {  # rule name -> how it picks an epoch from the inner-validation curve (losses, accuracies, macro-F1s)
     "last epoch": lambda c: len(c["loss"]),
@@ -86,13 +88,14 @@ def main():
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trainable", default="last-block", help="last-block or last-N-blocks (LoRA: not here)")
     parser.add_argument("--save-as", required=True)
     args = parser.parse_args()
 
     started = time.perf_counter()
     work = scratch_dir("gptclassify-recipe-cv-")
     data_dir = Path(args.data) if args.data else book_split(work / "data")
-    trainer = Trainer(args.model, args.weights, data_dir, make_config(None), work / "run")
+    trainer = Trainer(args.model, args.weights, data_dir, make_config(None, trainable=args.trainable), work / "run")
     classes = len(trainer.labels)
     start_weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     data = ConcatDataset([trainer.features["train"], trainer.features["validation"]])
@@ -101,7 +104,7 @@ def main():
     folds = [rows[k::args.folds] for k in range(args.folds)]
     results = []
     for lr in args.lrs:
-        cfg = make_config(None, lr=lr, epochs=args.epochs, seed=args.seed + 123)
+        cfg = with_family_defaults(make_config(None, lr=lr, epochs=args.epochs, seed=args.seed + 123), "llama")
         picked = {rule: ([], []) for rule in RULES}
         epochs_kept = {rule: [] for rule in RULES}
         for k, held in enumerate(folds):
@@ -116,7 +119,8 @@ def main():
                 epochs_kept[rule].append(epoch)
         for rule, (predicted, targets) in picked.items():
             predicted, targets = torch.cat(predicted), torch.cat(targets)
-            row = {"lr": lr, "schedule": cfg.lr_schedule, "epochs": args.epochs, "rule": rule,
+            row = {"lr": lr, "schedule": cfg.lr_schedule, "epochs": args.epochs, "trainable": args.trainable,
+                   "rule": rule,
                    "accuracy": (predicted == targets).float().mean().item(),
                    "macro_f1": macro_f1(predicted, targets, classes), "epochs_kept": epochs_kept[rule]}
             results.append(row)
