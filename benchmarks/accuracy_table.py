@@ -75,11 +75,14 @@ def main():
     parser.add_argument("--datasets", nargs="+", default=["sms", "rotten-tomatoes", "fortunes", "spam-assassin"])
     parser.add_argument("--rows", nargs="+", default=[*ROWS, "tfidf", "peer"], choices=[*ROWS, "tfidf", "peer"])
     parser.add_argument("--max-length", type=int, help="a cap for every row (stated in the table)")
+    parser.add_argument("--seed", type=int, help="another seed for the head's initialisation and the batch order "
+                        "(ours and the peer's; default: train's 123), recorded as its own row")
     parser.add_argument("--table", action="store_true", help="print the measured table and stop")
-    parser.add_argument("--peer-in-process", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--peer-in-process", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer_in_process:
-        print(json.dumps(peer(Path(args.peer_in_process[0]), "head", int(args.peer_in_process[1]))))
+        data, cap, seed = args.peer_in_process
+        print(json.dumps(peer(Path(data), "head", int(cap), seed=int(seed))))
         return
     results = json.loads(RESULTS_FILE.read_text()).get("results", {}) if RESULTS_FILE.is_file() else {}
     if args.table:
@@ -87,6 +90,9 @@ def main():
         return
     extra = ["--max-length", str(args.max_length)] if args.max_length else []
     suffix = f" (max_length {args.max_length})" if args.max_length else ""
+    if args.seed is not None:
+        extra += ["--seed", str(args.seed)]
+        suffix += f" seed {args.seed}"
     for name in args.datasets:
         work = scratch_dir(f"gptclassify-table-{name}-")
         data = dataset(name)
@@ -96,7 +102,8 @@ def main():
                 result = tfidf(data)
             elif row == "peer":  # the cap our default used (the longest training text, within 256)
                 cap = args.max_length or results.get(f"{name}/default", {}).get("max_length", 256)
-                result = json_child([sys.executable, __file__, "--peer-in-process", str(data), str(cap)])
+                seed = 123 if args.seed is None else args.seed
+                result = json_child([sys.executable, __file__, "--peer-in-process", str(data), str(cap), str(seed)])
             else:
                 result = ours(row, data, work, extra)
             results[f"{name}/{row}{suffix}"] = result
