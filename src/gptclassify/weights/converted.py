@@ -38,6 +38,17 @@ def entries() -> list[tuple[Path, int]]:
     return [(d, sum(f.stat().st_size for f in d.iterdir() if f.is_file())) for d in sorted(found)]
 
 
+def clear() -> list[tuple[Path, int]]:
+    """Remove every entry and any half-built folder (`gptclassify cache clear --converted`); each
+    GGUF is converted again on its next use. Returns what was removed, with sizes."""
+    removed = entries()
+    root = converted_root()
+    for where in [w for w, _ in removed] + (sorted(root.glob(".building-*")) if root.is_dir() else []):
+        shutil.rmtree(where, ignore_errors=True)
+    _checked.clear()
+    return removed
+
+
 def entry_dir(gguf: Path) -> Path:
     real = Path(os.path.realpath(gguf))
     stat = real.stat()
