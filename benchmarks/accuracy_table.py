@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from common import RESULTS, book_split, save, scratch_dir
+from gptclassify.train import TrainConfig
 from long_text import GPTCLASSIFY, MODEL, WEIGHTS, json_child, measured, peer, subset, tfidf
 
 HERE = Path(__file__).resolve().parent
@@ -76,7 +77,7 @@ def main():
     parser.add_argument("--rows", nargs="+", default=[*ROWS, "tfidf", "peer"], choices=[*ROWS, "tfidf", "peer"])
     parser.add_argument("--max-length", type=int, help="a cap for every row (stated in the table)")
     parser.add_argument("--seed", type=int, help="another seed for the head's initialisation and the batch order "
-                        "(ours and the peer's; default: train's 123), recorded as its own row")
+                        "(ours and the peer's; default: train's), recorded as its own row")
     parser.add_argument("--table", action="store_true", help="print the measured table and stop")
     parser.add_argument("--peer-in-process", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -102,7 +103,7 @@ def main():
                 result = tfidf(data)
             elif row == "peer":  # the cap our default used (the longest training text, within 256)
                 cap = args.max_length or results.get(f"{name}/default", {}).get("max_length", 256)
-                seed = 123 if args.seed is None else args.seed
+                seed = TrainConfig.seed if args.seed is None else args.seed
                 result = json_child([sys.executable, __file__, "--peer-in-process", str(data), str(cap), str(seed)])
             else:
                 result = ours(row, data, work, extra)

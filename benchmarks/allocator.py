@@ -8,7 +8,7 @@
 - `MALLOC_MMAP_THRESHOLD_=131072`: every tensor above 128 KB gets pages of its own, returned to the
   system when it is freed (and zero-filled again by the kernel on the next allocation: the cost).
 
-Reported: training and evaluation seconds, peak RSS (VmHWM), and what autograd keeps for the
+Reported: training and evaluation seconds, peak RSS, and what autograd keeps for the
 backward pass (bytes packed by saved-tensor hooks during the forward pass).
 
     ../.venv/bin/python allocator.py
@@ -22,14 +22,9 @@ import subprocess
 import sys
 import time
 
-from common import save
+from common import peak_rss_mb, save
 
 VARIANTS = {"glibc default": {}, "MALLOC_MMAP_THRESHOLD_=131072": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
-
-
-def peak_mb() -> float:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024
 
 
 def one_run() -> dict:
@@ -66,7 +61,7 @@ def one_run() -> dict:
         ids = torch.randint(0, model.cfg.vocab_size, (32, 256))
         suffix_logits(model, prefix_states(model, ids, 0), torch.full((32,), 256), 0, "last-token")
     return {"train_seconds": train_seconds, "eval_seconds": time.perf_counter() - started,
-            "peak_rss_mb": peak_mb(), "saved_for_backward_mb": sum(saved) / 1e6}
+            "peak_rss_mb": peak_rss_mb(), "saved_for_backward_mb": sum(saved) / 1e6}
 
 
 def main():
