@@ -10,7 +10,7 @@ the rule picks an epoch from the inner-validation curve, and that epoch's held-o
 count. The frozen prefix comes from the feature cache (the first run of a dataset pays it).
 
     python recipe_cv.py --data data/fortunes-small [--lrs 2e-4 4e-4 8e-4] [--folds 5] [--trainable last-4-blocks]
-                        --save-as NAME
+                        [--max-length N] [--truncation head|tail|head+tail] --save-as NAME
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from gptclassify.features import collate_features
 from gptclassify.run import Trainer
+from gptclassify.tokenizer import TRUNCATIONS
 from gptclassify.train import macro_f1, make_config, with_family_defaults
 
 RULES = {  # rule name -> how it picks an epoch from the inner-validation curve (losses, accuracies, macro-F1s)
@@ -89,13 +90,16 @@ def main():
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trainable", default="last-block", help="last-block or last-N-blocks (LoRA: not here)")
+    parser.add_argument("--max-length", type=int, help="the token cap (default: gptclassify's)")
+    parser.add_argument("--truncation", default="head", choices=TRUNCATIONS, help="the tokens a longer text keeps")
     parser.add_argument("--save-as", required=True)
     args = parser.parse_args()
 
     started = time.perf_counter()
     work = scratch_dir("gptclassify-recipe-cv-")
     data_dir = Path(args.data) if args.data else book_split(work / "data")
-    trainer = Trainer(args.model, args.weights, data_dir, make_config(None, trainable=args.trainable), work / "run")
+    config = make_config(None, trainable=args.trainable, max_length=args.max_length, truncation=args.truncation)
+    trainer = Trainer(args.model, args.weights, data_dir, config, work / "run")
     classes = len(trainer.labels)
     start_weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     data = ConcatDataset([trainer.features["train"], trainer.features["validation"]])
@@ -120,7 +124,7 @@ def main():
         for rule, (predicted, targets) in picked.items():
             predicted, targets = torch.cat(predicted), torch.cat(targets)
             row = {"lr": lr, "schedule": cfg.lr_schedule, "epochs": args.epochs, "trainable": args.trainable,
-                   "rule": rule,
+                   "max_length": trainer.max_length, "truncation": args.truncation, "rule": rule,
                    "accuracy": (predicted == targets).float().mean().item(),
                    "macro_f1": macro_f1(predicted, targets, classes), "epochs_kept": epochs_kept[rule]}
             results.append(row)
