@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from common import RESULTS, book_split, save, scratch_dir
+from gptclassify.tokenizer import TRUNCATIONS
 from gptclassify.train import TrainConfig
 from long_text import GPTCLASSIFY, MODEL, WEIGHTS, json_child, measured, peer, subset, tfidf
 
@@ -76,14 +77,16 @@ def main():
     parser.add_argument("--datasets", nargs="+", default=["sms", "rotten-tomatoes", "fortunes", "spam-assassin"])
     parser.add_argument("--rows", nargs="+", default=[*ROWS, "tfidf", "peer"], choices=[*ROWS, "tfidf", "peer"])
     parser.add_argument("--max-length", type=int, help="a cap for every row (stated in the table)")
+    parser.add_argument("--truncation", choices=TRUNCATIONS, help="the tokens a longer text keeps, for every row "
+                        "(ours and the peer's; default: train's), stated in the table")
     parser.add_argument("--seed", type=int, help="another seed for the head's initialisation and the batch order "
                         "(ours and the peer's; default: train's), recorded as its own row")
     parser.add_argument("--table", action="store_true", help="print the measured table and stop")
-    parser.add_argument("--peer-in-process", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--peer-in-process", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.peer_in_process:
-        data, cap, seed = args.peer_in_process
-        print(json.dumps(peer(Path(data), "head", int(cap), seed=int(seed))))
+        data, cap, seed, truncation = args.peer_in_process
+        print(json.dumps(peer(Path(data), truncation, int(cap), seed=int(seed))))
         return
     results = json.loads(RESULTS_FILE.read_text()).get("results", {}) if RESULTS_FILE.is_file() else {}
     if args.table:
@@ -91,6 +94,9 @@ def main():
         return
     extra = ["--max-length", str(args.max_length)] if args.max_length else []
     suffix = f" (max_length {args.max_length})" if args.max_length else ""
+    if args.truncation:
+        extra += ["--truncation", args.truncation]
+        suffix += f" ({args.truncation} truncation)"
     if args.seed is not None:
         extra += ["--seed", str(args.seed)]
         suffix += f" seed {args.seed}"
@@ -104,7 +110,9 @@ def main():
             elif row == "peer":  # the cap our default used (the longest training text, within 256)
                 cap = args.max_length or results.get(f"{name}/default", {}).get("max_length", 256)
                 seed = TrainConfig.seed if args.seed is None else args.seed
-                result = json_child([sys.executable, __file__, "--peer-in-process", str(data), str(cap), str(seed)])
+                truncation = args.truncation or TrainConfig.truncation
+                result = json_child([sys.executable, __file__, "--peer-in-process", str(data), str(cap), str(seed),
+                                     truncation])
             else:
                 result = ours(row, data, work, extra)
             results[f"{name}/{row}{suffix}"] = result
