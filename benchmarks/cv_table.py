@@ -31,7 +31,8 @@ def table(datasets: dict[str, list[dict]]) -> str:
     for dataset, rows in datasets.items():
         best = max(r["accuracy"] for r in rows)
         cells = {(r["trainable"], r["kept"], r["lr"], r["rule"]): r["accuracy"] for r in rows}
-        recipes = sorted({(r["trainable"], r["kept"], r["lr"]) for r in rows}, key=lambda t: (t[0] != "last-block", t))
+        recipes = {(r["trainable"], r["kept"], r["lr"]) for r in rows}
+        recipes = sorted(recipes, key=lambda t: (t[0] != "last-block", t[0], t[1] != "default", t))
         for recipe in recipes:
             accuracies = [cells.get((*recipe, rule)) for rule in RULES]
             shown = ["" if a is None else f"**{a:.2%}**" if a == best else f"{a:.2%}" for a in accuracies]
