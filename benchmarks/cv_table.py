@@ -17,7 +17,10 @@ from recipe_cv import RULES
 def rows_of(names: list[str]) -> list[dict]:
     rows = []
     for name in names:
-        saved = json.loads((RESULTS / f"{name}.json").read_text())
+        path = RESULTS / f"{name}.json"
+        if not path.is_file():
+            raise SystemExit(f"cv_table.py: {path}: no such result (recipe_cv.py --save-as {name} writes it)")
+        saved = json.loads(path.read_text())
         for row in saved["results"]:
             # runs before recipe_cv.py recorded it kept gptclassify's default (the longest text, capped at 256, head)
             kept = f"{row['max_length']} {row['truncation']}" if row.get("max_length") else "default"

@@ -91,7 +91,7 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trainable", default="last-block", help="last-block or last-N-blocks (LoRA: not here)")
     parser.add_argument("--max-length", type=int, help="the token cap (default: gptclassify's)")
-    parser.add_argument("--truncation", default="head", choices=TRUNCATIONS, help="the tokens a longer text keeps")
+    parser.add_argument("--truncation", choices=TRUNCATIONS, help="the tokens a longer text keeps (default: train's)")
     parser.add_argument("--save-as", required=True)
     args = parser.parse_args()
 
@@ -124,7 +124,7 @@ def main():
         for rule, (predicted, targets) in picked.items():
             predicted, targets = torch.cat(predicted), torch.cat(targets)
             row = {"lr": lr, "schedule": cfg.lr_schedule, "epochs": args.epochs, "trainable": args.trainable,
-                   "max_length": trainer.max_length, "truncation": args.truncation, "rule": rule,
+                   "max_length": trainer.max_length, "truncation": config.truncation, "rule": rule,
                    "accuracy": (predicted == targets).float().mean().item(),
                    "macro_f1": macro_f1(predicted, targets, classes), "epochs_kept": epochs_kept[rule]}
             results.append(row)
