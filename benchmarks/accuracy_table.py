@@ -59,7 +59,7 @@ def ours(row: str, data: Path, work: Path, extra: list[str]) -> dict:
     config = json.loads((run / "config.json").read_text())
     return {"test_accuracy": metrics["test"]["accuracy"], "test_macro_f1": metrics["test"]["macro_f1"],
             "validation_accuracy": metrics["validation"]["accuracy"], "wall_seconds": wall, "peak_rss_mb": rss,
-            "max_length": config["max_length"], "args": [*ROWS[row], *extra]}
+            "max_length": config["max_length"], "truncation": config["truncation"], "args": [*ROWS[row], *extra]}
 
 
 def table(results: dict) -> str:

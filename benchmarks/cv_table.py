@@ -22,8 +22,8 @@ def rows_of(names: list[str]) -> list[dict]:
             raise SystemExit(f"cv_table.py: {path}: no such result (recipe_cv.py --save-as {name} writes it)")
         saved = json.loads(path.read_text())
         for row in saved["results"]:
-            # runs before recipe_cv.py recorded it kept gptclassify's default (the longest text, capped at 256, head)
-            kept = f"{row['max_length']} {row['truncation']}" if row.get("max_length") else "default"
+            # runs before recipe_cv.py recorded it kept gptclassify's default of then: the longest text within 256, head
+            kept = f"{row['max_length']} {row['truncation']}" if row.get("max_length") else "≤256 head"
             rows.append({**row, "trainable": row.get("trainable", "last-block"), "kept": kept})
     return rows
 
@@ -35,7 +35,7 @@ def table(datasets: dict[str, list[dict]]) -> str:
         best = max(r["accuracy"] for r in rows)
         cells = {(r["trainable"], r["kept"], r["lr"], r["rule"]): r["accuracy"] for r in rows}
         recipes = {(r["trainable"], r["kept"], r["lr"]) for r in rows}
-        recipes = sorted(recipes, key=lambda t: (t[0] != "last-block", t[0], t[1] != "default", t))
+        recipes = sorted(recipes, key=lambda t: (t[0] != "last-block", t[0], t[1] != "≤256 head", t))
         for recipe in recipes:
             accuracies = [cells.get((*recipe, rule)) for rule in RULES]
             shown = ["" if a is None else f"**{a:.2%}**" if a == best else f"{a:.2%}" for a in accuracies]

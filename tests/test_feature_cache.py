@@ -154,7 +154,7 @@ def test_cache_list_and_clear(data_dir, weights_dir, tmp_path, capsys, monkeypat
     assert out[0].startswith(f"{cache_root()}: 2 entries")
     assert out[-1].startswith(f"{tmp_path / 'converted'}: 0 converted GGUF files, 0.00 GB")
     rows = out[2:-1]
-    assert len(rows) == 2 and all(str(data_dir.resolve()) in r and " head " in r for r in rows)
+    assert len(rows) == 2 and all(str(data_dir.resolve()) in r and " head+tail " in r for r in rows)
     key = rows[0].split()[0]
     assert main(["cache", "clear", key]) == 0
     assert capsys.readouterr().out.startswith("removed 1 entry")

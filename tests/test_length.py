@@ -61,6 +61,24 @@ def test_a_run_trained_with_a_policy_predicts_and_evaluates_with_it(truncation, 
     assert evaluated["confusion_matrix"] == metrics["confusion_matrix"]
 
 
+def test_the_default_keeps_head_and_tail_and_the_book_preset_keeps_the_head():
+    assert make_config(None).truncation == "head+tail"  # chosen by cross-validation (benchmarks/recipe_cv.py)
+    assert make_config("book").truncation == "head"  # the book's `encoded_text[:max_length]`
+    assert make_config("book", truncation="tail").truncation == "tail"
+
+
+def test_a_run_from_before_truncation_policies_still_predicts_with_the_head(data_dir, weights_dir, tmp_path, sms):
+    cfg = make_config(None, epochs=1, max_steps=2, max_length=12, truncation="head")
+    Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "run", log=lambda _: None).run()
+    config_file = tmp_path / "run" / "config.json"
+    config = json.loads(config_file.read_text())
+    del config["truncation"]  # what runs of earlier versions wrote
+    config_file.write_text(json.dumps(config))
+    clf = Classifier.load(tmp_path / "run", "cpu")
+    long = next(t for t in sms if len(clf.tokenizer.encode(t)) > 30)
+    assert clf.encode(long) == clf.tokenizer.encode(long)[:12]
+
+
 def test_the_frozen_pass_says_its_cost_first(data_dir, weights_dir, tmp_path, capsys):
     assert main(["train", "--data", str(data_dir), "--weights", str(weights_dir), "--out", str(tmp_path / "run"),
                  "--epochs", "1", "--max-steps", "2"]) == 0
@@ -80,8 +98,10 @@ def test_without_max_length_long_texts_are_cut_at_the_default_cap(data_dir, weig
     Trainer("gpt2", str(weights_dir), data_dir, make_config(None, epochs=1, max_steps=2), tmp_path / "run",
             log=lines.append).run()
     said = next(line for line in lines if line.startswith("length:"))
-    assert said.startswith("length: 24 tokens (the default cap of 24 tokens; --max-length to change it)")
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["max_length"] == 24
+    assert said.startswith("length: 24 tokens (the default cap of 24 tokens; --max-length to change it); "
+                           "head+tail truncation cuts train ")
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["max_length"] == 24 and config["truncation"] == "head+tail"
     monkeypatch.setattr(run_module, "DEFAULT_MAX_LENGTH", 4096)
     lines = []
     Trainer("gpt2", str(weights_dir), data_dir, make_config(None, epochs=1, max_steps=2), tmp_path / "run2",

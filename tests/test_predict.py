@@ -49,10 +49,13 @@ def test_predict_matches_evaluation_and_is_order_independent(trained_run, sms):
 
 def test_long_and_empty_texts(trained_run):
     clf = Classifier.load(trained_run[0], device="cpu")
-    long_text = "win a prize now " * 500  # far past max_length: truncated as in training
-    out = clf.predict(["", long_text])
+    long_text = "hello, are we still meeting today " + "win a prize now " * 500 + "call me back"
+    out = clf.predict(["", long_text])  # far past max_length: truncated as in training (the default, head+tail)
     assert all(o["label"] in ("ham", "spam") for o in out)
-    truncated = clf.tokenizer.decode(clf.tokenizer.encode(long_text)[: clf.max_length])
+    assert clf.truncation == "head+tail"
+    ids = clf.tokenizer.encode(long_text)
+    half = clf.max_length // 2
+    truncated = clf.tokenizer.decode(ids[:clf.max_length - half] + ids[-half:])
     assert abs(clf.predict(truncated)["score"] - out[1]["score"]) < 1e-5
 
 

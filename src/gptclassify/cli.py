@@ -252,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="tokens kept of each text (default: the longest training text, "
                                                    "within the model's context)")
     p.add_argument("--truncation", choices=["head", "tail", "head+tail"],
-                   help="which tokens of a longer text are kept: its start (default), its end, or half of each")
+                   help="which tokens of a longer text are kept: its start, its end, or half of each (default; "
+                        "the book preset: head)")
     p.add_argument("--eval-freq", type=int)
     p.add_argument("--eval-iter", type=int)
     p.add_argument("--grad-clip", type=float)
