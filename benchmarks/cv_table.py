@@ -13,6 +13,10 @@ import json
 from common import RESULTS
 from recipe_cv import RULES
 
+# what runs made before recipe_cv.py recorded their tokens kept: gptclassify's default of then, the
+# longest text within 256 tokens, head truncation
+EARLIER_DEFAULT = "≤256 head"
+
 
 def rows_of(names: list[str]) -> list[dict]:
     rows = []
@@ -22,8 +26,7 @@ def rows_of(names: list[str]) -> list[dict]:
             raise SystemExit(f"cv_table.py: {path}: no such result (recipe_cv.py --save-as {name} writes it)")
         saved = json.loads(path.read_text())
         for row in saved["results"]:
-            # runs before recipe_cv.py recorded it kept gptclassify's default of then: the longest text within 256, head
-            kept = f"{row['max_length']} {row['truncation']}" if row.get("max_length") else "≤256 head"
+            kept = f"{row['max_length']} {row['truncation']}" if row.get("max_length") else EARLIER_DEFAULT
             rows.append({**row, "trainable": row.get("trainable", "last-block"), "kept": kept})
     return rows
 
@@ -35,7 +38,7 @@ def table(datasets: dict[str, list[dict]]) -> str:
         best = max(r["accuracy"] for r in rows)
         cells = {(r["trainable"], r["kept"], r["lr"], r["rule"]): r["accuracy"] for r in rows}
         recipes = {(r["trainable"], r["kept"], r["lr"]) for r in rows}
-        recipes = sorted(recipes, key=lambda t: (t[0] != "last-block", t[0], t[1] != "≤256 head", t))
+        recipes = sorted(recipes, key=lambda t: (t[0] != "last-block", t[0], t[1] != EARLIER_DEFAULT, t))
         for recipe in recipes:
             accuracies = [cells.get((*recipe, rule)) for rule in RULES]
             shown = ["" if a is None else f"**{a:.2%}**" if a == best else f"{a:.2%}" for a in accuracies]
