@@ -23,7 +23,7 @@ class Classifier:
         self.model, self.tokenizer, self.config, self.device = model, tokenizer, config, device
         self.labels = run_labels(config)
         self.max_length = config["max_length"]
-        self.truncation = config.get("truncation", "head")  # runs from before truncation policies kept the head
+        self.truncation = config["truncation"]
         self.pad_to = config.get("pad_to")
         self.pooling = config["pooling"]
         self.autocast = autocast_for(device)

@@ -53,13 +53,14 @@ def read_run_config(run_dir: Path) -> dict:
     for key in ("model", "id2label", "pooling", "max_length", "tokenizer", "pad_id"):
         if key not in config:
             raise UserError(f"{where}: missing {key!r}; not a gptclassify run config")
+    config.setdefault("truncation", "head")  # runs written before truncation policies kept the head
     id2label, tok = config["id2label"], config["tokenizer"]
     checks = [
         (isinstance(config["model"], dict), "'model' must be an object"),
         (isinstance(id2label, dict) and len(id2label) >= 2 and sorted(id2label) == sorted(map(str, range(len(id2label))))
          and all(isinstance(v, str) for v in id2label.values()), "'id2label' must map 0..n-1 to label names"),
         (config["pooling"] in POOLINGS, f"'pooling' must be one of {', '.join(POOLINGS)}"),
-        (config.get("truncation", "head") in TRUNCATIONS, f"'truncation' must be one of {', '.join(TRUNCATIONS)}"),
+        (config["truncation"] in TRUNCATIONS, f"'truncation' must be one of {', '.join(TRUNCATIONS)}"),
         (isinstance(config["max_length"], int) and config["max_length"] > 0, "'max_length' must be a positive integer"),
         (isinstance(config["pad_id"], int) and config["pad_id"] >= 0, "'pad_id' must be a token id"),
         (config.get("pad_to") is None or isinstance(config["pad_to"], int) and config["pad_to"] > 0,
