@@ -27,6 +27,13 @@ transformers = pytest.importorskip("transformers")
 TIMEOUT_S = 30  # GPTCLASSIFY_DIST_TIMEOUT in these tests: the longest a stuck collective may wait
 
 
+@pytest.fixture(autouse=True)
+def torchrun_tmpdir(tmp_path_factory, monkeypatch):
+    """torchrun's agent writes a `torchelastic_*` folder into TMPDIR and leaves it there: keep it
+    under pytest's own temporary folder, which is removed after a passing session."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("torchrun-tmp")))
+
+
 def torchrun_env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "GPTCLASSIFY_DIST_TIMEOUT": str(TIMEOUT_S),
             "GPTCLASSIFY_GPT2_BPE_DIR": str(SHARED_DATA / "gpt2"), "PYTHONUNBUFFERED": "1"}
