@@ -19,9 +19,10 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
-from common import RESULTS, book_split, save, scratch_dir
+from common import RESULTS, book_split, cpu_description, save, scratch_dir
 from gptclassify.tokenizer import TRUNCATIONS
 from gptclassify.train import TrainConfig
 from long_text import GPTCLASSIFY, MODEL, WEIGHTS, json_child, measured, peer, subset, tfidf
@@ -59,7 +60,8 @@ def ours(row: str, data: Path, work: Path, extra: list[str]) -> dict:
     config = json.loads((run / "config.json").read_text())
     return {"test_accuracy": metrics["test"]["accuracy"], "test_macro_f1": metrics["test"]["macro_f1"],
             "validation_accuracy": metrics["validation"]["accuracy"], "wall_seconds": wall, "peak_rss_mb": rss,
-            "max_length": config["max_length"], "truncation": config["truncation"], "args": [*ROWS[row], *extra]}
+            "max_length": config["max_length"], "truncation": config["truncation"],
+            "prefix_dtype": config.get("prefix_dtype"), "args": [*ROWS[row], *extra]}
 
 
 def table(results: dict) -> str:
@@ -81,6 +83,8 @@ def main():
                         "(ours and the peer's; default: train's), stated in the table")
     parser.add_argument("--seed", type=int, help="another seed for the head's initialisation and the batch order "
                         "(ours and the peer's; default: train's), recorded as its own row")
+    parser.add_argument("--tag", help="a note appended to every row's name (e.g. the machine), so that rows measured "
+                        "elsewhere are kept beside these rather than replaced")
     parser.add_argument("--table", action="store_true", help="print the measured table and stop")
     parser.add_argument("--peer-in-process", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -100,6 +104,8 @@ def main():
     if args.seed is not None:
         extra += ["--seed", str(args.seed)]
         suffix += f" seed {args.seed}"
+    if args.tag:
+        suffix += f" [{args.tag}]"
     for name in args.datasets:
         work = scratch_dir(f"gptclassify-table-{name}-")
         data = dataset(name)
@@ -115,6 +121,7 @@ def main():
                                      truncation])
             else:
                 result = ours(row, data, work, extra)
+            result.update(cpu=cpu_description(), date=time.strftime("%Y-%m-%d %H:%M"))
             results[f"{name}/{row}{suffix}"] = result
             print(json.dumps(result), flush=True)
             save("accuracy_table", {"weights": WEIGHTS, "model": MODEL, "subsets": SUBSETS, "results": results})
