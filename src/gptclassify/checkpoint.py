@@ -42,6 +42,8 @@ def save_checkpoint(ckpt: Path, model, optimizer, scheduler, state: TrainState, 
     when the snapshot is taken mid-epoch."""
     opt_tensors, opt_meta = flatten_optimizer(optimizer.state_dict())
     opt_tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on a GPU draws from the GPU's RNG
+        opt_tensors["rng.cuda"] = torch.cuda.get_rng_state()
     files = {"trainable.safetensors": trainable_state(model), "optimizer.safetensors": opt_tensors,
              "state.json": {"run": run, "train_state": state.to_dict(), "optimizer": opt_meta,
                             "scheduler": scheduler.state_dict(), "train_config": asdict(cfg)}}
@@ -106,6 +108,9 @@ def restore_checkpoint(ckpt: Path, model, optimizer, scheduler) -> tuple[TrainSt
     load_trainable(model, snapshot / "trainable.safetensors")
     tensors = load_safetensors(snapshot / "optimizer.safetensors")
     torch.set_rng_state(tensors.pop("rng.torch"))
+    cuda_rng = tensors.pop("rng.cuda", None)
+    if cuda_rng is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda_rng)
     optimizer.load_state_dict(unflatten_optimizer(tensors, meta["optimizer"]))
     scheduler.load_state_dict(meta["scheduler"])
     order = None

@@ -112,6 +112,8 @@ def cmd_predict(args) -> None:
         texts = InputFile(args.input, args.text_column)
     else:
         texts = read_texts(args)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError("--batch-size must be 1 or more")
     classifier = Classifier.load(args.run, args.device)
     predict_to(classifier, texts, args.output, output_format(args.format, args.output), args.batch_size)
     if getattr(texts, "blank", 0):
@@ -289,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", type=Path)
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("predict", help="classify new texts with a trained run")
     p.add_argument("run", type=Path)
@@ -299,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=Path, help="write the predictions to this file (atomically) instead of standard output")
     p.add_argument("--format", choices=["jsonl", "csv", "table"],
                    help="default: by --output's extension (.csv, .jsonl, .txt), else jsonl")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int,
+                   help="texts per forward pass (default: 32 on a CPU; on CUDA, as many as fill 65,536 positions)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 

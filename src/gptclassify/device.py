@@ -33,3 +33,18 @@ def autocast_for(device: torch.device):
     if device.type == "cuda":
         return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+# A pass without gradients (the frozen pass, prediction) over many texts: on a GPU, one batch of 32
+# short texts is a few hundred positions, far too little work per kernel launch, so batches there are
+# filled up to this many padded positions (benchmarks/gpu.py measures the frozen pass at several sizes).
+GPU_BATCH_TOKENS = 65536
+GPU_BATCH_TEXTS = 4096
+
+
+def no_grad_batching(device: torch.device, batch_size: int) -> tuple[int, int | None]:
+    """(texts, padded positions) per batch of a pass without gradients: `batch_size` texts on a CPU
+    (the positions unbounded), as many texts as fill GPU_BATCH_TOKENS positions on CUDA."""
+    if device.type == "cuda":
+        return max(batch_size, GPU_BATCH_TEXTS), GPU_BATCH_TOKENS
+    return batch_size, None

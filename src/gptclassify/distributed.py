@@ -42,17 +42,17 @@ class World:
         return range(n * self.rank // self.size, n * (self.rank + 1) // self.size)
 
     def describe(self) -> str:
-        if self.size == 1:
-            return "one process"
-        return f"{self.size} processes ({dist.get_backend()})"
+        backend = f" ({dist.get_backend()})" if dist.is_initialized() else ""
+        return f"{self.size} process{'es' if self.size > 1 else ''}{backend}"
 
 
 _world = World()
 
 
 def launched() -> bool:
-    """Whether a launcher (torchrun) started this process as one of several."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+    """Whether a launcher (torchrun) started this process. A job of one process joins its process
+    group too, so that it runs as each of N does (NCCL on a GPU, gloo on a CPU)."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ and "MASTER_ADDR" in os.environ
 
 
 def restarted() -> bool:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from .batches import Collate, TextDataset, length_sorted_batches
 from .data import SPLITS, load_data_split
-from .device import resolve_device
+from .device import autocast_for, resolve_device
 from .distributed import current, gather_shards
 from .errors import UserError
 from .metrics import classification_report
@@ -39,19 +39,30 @@ def logits_report(logits: torch.Tensor, targets: torch.Tensor, labels: list[str]
     return classification_report(targets.numpy(), logits.argmax(-1).numpy(), labels, loss)
 
 
-def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str = "cpu", batch_size: int = 32) -> dict:
-    """Metrics of a saved classifier on one split of a prepared data directory."""
+# Texts per batch of a whole-split pass: the same as training's final metrics use, so that `evaluate`
+# on the training's device groups the same texts together and gives the run's metrics.json.
+SPLIT_BATCH_SIZE = 64
+
+
+def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str = "auto",
+                 batch_size: int = SPLIT_BATCH_SIZE) -> dict:
+    """Metrics of a saved classifier on one split of a prepared data directory, computed as the
+    training computed its final metrics: the run's prefix precision, and bf16 autocast on CUDA."""
     if split not in SPLITS:
         raise UserError(f"--split must be one of {', '.join(SPLITS)}")
-    model, tokenizer, config = load_run(run_dir, device)
+    dev = resolve_device(device)
+    model, tokenizer, config = load_run(run_dir, str(dev))
     labels = run_labels(config)
     texts, targets = load_data_split(data_dir, split, labels)
     shard = current().shard(len(texts))
     ds = TextDataset([texts[i] for i in shard], [targets[i] for i in shard], tokenizer, config["max_length"],
                      truncation=config["truncation"])
-    dev = resolve_device(device)
-    prefix = run_prefix(model, config, dev)
-    logits_fn = lambda ids, lengths: run_logits(model, prefix, ids, lengths, config["pooling"])  # noqa: E731
+    prefix, autocast = run_prefix(model, config, dev), autocast_for(dev)
+
+    def logits_fn(ids, lengths):
+        with autocast():
+            return run_logits(model, prefix, ids, lengths, config["pooling"])
+
     with torch.inference_mode():
         logits, gathered = split_logits(ds, [len(e) for e in ds.encoded], batch_size,
                                         Collate(tokenizer.pad_id, config.get("pad_to")), logits_fn, dev,

@@ -83,19 +83,21 @@ def where_features_live(positions: int, dim: int, dtype: torch.dtype) -> tuple[i
 
 @torch.no_grad()
 def build_feature_store(prefix, dataset: TextDataset, *, pad_id: int, pad_to: int | None, pooling: str,
-                        batch_size: int, device, flat: torch.Tensor | None = None, progress=None) -> FeatureStore:
+                        batch_size: int, device, flat: torch.Tensor | None = None, progress=None,
+                        max_tokens: int | None = None) -> FeatureStore:
     """Run the frozen prefix (`prefix.FrozenPrefix`: embedding and blocks before the first trainable
     one) once over every example, into `flat` (a file-backed tensor of the on-disk cache) or into
-    memory; `progress.update(positions)` after each batch."""
+    memory; `progress.update(positions)` after each batch. Batches of `batch_size` examples, or as
+    many as fit in `max_tokens` padded positions (`device.no_grad_batching`)."""
     widths = feature_widths(dataset, pad_to, pooling)
     if flat is None:
         flat = _allocate(int(sum(widths)), prefix.model.cfg.emb_dim, prefix.out_dtype)
     store = store_from(flat, widths)
     offsets = store.offsets
     collate = Collate(pad_id, pad_to if pooling == "last-position" else None)
-    for rows in length_sorted_batches(widths, batch_size):
+    for rows in length_sorted_batches(widths, batch_size, max_tokens):
         ids, _, _ = collate([dataset[i] for i in rows])
-        states = prefix(ids.to(device)).to("cpu", flat.dtype)
+        states = prefix(ids.to(device, non_blocking=True)).to("cpu", flat.dtype)
         for r, i in enumerate(rows):
             flat[offsets[i]: offsets[i] + widths[i]] = states[r, : widths[i]]
         if progress is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from .batches import Collate, length_sorted_batches
-from .device import autocast_for, resolve_device
+from .device import autocast_for, no_grad_batching, resolve_device
 from .prefix import run_logits, run_prefix
 from .rundir import load_run, run_labels
 from .tokenizer import keep
@@ -44,19 +44,21 @@ class Classifier:
         return ids or [self.tokenizer.pad_id]  # an empty text is read as the end-of-text token
 
     @torch.inference_mode()
-    def probabilities(self, texts: list[str], batch_size: int = 32) -> torch.Tensor:
-        """(len(texts), num_classes) class probabilities, in the order given."""
+    def probabilities(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
+        """(len(texts), num_classes) class probabilities, in the order given. Batches of `batch_size`
+        texts; by default 32 on a CPU, and on CUDA as many as fill `device.GPU_BATCH_TOKENS` positions."""
         encoded = [self.encode(t) for t in texts]
         probs = torch.empty(len(texts), len(self.labels))
         collate = Collate(self.tokenizer.pad_id, self.pad_to)
-        for rows in length_sorted_batches([len(e) for e in encoded], batch_size):
+        texts_per_batch, tokens_per_batch = (batch_size, None) if batch_size else no_grad_batching(self.device, 32)
+        for rows in length_sorted_batches([len(e) for e in encoded], texts_per_batch, tokens_per_batch):
             ids, _, lengths = collate([(encoded[i], 0) for i in rows])
             with self.autocast():
                 logits = run_logits(self.model, self.prefix, ids.to(self.device), lengths.to(self.device), self.pooling)
             probs[rows] = torch.softmax(logits.float(), dim=-1).cpu()
         return probs
 
-    def predict(self, texts: str | list[str], batch_size: int = 32):
+    def predict(self, texts: str | list[str], batch_size: int | None = None):
         """Per text: {"label", "score", "probabilities": {label: p}}; a single string gives one dict."""
         single = isinstance(texts, str)
         probs = self.probabilities([texts] if single else list(texts), batch_size)

@@ -58,7 +58,7 @@ def format_predictions(texts: list[str], predictions: list[dict], labels: list[s
     return out.getvalue()
 
 
-def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int = 32) -> None:
+def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int | None = None) -> None:
     """Classify `texts` (a list, or an `InputFile` read as it goes) and write the predictions to
     `output` (standard output when None), chunk by chunk."""
     world = current()

@@ -20,10 +20,10 @@ from .batches import Collate, ShardedLoader, TextDataset
 from .checkpoint import has_checkpoint, load_trainable, restore_checkpoint, save_best, save_checkpoint, save_start
 from .classifier import add_classifier_head, first_trainable_block, freeze_all_but
 from .data import SPLITS, dataset_labels, load_data_split
-from .device import autocast_for, resolve_device
-from .distributed import all_max, all_reduce_sum, barrier, current
+from .device import autocast_for, no_grad_batching, resolve_device
+from .distributed import all_max, all_reduce_sum, barrier, current, launched
 from .errors import UserError
-from .evaluate import logits_report, split_logits
+from .evaluate import SPLIT_BATCH_SIZE, logits_report, split_logits
 from . import feature_cache
 from .failpoints import failpoint
 from .features import (FeatureDataset, build_feature_store, cache_unavailable_reason, collate_features,
@@ -107,12 +107,13 @@ class Trainer:
             raise UserError(f"--trainable {cfg.trainable}: {e}") from None
         self.model = model.to(self.device)
         self.log(f"trainable parameters: {self.trainable:,} of {self.total:,}")
-        if self.world.size > 1:
+        if launched():
             self.log(f"data parallel: {self.world.describe()}; each holds 1/{self.world.size} of the examples")
         self.prefix = FrozenPrefix(self.model, self.start, resolve_prefix_dtype(cfg.prefix_dtype, self.device), self.device)
         if self.start > 0:
             why = f" (auto: {describe_cpu()})" if cfg.prefix_dtype == "auto" and self.device.type == "cpu" else ""
-            self.log(f"frozen prefix: {self.prefix.dtype}{why}; the trainable part computes in float32")
+            suffix = "under bfloat16 autocast" if self.device.type == "cuda" else "in float32"
+            self.log(f"frozen prefix: {self.prefix.dtype}{why}; the trainable part computes {suffix}")
         self.datasets = self.make_datasets()
         self.cached = self.prepare_cache()
         self.loaders = self.make_loaders()
@@ -170,11 +171,12 @@ class Trainer:
                  f"({', '.join(f'{s} {n:,}' for s, n in counts.items())}{' on rank 0' if each else ''}); "
                  f"features {nbytes / 1e9:.2f} GB{each} {where}")
         progress = Progress(mine, "positions", "frozen pass", self.log, enabled=self.world.is_main)
+        texts_per_batch, tokens_per_batch = no_grad_batching(self.device, max(self.cfg.batch_size, 32))
         try:
             self.features = {
                 split: FeatureDataset(build_feature_store(
                     self.prefix, ds, pad_id=self.tokenizer.pad_id, pad_to=self.pad_to, pooling=self.cfg.pooling,
-                    batch_size=max(self.cfg.batch_size, 32), device=self.device, progress=progress,
+                    batch_size=texts_per_batch, max_tokens=tokens_per_batch, device=self.device, progress=progress,
                     flat=outputs.get(split)), ds)
                 for split, ds in self.datasets.items()
             }
@@ -261,7 +263,7 @@ class Trainer:
         """A whole split's logits and targets (every process's share, joined), in larger batches."""
         sets, collate = self.inputs()
         lengths = [len(e) for e in self.datasets[split].encoded]
-        return split_logits(sets[split], lengths, max(self.cfg.batch_size, 64), collate, self.logits_fn, self.device,
+        return split_logits(sets[split], lengths, max(self.cfg.batch_size, SPLIT_BATCH_SIZE), collate, self.logits_fn, self.device,
                             len(self.labels), len(self.texts[split][0]))
 
     def total_steps(self) -> int:
