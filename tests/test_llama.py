@@ -75,6 +75,22 @@ def test_last_block_at_pooled_positions_equals_full_forward(family):
             assert (g - e).abs().max().item() < 1e-5 * max(1.0, e.abs().max().item())
 
 
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_the_pooled_shortcut_runs_under_bf16_autocast(family):
+    """On CUDA the trained suffix runs under bf16 autocast; the one-query shortcut must too (the
+    Llama's packed key/value projections once mixed float32 and bf16 there). CPU autocast, same casts."""
+    torch.manual_seed(0)
+    model = GPTModel(gpt2_config("gpt2", n_layers=2, emb_dim=64, n_heads=4)) if family == "gpt2" \
+        else LlamaModel(llama_config("smollm2-135m", n_layers=2))
+    add_classifier_head(model.eval(), 3)
+    ids, lengths = torch.randint(0, 1000, (4, 17)), torch.tensor([17, 5, 1, 9])
+    exact = classify_logits(model, ids, lengths, "last-token")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rounded = classify_logits(model, ids, lengths, "last-token")
+    rounded.float().sum().backward()  # and trains
+    assert (rounded.float() - exact).abs().max().item() < 0.05 * max(1.0, exact.abs().max().item())
+
+
 # ---------------------------------------------------------------- the real GGUF
 
 

@@ -128,16 +128,17 @@ def all_max(value: int) -> int:
     return int(t.item())
 
 
-def sum_gradients(params: list[torch.Tensor], local_loss: torch.Tensor | None) -> float:
-    """Add up every process's gradients (one all-reduce of one flat buffer) and losses.
+def sum_gradients(params: list[torch.Tensor], local_loss: torch.Tensor | None) -> torch.Tensor:
+    """Add up every process's gradients (one all-reduce of one flat buffer) and losses; the global
+    batch's loss comes back as a one-element tensor, left where it is (reading it would wait for the GPU).
 
     Each process's loss is its examples' share of the global batch's mean (their summed loss
     divided by the global batch size), so the sums are exactly the single-process gradient and
     loss. A process holding none of a batch's examples adds zeros.
     """
-    value = torch.zeros(1) if local_loss is None else local_loss.detach().float().reshape(1).cpu()
+    value = torch.zeros(1) if local_loss is None else local_loss.detach().float().reshape(1)
     if _world.size == 1:
-        return value.item()
+        return value
     grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]
     flat = torch.cat([g.reshape(-1).float() for g in grads] + [value.to(grads[0].device)])
     flat = all_reduce_sum(flat)
@@ -146,7 +147,7 @@ def sum_gradients(params: list[torch.Tensor], local_loss: torch.Tensor | None) -
         n = p.numel()
         p.grad = flat[offset: offset + n].view_as(p).to(p.dtype)
         offset += n
-    return flat[-1].item()
+    return flat[-1:]
 
 
 def gather_shards(local: torch.Tensor, n: int) -> torch.Tensor:

@@ -128,10 +128,32 @@ class FeatureDataset(torch.utils.data.Dataset):
 
 
 def collate_features(batch):
-    """Pad hidden states with zeros to the batch's widest; causal attention never reads them."""
+    """Pad hidden states with zeros to the batch's widest; causal attention never reads them. States
+    kept on a GPU are batched there, and labels and lengths go over without stalling it (pinned)."""
     states, labels, lengths = zip(*batch)
     width = max(s.shape[0] for s in states)
     x = states[0].new_zeros(len(states), width, states[0].shape[1], dtype=torch.float32)
     for r, s in enumerate(states):
         x[r, : s.shape[0]] = s
-    return x, torch.tensor(labels, dtype=torch.long), torch.tensor(lengths, dtype=torch.long)
+    labels, lengths = torch.tensor(labels, dtype=torch.long), torch.tensor(lengths, dtype=torch.long)
+    if x.is_cuda:
+        labels, lengths = (t.pin_memory().to(x.device, non_blocking=True) for t in (labels, lengths))
+    return x, labels, lengths
+
+
+# Share of the GPU's free memory the cached states may take when they are moved there.
+GPU_FEATURES_SHARE = 0.5
+
+
+def keep_on_gpu(features: dict[str, FeatureDataset], device: torch.device) -> str | None:
+    """Move the cached states onto the GPU when they fit in GPU_FEATURES_SHARE of its free memory, so
+    that each step gathers its batch there instead of copying it over; why not, for the log, if not."""
+    if device.type != "cuda":
+        return "not on a GPU"
+    nbytes = sum(f.store.flat.numel() * f.store.flat.element_size() for f in features.values())
+    free, _ = torch.cuda.mem_get_info(device)
+    if nbytes > GPU_FEATURES_SHARE * free:
+        return f"{nbytes / 1e9:.2f} GB is over half the GPU's free {free / 1e9:.1f} GB"
+    for f in features.values():
+        f.store.flat = f.store.flat.to(device)
+    return None

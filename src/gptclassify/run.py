@@ -27,7 +27,7 @@ from .evaluate import SPLIT_BATCH_SIZE, logits_report, split_logits
 from . import feature_cache
 from .failpoints import failpoint
 from .features import (FeatureDataset, build_feature_store, cache_unavailable_reason, collate_features,
-                       feature_widths, store_from, where_features_live)
+                       feature_widths, keep_on_gpu, store_from, where_features_live)
 from .files import read_json, save_safetensors, write_failure
 from .hub import sha256_file
 from .lora import adapter_state, add_lora, merge_lora
@@ -162,6 +162,7 @@ class Trainer:
             self.features = {split: FeatureDataset(store_from(*stored[split]), ds) for split, ds in self.datasets.items()}
             self.log(f"feature cache: reusing {total:,} positions of entry {key[:12]} (made {entry.meta['created']}, "
                      f"{entry.nbytes / 1e9:.2f} GB): the frozen pass is skipped")
+            self.features_to_gpu()
             return True
         nbytes, where = where_features_live(mine, self.model.cfg.emb_dim, self.prefix.out_dtype)
         writer, outputs, where = self.open_entry_writer(key, meta, widths, nbytes, where)
@@ -189,6 +190,7 @@ class Trainer:
         shared = f" (rank 0 holds {mine:,})" if self.world.size > 1 else ""
         self.log(f"feature cache: {total:,} positions through the frozen layers{shared} in {seconds:.1f}s"
                  + (f", kept as entry {key[:12]}" if kept else ""))
+        self.features_to_gpu()
         return True
 
     def open_entry_writer(self, key: str, meta: dict, widths: dict, nbytes: int, where: str):
@@ -241,6 +243,13 @@ class Trainer:
                 "positions": positions,
                 "share": parts["share"]}
         return feature_cache.entry_key(parts), meta
+
+    def features_to_gpu(self) -> None:
+        """On a GPU, the cached states go there when they fit: batches are then gathered on the GPU."""
+        if self.device.type == "cuda":
+            why_not = keep_on_gpu(self.features, self.device)
+            self.log("feature cache: " + (f"kept in host memory ({why_not})" if why_not else
+                                          "copied to the GPU: each batch is gathered there"))
 
     def inputs(self):
         """What the suffix reads, per split (cached states or token ids), and how to batch it."""

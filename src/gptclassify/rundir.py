@@ -21,7 +21,7 @@ from .classifier import POOLINGS
 from .files import MAX_JSON_BYTES, atomic_path, load_safetensors, read_json, save_safetensors, write_json
 from .models import model_from_config_dict
 from .tokenizer import TRUNCATIONS, Tokenizer, get_tokenizer, tokenizer_from_json
-from .weights.tensors import assign_checked
+from .weights.tensors import assign_checked, uninitialised
 
 
 def write_run(run_dir: Path, model: nn.Module, tokenizer: Tokenizer, config: dict, history: dict,
@@ -83,7 +83,7 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[nn.Module, Tokenizer, 
     """The classifier, its tokenizer and its config, from safetensors and JSON only."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    with torch.device("meta"):
+    with uninitialised():
         try:
             model = model_from_config_dict(config["model"])
         except (TypeError, ValueError) as e:

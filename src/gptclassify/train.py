@@ -261,8 +261,26 @@ class TrainState:
     best_score: float | None = None  # the best epoch's validation score by `select_by` (higher is better)
     history: dict = field(default_factory=lambda: {"step_loss": [], "eval": [], "epochs": []})
 
+    def __post_init__(self):
+        self.pending: list[torch.Tensor] = []  # step losses not yet read back from the device (see `fit`)
+
+    def read_losses(self) -> list[float]:
+        """The pending step losses, read back in one go and added to the history."""
+        if not self.pending:
+            return []
+        values = torch.cat(self.pending).tolist()
+        self.pending.clear()
+        self.history["step_loss"].extend(values)
+        return values
+
     def to_dict(self):
+        self.read_losses()
         return asdict(self)
+
+
+# Steps between reading the step losses back (for the progress bar and the history): reading one
+# at every step would make the CPU wait for the GPU to finish it before preparing the next.
+LOSS_READ_EVERY = 50
 
 
 def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig, state: TrainState, device,
@@ -303,9 +321,10 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
             state.global_step += 1
             state.step_in_epoch += 1
             state.examples_seen += size
-            state.history["step_loss"].append(value)
-            running = value if running is None else 0.9 * running + 0.1 * value
-            bar.set_postfix(loss=f"{running:.4f}")
+            state.pending.append(value)
+            if len(state.pending) >= LOSS_READ_EVERY:
+                running = smoothed(running, state.read_losses())
+                bar.set_postfix(loss=f"{running:.4f}")
             # The book counts steps from -1, so it evaluates after steps 1, 1 + eval_freq, ...
             if cfg.eval_freq and (state.global_step - 1) % cfg.eval_freq == 0:
                 train_loss, val_loss = evaluate_model(model, train_loader, val_loader, logits_fn, device, cfg.eval_iter)
@@ -318,6 +337,7 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
             if on_step and state.step_in_epoch < len(order):
                 on_step(state, order)
             failpoint("step")
+        state.read_losses()
         bar.close()
         state.epoch += 1
         state.step_in_epoch, order = 0, None
@@ -358,6 +378,13 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
             log(f"early stopping: no better validation {cfg.select_by} for {cfg.early_stopping} epoch(s) "
                 f"after epoch {state.best_epoch}")
     return state
+
+
+def smoothed(running: float | None, values: list[float]) -> float:
+    """An exponential moving average of the step losses, as the progress bar shows it."""
+    for value in values:
+        running = value if running is None else 0.9 * running + 0.1 * value
+    return running
 
 
 def lr_factor(step: int, cfg: TrainConfig, total_steps: int) -> float:

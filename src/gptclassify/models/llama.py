@@ -78,9 +78,14 @@ def apply_rope(x, cos, sin):
 
 
 def packed_projection(proj: nn.Linear, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`proj(x)` computed only at the rows where `mask` (batch, seq) is true; zeros elsewhere."""
-    out = x.new_zeros(*mask.shape, proj.out_features)
-    return out.masked_scatter(mask[..., None], proj(x[mask]))
+    """`proj(x)` computed only at the rows where `mask` (batch, seq) is true; zeros elsewhere. On a
+    GPU, every row: picking the rows out makes the CPU wait for the GPU (the count of true entries
+    decides the output's size), which costs more there than projecting the few padded rows; the
+    attention mask hides those rows either way."""
+    if x.is_cuda:
+        return proj(x)
+    packed = proj(x[mask])  # in autocast's precision where one is active (bf16 on CUDA)
+    return packed.new_zeros(*mask.shape, proj.out_features).masked_scatter(mask[..., None], packed)
 
 
 class GroupedQueryAttention(nn.Module):

@@ -3,18 +3,37 @@ initialising it, and assign every tensor after checking it by name and shape."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn as nn
 
 from ..errors import UserError
 from ..files import load_safetensors as read_safetensors
 
-__all__ = ["assign_checked", "build_model", "read_safetensors"]
+__all__ = ["assign_checked", "build_model", "read_safetensors", "uninitialised"]
+
+
+@contextlib.contextmanager
+def uninitialised():
+    """Make modules on the meta device without drawing their initial values: weights that are about
+    to be replaced need none, and a random draw on a meta tensor imports torch's compiler (a second
+    or more at every start). The same idea as transformers' `no_init_weights`."""
+    names = [n for n in dir(nn.init) if n.endswith("_") and not n.startswith("_")]
+    saved = {n: getattr(nn.init, n) for n in names}
+    try:
+        for n in names:
+            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
+        with torch.device("meta"):
+            yield
+    finally:
+        for n, f in saved.items():
+            setattr(nn.init, n, f)
 
 
 def build_model(model_cls, cfg, state: dict[str, torch.Tensor]) -> nn.Module:
     """Make the model without initialising it, then put the weights in; every tensor checked by name."""
-    with torch.device("meta"):
+    with uninitialised():
         model = model_cls(cfg)
     assign_checked(model, {k: v.float() for k, v in state.items()}, "weights")
     return model.eval()
