@@ -579,6 +579,8 @@ def main():
     parser.add_argument("--budget", type=float, default=480, help="seconds; stages that would start later are skipped")
     parser.add_argument("--commit", default=os.environ.get("GPTCLASSIFY_COMMIT", ""))
     parser.add_argument("--reuse-peer", type=Path, help="an earlier gpu.json whose peer rows stand in for new ones")
+    parser.add_argument("--datasets", nargs="+", default=["sms", "sms-x10"], choices=["sms", "sms-x10"],
+                        help="what the train stage runs on (the frozen stage always reads SMS x10)")
     parser.add_argument("--x10-shapes", nargs="*", help="train on SMS x10 with these shapes only (default: all)")
     parser.add_argument("--frozen-shapes", nargs="*", help="the frozen-pass stage for these shapes only (default: all)")
     parser.add_argument("--test-workers", type=int, default=1, help="pytest-xdist workers for the cuda tests")
@@ -625,7 +627,8 @@ def main():
     if due("train"):
         result["train"] = {}
         reuse = json.loads(args.reuse_peer.read_text()) if args.reuse_peer else {}
-        stage_train(weights, datasets, work, result["train"], save, reuse, args.x10_shapes)
+        chosen = {name: data for name, data in datasets.items() if name in args.datasets}
+        stage_train(weights, chosen, work, result["train"], save, reuse, args.x10_shapes)
     if due("frozen"):
         budgets = [[32, None], [4096, 16384], [4096, 65536], [8192, 262144]]
         result["frozen"] = {shape: child("frozen", w, datasets["sms-x10"], json.dumps(budgets))

@@ -65,3 +65,31 @@ def test_models_made_uninitialised_take_their_weights_and_leave_init_alone():
 
 def test_features_stay_in_host_memory_off_a_gpu():
     assert keep_on_gpu({}, torch.device("cpu")) == "not on a GPU"
+
+
+def test_the_frozen_pass_stores_each_examples_states_whatever_the_batching():
+    """Batched by count or by positions, each example's stored states are its own prefix output."""
+    from gptclassify.batches import TextDataset
+    from gptclassify.features import build_feature_store
+    from gptclassify.models.gpt2 import GPTModel, gpt2_config
+    from gptclassify.prefix import FrozenPrefix
+
+    class Ids:  # a tokenizer of space-separated ids
+        def encode(self, text, *args):
+            return [int(t) for t in text.split()]
+
+    torch.manual_seed(0)
+    model = GPTModel(gpt2_config("gpt2", n_layers=2, emb_dim=32, n_heads=4, vocab_size=100)).eval()
+    prefix = FrozenPrefix(model, 1, "float32", torch.device("cpu"))
+    g = torch.Generator().manual_seed(1)
+    texts = [" ".join(str(t) for t in torch.randint(0, 99, (int(n),), generator=g).tolist())
+             for n in torch.randint(1, 30, (23,), generator=g)]
+    ds = TextDataset(texts, [0] * len(texts), Ids(), max_length=64)
+    for pooling, pad_to in (("last-token", None), ("last-position", 29)):
+        for batch_size, max_tokens in ((4, None), (1000, 60), (3, 10_000)):
+            store = build_feature_store(prefix, ds, pad_id=99, pad_to=pad_to, pooling=pooling, batch_size=batch_size,
+                                        device=torch.device("cpu"), max_tokens=max_tokens)
+            for i, ids in enumerate(ds.encoded):
+                padded = ids + [99] * ((pad_to or len(ids)) - len(ids))
+                expected = prefix(torch.tensor([padded]))[0]
+                assert torch.allclose(store.get(i), expected, atol=1e-5), (pooling, batch_size, max_tokens, i)

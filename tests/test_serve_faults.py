@@ -236,3 +236,35 @@ def test_sigterm_answers_the_requests_already_accepted(slow_run):
     # uvicorn ends by re-raising the signal it handled, so a supervisor sees the usual status for SIGTERM
     assert proc.returncode in (0, -signal.SIGTERM)
     assert "Finished server process" in out.decode() and "Traceback" not in out.decode()
+
+
+def test_a_failure_inside_the_model_is_a_json_503_and_the_worker_serves_on(trained_run, capsys):  # noqa: F811
+    """The model raising on a batch (CUDA out of memory, say) answers that batch's requests 503 with
+    Retry-After in JSON, logs the cause in one line, and the next request is served; a failure of the
+    worker itself (here: the model returning nothing) does not end it either."""
+    from fastapi.testclient import TestClient
+
+    from gptclassify.serve import Limits, create_app
+
+    classifier = Classifier.load(trained_run[0], "cpu")
+    real = classifier.predict
+
+    def predict(texts, batch_size=None):
+        if "boom" in texts:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return None if "nothing" in texts else real(texts, batch_size)
+
+    classifier.predict = predict
+    app = create_app(classifier, limits=Limits(timeout_s=2))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        failed = client.post("/v1/classify", json={"texts": ["boom"]})
+        assert failed.status_code == 503 and failed.headers["retry-after"] == "1"
+        assert failed.json()["error"].startswith("the model failed") and "RuntimeError" in failed.json()["error"]
+        assert client.post("/v1/classify", json={"texts": ["nothing"]}).status_code == 503  # timed out, in JSON
+        for text in ("see you at 5", "WINNER!! claim your prize"):
+            served = client.post("/v1/classify", json={"texts": [text]})
+            assert served.status_code == 200, served.text
+            assert served.json()["predictions"][0] == real(text)
+    err = capsys.readouterr().err
+    assert "the model failed on a batch of 1 texts (RuntimeError: CUDA out of memory" in err
+    assert "the batching worker failed (TypeError" in err and "Traceback" not in err

@@ -197,8 +197,16 @@ def vars_of(args) -> dict:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its errors in one line, as every other error of ours (`--help` shows the usage)."""
+
+    def error(self, message):
+        command = self.prog.removeprefix("gptclassify").strip()
+        self.exit(2, f"gptclassify: error: {command + ': ' if command else ''}{message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gptclassify", description=__doc__)
+    parser = Parser(prog="gptclassify", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     prepare = sub.add_parser("prepare", help="make train/validation/test CSV files").add_subparsers(
@@ -302,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["jsonl", "csv", "table"],
                    help="default: by --output's extension (.csv, .jsonl, .txt), else jsonl")
     p.add_argument("--batch-size", type=int,
-                   help="texts per forward pass (default: 32 on a CPU; on CUDA, as many as fill 65,536 positions)")
+                   help="texts per forward pass (default: 32 on a CPU; on CUDA, as many as fill 16,384 positions)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 

@@ -17,7 +17,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
+from .errors import UserError, env_number
 
 DEFAULT_TIMEOUT_S = 1800  # longest wait at a collective before a stuck job fails (GPTCLASSIFY_DIST_TIMEOUT)
 
@@ -66,7 +66,7 @@ def init_from_env(device: torch.device) -> World:
     if not launched():
         return _world
     if not dist.is_initialized():
-        seconds = float(os.environ.get("GPTCLASSIFY_DIST_TIMEOUT", DEFAULT_TIMEOUT_S))
+        seconds = env_number("GPTCLASSIFY_DIST_TIMEOUT", DEFAULT_TIMEOUT_S, "a number of seconds", minimum=1)
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":  # one GPU per local rank, unless --device names one
             torch.cuda.set_device(device if device.index is not None else int(os.environ.get("LOCAL_RANK", 0)))

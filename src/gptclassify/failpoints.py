@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import signal
 
+from .errors import UserError
+
 _passes: dict[str, int] = {}
 
 
@@ -15,5 +17,8 @@ def failpoint(name: str) -> None:
     if not wanted or wanted.split(":")[0] != name:
         return
     _passes[name] = _passes.get(name, 0) + 1
-    if ":" not in wanted or int(wanted.split(":")[1]) == _passes[name]:
+    count = wanted.split(":", 1)[1] if ":" in wanted else None
+    if count is not None and not count.isdigit():
+        raise UserError(f"GPTCLASSIFY_FAILPOINT={wanted!r}: the pass after ':' must be a number")
+    if count is None or int(count) == _passes[name]:
         os.kill(os.getpid(), signal.SIGKILL)

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from .download import cache_dir
-from .errors import UserError
+from .errors import UserError, env_number
 from .files import read_json, write_json
 from .hub import sha256_file
 
@@ -45,11 +45,7 @@ def cache_root() -> Path:
 
 
 def limit_bytes() -> int:
-    raw = os.environ.get("GPTCLASSIFY_FEATURE_CACHE_GB", str(DEFAULT_LIMIT_GB))
-    try:
-        return int(float(raw) * 1e9)
-    except ValueError:
-        raise UserError(f"GPTCLASSIFY_FEATURE_CACHE_GB={raw!r} is not a number of gigabytes") from None
+    return int(env_number("GPTCLASSIFY_FEATURE_CACHE_GB", DEFAULT_LIMIT_GB, "a number of gigabytes") * 1e9)
 
 
 def hash_tensors(named: list[tuple[str, torch.Tensor]]) -> str:

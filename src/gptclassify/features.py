@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .batches import Collate, TextDataset, length_sorted_batches
+from .errors import env_number
 from .failpoints import failpoint
 
 
@@ -50,7 +51,7 @@ def stored_width(n_tokens: int, pad_to: int | None, pooling: str) -> int:
 def memory_budget() -> int:
     """Bytes of features kept in RAM before the cache goes to a memory-mapped file on disk."""
     if "GPTCLASSIFY_CACHE_MEMORY" in os.environ:
-        return int(float(os.environ["GPTCLASSIFY_CACHE_MEMORY"]))
+        return int(env_number("GPTCLASSIFY_CACHE_MEMORY", 0, "a number of bytes"))
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
     except (ValueError, OSError):
@@ -93,18 +94,28 @@ def build_feature_store(prefix, dataset: TextDataset, *, pad_id: int, pad_to: in
     if flat is None:
         flat = _allocate(int(sum(widths)), prefix.model.cfg.emb_dim, prefix.out_dtype)
     store = store_from(flat, widths)
-    offsets = store.offsets
     collate = Collate(pad_id, pad_to if pooling == "last-position" else None)
     for rows in length_sorted_batches(widths, batch_size, max_tokens):
         ids, _, _ = collate([dataset[i] for i in rows])
-        states = prefix(ids.to(device, non_blocking=True)).to("cpu", flat.dtype)
-        for r, i in enumerate(rows):
-            flat[offsets[i]: offsets[i] + widths[i]] = states[r, : widths[i]]
+        states = prefix(ids.to(device, non_blocking=True))
+        src, dest = scatter_indices(rows, widths, store.offsets, ids.shape[1])
+        kept = states.reshape(-1, states.shape[-1])[src.to(states.device)]  # the real positions, row after row
+        flat[dest.to(flat.device)] = kept.to(flat.device, flat.dtype)
         if progress is not None:
             progress.update(sum(widths[i] for i in rows))
         failpoint("frozen-pass")
     return store
 
+
+
+def scatter_indices(rows: list[int], widths: list[int], offsets: list[int], padded: int):
+    """For examples `rows` batched as (len(rows), padded) positions: which rows of the flattened batch
+    are kept (the first widths[i] of each example's), and where each goes in the store's flat tensor."""
+    w = np.asarray([widths[i] for i in rows], dtype=np.int64)
+    within = np.arange(int(w.sum()), dtype=np.int64) - np.repeat(np.cumsum(w) - w, w)
+    src = np.repeat(np.arange(len(rows), dtype=np.int64) * padded, w) + within
+    dest = np.repeat(np.asarray([offsets[i] for i in rows], dtype=np.int64), w) + within
+    return torch.from_numpy(src), torch.from_numpy(dest)
 
 
 def store_from(flat: torch.Tensor, widths: list[int]) -> FeatureStore:
@@ -129,7 +140,8 @@ class FeatureDataset(torch.utils.data.Dataset):
 
 def collate_features(batch):
     """Pad hidden states with zeros to the batch's widest; causal attention never reads them. States
-    kept on a GPU are batched there, and labels and lengths go over without stalling it (pinned)."""
+    kept on a GPU are batched there; labels and lengths stay in host memory like every batch's, pinned
+    then, so that their copy to the GPU (`non_blocking`) does not make the CPU wait for the GPU."""
     states, labels, lengths = zip(*batch)
     width = max(s.shape[0] for s in states)
     x = states[0].new_zeros(len(states), width, states[0].shape[1], dtype=torch.float32)
@@ -137,7 +149,7 @@ def collate_features(batch):
         x[r, : s.shape[0]] = s
     labels, lengths = torch.tensor(labels, dtype=torch.long), torch.tensor(lengths, dtype=torch.long)
     if x.is_cuda:
-        labels, lengths = (t.pin_memory().to(x.device, non_blocking=True) for t in (labels, lengths))
+        labels, lengths = labels.pin_memory(), lengths.pin_memory()
     return x, labels, lengths
 
 
@@ -145,15 +157,22 @@ def collate_features(batch):
 GPU_FEATURES_SHARE = 0.5
 
 
-def keep_on_gpu(features: dict[str, FeatureDataset], device: torch.device) -> str | None:
-    """Move the cached states onto the GPU when they fit in GPU_FEATURES_SHARE of its free memory, so
-    that each step gathers its batch there instead of copying it over; why not, for the log, if not."""
-    if device.type != "cuda":
-        return "not on a GPU"
-    nbytes = sum(f.store.flat.numel() * f.store.flat.element_size() for f in features.values())
+def gpu_room_for(nbytes: int, device: torch.device) -> str | None:
+    """None when `nbytes` of states fit in GPU_FEATURES_SHARE of the GPU's free memory; else why not."""
     free, _ = torch.cuda.mem_get_info(device)
     if nbytes > GPU_FEATURES_SHARE * free:
         return f"{nbytes / 1e9:.2f} GB is over half the GPU's free {free / 1e9:.1f} GB"
+    return None
+
+
+def keep_on_gpu(features: dict[str, FeatureDataset], device: torch.device) -> str | None:
+    """Move the cached states onto the GPU when they fit (`gpu_room_for`), so that each step makes
+    its batch there instead of copying it over; why not, for the log, if not."""
+    if device.type != "cuda":
+        return "not on a GPU"
+    why_not = gpu_room_for(sum(f.store.flat.numel() * f.store.flat.element_size() for f in features.values()), device)
+    if why_not:
+        return why_not
     for f in features.values():
         f.store.flat = f.store.flat.to(device)
     return None

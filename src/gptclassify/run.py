@@ -10,7 +10,7 @@ writes files.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -27,7 +27,7 @@ from .evaluate import SPLIT_BATCH_SIZE, logits_report, split_logits
 from . import feature_cache
 from .failpoints import failpoint
 from .features import (FeatureDataset, build_feature_store, cache_unavailable_reason, collate_features,
-                       feature_widths, keep_on_gpu, store_from, where_features_live)
+                       feature_widths, gpu_room_for, keep_on_gpu, store_from, where_features_live)
 from .files import read_json, save_safetensors, write_failure
 from .hub import sha256_file
 from .lora import adapter_state, add_lora, merge_lora
@@ -90,6 +90,9 @@ class Trainer:
         self.tokenizer = base_tokenizer(model_name, weights)
         self.load_seconds = time.perf_counter() - started
         self.cfg = cfg = with_family_defaults(cfg, model.cfg.family)  # the rate the model family trains with
+        if cfg.trainable == "lora" and cfg.lora_rank > model.cfg.emb_dim:
+            raise UserError(f"--lora-rank {cfg.lora_rank} is over the model's width ({model.cfg.emb_dim}): "
+                            "an update of that rank is a full matrix")
         if self.world.is_main and not has_checkpoint(self.run_dir):  # from here on, a killed run can be resumed
             save_start(self.run_dir / "checkpoint", cfg, self.run_info())
         add_classifier_head(model, len(self.labels), seed=cfg.seed)
@@ -122,6 +125,11 @@ class Trainer:
 
     def make_datasets(self) -> dict[str, TextDataset]:
         """This process's share of each split (all of it, alone), tokenized and truncated."""
+        context = self.model.cfg.context_length
+        if self.cfg.max_length and self.cfg.max_length > context:
+            self.log(f"--max-length {self.cfg.max_length} is beyond the model's context of {context} tokens: "
+                     f"{context} are kept")
+            self.cfg = replace(self.cfg, max_length=context)
         out = {}
         for split in SPLITS:
             texts, labels = self.texts[split]
@@ -172,15 +180,8 @@ class Trainer:
                  f"({', '.join(f'{s} {n:,}' for s, n in counts.items())}{' on rank 0' if each else ''}); "
                  f"features {nbytes / 1e9:.2f} GB{each} {where}")
         progress = Progress(mine, "positions", "frozen pass", self.log, enabled=self.world.is_main)
-        texts_per_batch, tokens_per_batch = no_grad_batching(self.device, max(self.cfg.batch_size, 32))
         try:
-            self.features = {
-                split: FeatureDataset(build_feature_store(
-                    self.prefix, ds, pad_id=self.tokenizer.pad_id, pad_to=self.pad_to, pooling=self.cfg.pooling,
-                    batch_size=texts_per_batch, max_tokens=tokens_per_batch, device=self.device, progress=progress,
-                    flat=outputs.get(split)), ds)
-                for split, ds in self.datasets.items()
-            }
+            self.features = self.frozen_pass(widths, outputs, nbytes, progress)
         except BaseException:
             if writer:
                 writer.abandon()
@@ -190,8 +191,27 @@ class Trainer:
         shared = f" (rank 0 holds {mine:,})" if self.world.size > 1 else ""
         self.log(f"feature cache: {total:,} positions through the frozen layers{shared} in {seconds:.1f}s"
                  + (f", kept as entry {key[:12]}" if kept else ""))
-        self.features_to_gpu()
         return True
+
+    def frozen_pass(self, widths: dict, outputs: dict, nbytes: int, progress) -> dict[str, FeatureDataset]:
+        """Every split through the frozen prefix once. On a GPU with room for them, the states are
+        written and kept there (training batches them there) and copied to the on-disk entry after."""
+        texts_per_batch, tokens_per_batch = no_grad_batching(self.device, max(self.cfg.batch_size, 32))
+        why_not = gpu_room_for(nbytes, self.device) if self.device.type == "cuda" else "not on a GPU"
+        if self.device.type == "cuda":
+            self.log("feature cache: " + (f"kept in host memory ({why_not})" if why_not else "kept on the GPU"))
+        features = {}
+        for split, ds in self.datasets.items():
+            disk = outputs.get(split)
+            flat = disk if why_not else torch.empty(sum(widths[split]), self.model.cfg.emb_dim,
+                                                    dtype=self.prefix.out_dtype, device=self.device)
+            store = build_feature_store(self.prefix, ds, pad_id=self.tokenizer.pad_id, pad_to=self.pad_to,
+                                        pooling=self.cfg.pooling, batch_size=texts_per_batch,
+                                        max_tokens=tokens_per_batch, device=self.device, progress=progress, flat=flat)
+            if disk is not None and flat is not disk:
+                disk.copy_(store.flat.cpu())  # the reusable entry on disk, in one copy
+            features[split] = FeatureDataset(store, ds)
+        return features
 
     def open_entry_writer(self, key: str, meta: dict, widths: dict, nbytes: int, where: str):
         """The on-disk entry the frozen pass writes into, its files made and their space reserved
@@ -245,11 +265,10 @@ class Trainer:
         return feature_cache.entry_key(parts), meta
 
     def features_to_gpu(self) -> None:
-        """On a GPU, the cached states go there when they fit: batches are then gathered on the GPU."""
+        """On a GPU, states read from the on-disk cache go there when they fit: batches are then made there."""
         if self.device.type == "cuda":
             why_not = keep_on_gpu(self.features, self.device)
-            self.log("feature cache: " + (f"kept in host memory ({why_not})" if why_not else
-                                          "copied to the GPU: each batch is gathered there"))
+            self.log("feature cache: " + (f"kept in host memory ({why_not})" if why_not else "copied to the GPU"))
 
     def inputs(self):
         """What the suffix reads, per split (cached states or token ids), and how to batch it."""

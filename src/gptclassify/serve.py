@@ -16,6 +16,7 @@ import asyncio
 import hmac
 import ipaddress
 import os
+import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,18 @@ class Limits:
     max_queue_texts: int = 1024  # texts waiting for the model; beyond it: 503 and Retry-After
     timeout_s: float = 30.0  # a request not answered by then gets 503
 
+    def __post_init__(self):
+        for name in ("max_texts", "max_chars", "max_batch_texts", "max_body_bytes", "max_queue_texts"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{LIMIT_FLAGS[name]} must be 1 or more")
+        if not 0 < self.timeout_s <= 86_400:
+            raise UserError("--timeout must be above 0 and at most a day (86400 seconds)")
+
+
+# The serve options behind each limit, for their error messages.
+LIMIT_FLAGS = {"max_texts": "--max-texts", "max_chars": "--max-chars", "max_batch_texts": "max_batch_texts",
+               "max_body_bytes": "--max-body-bytes", "max_queue_texts": "--max-queue"}
+
 
 class Busy(Exception):
     """The queue is full."""
@@ -62,6 +75,18 @@ class ClassifyResponse(BaseModel):
     predictions: list[Prediction]
 
 
+class ModelFailed(Exception):
+    """The model raised on the batch that held a request's texts."""
+
+
+def free_gpu_cache() -> None:
+    """After a failure on a GPU (out of memory, most often), give back what the failed batch held."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
 class Batcher:
     """Collects texts from concurrent requests and classifies them together."""
 
@@ -80,32 +105,45 @@ class Batcher:
         return await future
 
     async def run(self):
-        loop = asyncio.get_running_loop()
+        """Serve batches until cancelled; whatever one batch raises, the next is served."""
         while True:
-            jobs = [await self.queue.get()]
-            count = len(jobs[0][0])
-            while not self.queue.empty() and count < self.max_batch_texts:
-                job = self.queue.get_nowait()
-                jobs.append(job)
-                count += len(job[0])
-            self.waiting -= count
-            jobs = [job for job in jobs if not job[1].done()]  # requests that timed out or went away cost nothing
-            if not jobs:
-                continue
-            texts = [t for job_texts, _ in jobs for t in job_texts]
             try:
-                predictions = await loop.run_in_executor(None, self.classifier.predict, texts)
-                self.batches += 1
-            except Exception as e:  # hand the failure to every waiting request
-                for _, future in jobs:
-                    if not future.done():
-                        future.set_exception(e)
-                continue
-            start = 0
-            for job_texts, future in jobs:
+                await self.run_one_batch()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001  (a bug of ours here must not end the service)
+                print(f"gptclassify serve: the batching worker failed ({type(e).__name__}: {e}); it goes on",
+                      file=sys.stderr, flush=True)
+
+    async def run_one_batch(self):
+        loop = asyncio.get_running_loop()
+        jobs = [await self.queue.get()]
+        count = len(jobs[0][0])
+        while not self.queue.empty() and count < self.max_batch_texts:
+            job = self.queue.get_nowait()
+            jobs.append(job)
+            count += len(job[0])
+        self.waiting -= count
+        jobs = [job for job in jobs if not job[1].done()]  # requests that timed out or went away cost nothing
+        if not jobs:
+            return
+        texts = [t for job_texts, _ in jobs for t in job_texts]
+        try:
+            predictions = await loop.run_in_executor(None, self.classifier.predict, texts)
+            self.batches += 1
+        except Exception as e:  # noqa: BLE001  (CUDA out of memory, say): each waiting request gets a 503
+            print(f"gptclassify serve: the model failed on a batch of {len(texts)} texts "
+                  f"({type(e).__name__}: {str(e)[:300]})", file=sys.stderr, flush=True)
+            free_gpu_cache()
+            for _, future in jobs:
                 if not future.done():
-                    future.set_result(predictions[start: start + len(job_texts)])
-                start += len(job_texts)
+                    future.set_exception(ModelFailed(type(e).__name__))
+            return
+        start = 0
+        for job_texts, future in jobs:
+            if not future.done():
+                future.set_result(predictions[start: start + len(job_texts)])
+            start += len(job_texts)
 
 
 async def client_gone(request: Request) -> None:
@@ -226,6 +264,8 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
             return {"predictions": work.result()}
         except Busy:
             return error(503, "the model is busy; try again shortly", retry_after=1)
+        except ModelFailed as e:
+            return error(503, f"the model failed on this request's batch ({e}); try again shortly", retry_after=1)
 
     @app.get("/healthz")
     async def healthz():
@@ -252,6 +292,8 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, device: str 
     taken (for up to `limits.timeout_s`) before exiting."""
     import uvicorn
 
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be 0..65535, not {port}")
     if not api_key and not no_auth and not is_loopback(host):
         raise UserError(f"--host {host} listens beyond this machine: give an API key (--api-key-file or "
                         f"{API_KEY_ENV}), or --no-auth to serve without one")

@@ -40,6 +40,9 @@ DEFAULT_MAX_LENGTH = 256
 DEFAULT_TRUNCATION = "head+tail"
 
 
+MAX_COUNT = 2 ** 31 - 1  # the most of anything counted (epochs, steps, texts a batch): beyond, Python's C sizes overflow
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 5
@@ -89,8 +92,9 @@ class TrainConfig:
         elif not valid_trainable(self.trainable):
             raise UserError(f"--trainable must be one of {', '.join(TRAINABLE)}, lora (N a number), "
                             f"not {self.trainable!r}")
-        if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and self.lr <= 0):
+        if self.epochs < 1 or self.batch_size < 1 or (self.lr is not None and not 0 < self.lr < math.inf):
             raise UserError("--epochs and --batch-size must be positive, and --lr above zero")
+        self.check_numbers()
         if self.truncation not in TRUNCATIONS:
             raise UserError(f"--truncation must be one of {', '.join(TRUNCATIONS)}")
         if self.lr_schedule not in (*SCHEDULES, None):
@@ -109,6 +113,29 @@ class TrainConfig:
             self.select_by = "loss"
         if self.prefix_dtype not in PREFIX_DTYPES:
             raise UserError(f"--prefix-dtype must be one of {', '.join(PREFIX_DTYPES)}")
+
+    def check_numbers(self) -> None:
+        """The counts and amounts that have a range, each refused in one line outside it."""
+        finite = lambda v: v is None or math.isfinite(v)  # noqa: E731
+        rules = [
+            (finite(self.weight_decay) and self.weight_decay >= 0, "--weight-decay must be 0 or more"),
+            (finite(self.lora_alpha) and finite(self.lora_dropout), "--lora-alpha and --lora-dropout must be numbers"),
+            (self.max_length is None or self.max_length >= 1, "--max-length must be 1 or more"),
+            (self.eval_freq >= 0, "--eval-freq must be 0 (no loss estimates) or a number of steps"),
+            (self.eval_iter is None or self.eval_iter >= 1, "--eval-iter must be 1 or more batches"),
+            (self.epoch_eval_iter is None or self.epoch_eval_iter >= 1, "epoch_eval_iter must be 1 or more batches"),
+            (self.grad_clip is None or (finite(self.grad_clip) and self.grad_clip > 0), "--grad-clip must be above 0"),
+            (self.warmup_steps >= 0, "--warmup-steps must be 0 or more"),
+            (self.max_steps is None or self.max_steps >= 1, "--max-steps must be 1 or more"),
+            (-2 ** 63 <= self.seed < 2 ** 64, "--seed must fit in 64 bits"),
+        ]
+        counts = ("epochs", "batch_size", "lora_rank", "lora_blocks", "max_length", "eval_freq", "eval_iter",
+                  "epoch_eval_iter", "warmup_steps", "max_steps", "early_stopping", "checkpoint_every")
+        rules += [(getattr(self, name) is None or getattr(self, name) <= MAX_COUNT,
+                   f"--{name.replace('_', '-')} must be at most {MAX_COUNT:,}") for name in counts]
+        for ok, message in rules:
+            if not ok:
+                raise UserError(message)
 
     @property
     def pad_to_fixed(self) -> bool:
@@ -170,7 +197,7 @@ def calc_loss_batch(batch, logits_fn, device, divide_by: int | None = None, weig
     """The batch's mean cross-entropy; under torchrun, with `divide_by` the global batch size,
     this process's share of the global batch's mean (the shares add up to it). With class weights,
     each example's loss is weighted by its class's weight and divided by the batch size."""
-    inputs, targets, lengths = (t.to(device) for t in batch)
+    inputs, targets, lengths = (t.to(device, non_blocking=True) for t in batch)
     logits = logits_fn(inputs, lengths)
     if divide_by is None and weight is None:
         return F.cross_entropy(logits, targets)
