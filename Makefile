@@ -24,7 +24,7 @@ ifneq ($(wildcard $(SHARED_DATA)/gpt2/encoder.json),)
 export GPTCLASSIFY_GPT2_BPE_DIR ?= $(SHARED_DATA)/gpt2
 endif
 
-.PHONY: run test venv clean
+.PHONY: run test test-fast venv clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ venv: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+# The edit loop's tier: no processes started, no real weights (tests/conftest.py says which are left out).
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow and not cuda"
 
 run: $(VENV)/.installed
 	$(VENV)/bin/gptclassify prepare sms-spam --out $(DATA) $(if $(SOURCE),--source $(SOURCE),)

@@ -95,17 +95,17 @@ def sms_messages() -> list[str]:
 
 
 @contextmanager
-def serving(run: Path, *args: str, env: dict | None = None):
+def serving(run: Path, *args: str, env: dict | None = None, device: str = "cpu"):
     """`gptclassify serve RUN ARGS` on a free port of 127.0.0.1; yields its base URL once it answers."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, "-m", "gptclassify.cli", "serve", str(run), "--port", str(port),
-                               "--device", "cpu", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               "--device", device, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(600):
+        for _ in range(1200):
             try:
                 urllib.request.urlopen(base + "/healthz", timeout=1)
                 break

@@ -42,7 +42,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import torch
-from common import ROOT, SHARED, book_split, machine, scratch_dir, sms_messages
+from common import ROOT, SHARED, book_split, machine, scratch_dir, serving, sms_messages
 
 DENSE_BF16_PEAK = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}  # vendor datasheets, dense (no sparsity)
 PEER_EPOCHS_X10 = 2  # the first epoch of a run pays the GPU's warm-up; the rest are projected from the last
@@ -467,24 +467,8 @@ def stage_predict(run: Path, shape: str, weights: Path, work: Path, n: int) -> d
 # ------------------------------------------------------------------ stage: serve
 
 def stage_serve(run: Path, clients: int, seconds: float) -> dict:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    server = subprocess.Popen([sys.executable, "-m", "gptclassify", "serve", str(run), "--port", str(port), "--device",
-                               device], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env())
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(1200):
-            try:
-                urllib.request.urlopen(url + "/healthz", timeout=1)
-                break
-            except OSError:
-                if server.poll() is not None:
-                    return {"error": server.stderr.read()[-500:]}
-                time.sleep(0.1)
+    with serving(run, env=env(), device=device) as url:
         messages = sms_messages()
         latencies, statuses, lock = [], {}, threading.Lock()
         deadline = time.perf_counter() + seconds
@@ -520,9 +504,6 @@ def stage_serve(run: Path, clients: int, seconds: float) -> dict:
         q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
         return {"device": device, "clients": clients, "seconds": elapsed, "requests_per_second": len(latencies) / elapsed,
                 "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "statuses": statuses}
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 # ------------------------------------------------------------------ the table and main

@@ -66,3 +66,17 @@ def weights_dir(tmp_path_factory):
     from helpers import small_gpt2_dir
 
     return small_gpt2_dir(tmp_path_factory.mktemp("weights"))
+
+
+# `make test-fast`, the edit loop's tier, leaves these out: they start processes (torchrun, servers,
+# runs killed on purpose), read real weights or full-size models, or fuzz every option. `make test`
+# (the README's test command, what CI runs) runs everything.
+SLOW_MODULES = {"test_lora", "test_distributed", "test_faults", "test_options_fuzz", "test_llama", "test_converted",
+                "test_gpt2", "test_serve", "test_serve_faults", "test_hub", "test_predict_stream", "test_cuda",
+                "test_hostile_input"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.module.__name__ in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

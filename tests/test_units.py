@@ -1,0 +1,103 @@
+"""Modules on their own, against a reference where one exists: the metrics against scikit-learn,
+the optimizer's state through a checkpoint's files, the classifier's head, freezing and pooling,
+and the batches one process or two see."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gptclassify.batches import Collate, ShardedLoader
+from gptclassify.checkpoint import flatten_optimizer, unflatten_optimizer
+from gptclassify.classifier import add_classifier_head, first_trainable_block, freeze_all_but, pool
+from gptclassify.distributed import World
+from gptclassify.metrics import classification_report
+from gptclassify.models.gpt2 import GPTModel, gpt2_config
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(2, 5).flatmap(lambda k: st.tuples(
+    st.just(k), st.lists(st.tuples(st.integers(0, k - 1), st.integers(0, k - 1)), min_size=1, max_size=60))))
+def test_metrics_match_scikit_learn(case):
+    metrics = pytest.importorskip("sklearn.metrics")
+    k, pairs = case
+    y_true, y_pred = np.array([t for t, _ in pairs]), np.array([p for _, p in pairs])
+    labels = [f"c{i}" for i in range(k)]
+    report = classification_report(y_true, y_pred, labels)
+    classes = list(range(k))
+    assert report["accuracy"] == pytest.approx(metrics.accuracy_score(y_true, y_pred))
+    assert report["macro_f1"] == pytest.approx(metrics.f1_score(y_true, y_pred, labels=classes, average="macro",
+                                                                zero_division=0))
+    assert report["confusion_matrix"] == metrics.confusion_matrix(y_true, y_pred, labels=classes).tolist()
+    p, r, f, s = metrics.precision_recall_fscore_support(y_true, y_pred, labels=classes, zero_division=0)
+    for i, label in enumerate(labels):
+        got = report["per_class"][label]
+        assert (got["precision"], got["recall"], got["f1"], got["support"]) == \
+            pytest.approx((p[i], r[i], f[i], s[i]))
+
+
+def test_an_optimizer_restored_from_a_checkpoints_files_takes_the_same_next_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    x = torch.randn(5, 4)
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).square().sum().backward()
+        opt.step()
+    tensors, meta = flatten_optimizer(opt.state_dict())
+    meta = json.loads(json.dumps(meta))  # as state.json stores it
+    twin = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    twin.load_state_dict(model.state_dict())
+    restored = torch.optim.AdamW(twin.parameters(), lr=1.0)
+    restored.load_state_dict(unflatten_optimizer({k: v.clone() for k, v in tensors.items()}, meta))
+    for m, o in ((model, opt), (twin, restored)):
+        o.zero_grad()
+        m(x).square().sum().backward()
+        o.step()
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+
+
+def test_the_head_the_frozen_part_and_the_pooled_position():
+    model = GPTModel(gpt2_config("gpt2", n_layers=4, emb_dim=32, n_heads=4, vocab_size=100))
+    add_classifier_head(model, 3, seed=7)
+    head = model.out_head.weight.clone()
+    add_classifier_head(model, 3, seed=7)
+    assert model.out_head.weight.shape == (3, 32) and torch.equal(model.out_head.weight, head)  # the seed decides
+    assert [first_trainable_block(4, t) for t in ("head", "last-block", "last-3-blocks", "all")] == [4, 3, 1, -1]
+    with pytest.raises(ValueError):
+        first_trainable_block(4, "last-9-blocks")
+    trainable, total = freeze_all_but(model, "last-block")
+    expected = sum(p.numel() for m in (model.trf_blocks[-1], model.final_norm, model.out_head) for p in m.parameters())
+    assert trainable == expected == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert total == sum(p.numel() for p in model.parameters())
+    hidden, lengths = torch.randn(2, 5, 32), torch.tensor([2, 5])
+    assert torch.equal(pool(hidden, lengths, "last-token"), torch.stack([hidden[0, 1], hidden[1, 4]]))
+    assert torch.equal(pool(hidden, lengths, "last-position"), hidden[:, -1])
+    assert torch.allclose(pool(hidden, lengths, "mean"), torch.stack([hidden[0, :2].mean(0), hidden[1].mean(0)]))
+
+
+def test_two_processes_see_the_single_processs_batches_between_them():
+    examples = [([i] * (i % 4 + 1), i) for i in range(11)]  # each labelled by its index
+    collate = Collate(pad_id=-1)
+    ids, labels, lengths = collate(examples[:3])
+    assert ids.tolist() == [[0, -1, -1], [1, 1, -1], [2, 2, 2]] and lengths.tolist() == [1, 2, 3]
+    torch.manual_seed(0)
+    alone = ShardedLoader(examples, 11, 4, collate, World(), shuffle=True)
+    order = alone.draw_order()
+    seen = [sorted(labels_of(b)) for b, _ in alone.batches(order)]
+    shares = [ShardedLoader([examples[i] for i in World(r, 2).shard(11)], 11, 4, collate, World(r, 2))
+              for r in (0, 1)]
+    together = [sorted(labels_of(a) + labels_of(b))
+                for (a, size_a), (b, size_b) in zip(shares[0].batches(order), shares[1].batches(order))]
+    assert together == seen
+
+
+def labels_of(batch) -> list[int]:
+    return [] if batch is None else batch[1].tolist()
