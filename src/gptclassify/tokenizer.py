@@ -178,35 +178,13 @@ def tokenizer_from_json(path: str | os.PathLike, pad_id: int | None = None) -> T
 
 
 def tokenizer_from_gguf(path: str | os.PathLike) -> Tokenizer:
-    """A byte-level BPE tokenizer built from a GGUF file's vocabulary, merges and special tokens.
-
-    llama.cpp's `smollm` pre-tokenizer splits every digit on its own before the GPT-2 split, as
-    SmolLM2's own tokenizer.json does; other byte-level vocabularies get the plain GPT-2 split.
-    """
-    from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
-
+    """The byte-level BPE tokenizer a GGUF file carries (`weights.llama.hf_tokenizer_from_gguf` reads it)."""
     from .weights import converted
-    from .weights.llama import gguf_field, read_gguf
+    from .weights.llama import hf_tokenizer_from_gguf
 
     if (meta := converted.read_entry(Path(path))) is not None:  # converted once by the weights' loader
         tok = tokenizer_from_json(converted.tokenizer_json_path(Path(path)), meta["pad_id"])
         tok.source = str(path)
         return tok
-    reader = read_gguf(Path(path))
-    kind = gguf_field(reader, "tokenizer.ggml.model")
-    if kind != "gpt2":
-        raise UserError(f"{path}: tokenizer type {kind!r} is not supported (only byte-level BPE, 'gpt2')")
-    tokens = gguf_field(reader, "tokenizer.ggml.tokens")
-    merges = [tuple(m.split(" ", 1)) for m in gguf_field(reader, "tokenizer.ggml.merges")]
-    types = gguf_field(reader, "tokenizer.ggml.token_type") or []
-    tok = HFTokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-    if gguf_field(reader, "tokenizer.ggml.pre") == "smollm":
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-    else:
-        tok.pre_tokenizer = byte_level
-    tok.decoder = decoders.ByteLevel()
-    control = [AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == 3]
-    tok.add_special_tokens(control)
-    pad_id = gguf_field(reader, "tokenizer.ggml.padding_token_id", gguf_field(reader, "tokenizer.ggml.eos_token_id", 0))
-    return wrap_hf_tokenizer(tok, int(pad_id), str(path))
+    tok, pad_id = hf_tokenizer_from_gguf(Path(path))
+    return wrap_hf_tokenizer(tok, pad_id, str(path))

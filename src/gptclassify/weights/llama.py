@@ -15,7 +15,8 @@ from ..hub import hub_file
 from ..models.llama import LLAMA_CONFIGS, LLAMA_HUB_REPOS, LlamaConfig, LlamaModel
 from .tensors import build_model, read_safetensors
 
-__all__ = ["LLAMA_HUB_REPOS", "dequantized_gguf", "load_from_hub", "load_from_tensors", "load_gguf"]
+__all__ = ["LLAMA_HUB_REPOS", "dequantized_gguf", "hf_tokenizer_from_gguf", "load_from_hub", "load_from_tensors",
+           "load_gguf"]
 
 # Hugging Face name (after `model.layers.{i}.`) -> ours (after `trf_blocks.{i}.`)
 _HF_BLOCK = {
@@ -161,11 +162,37 @@ def load_gguf(path: Path) -> LlamaModel:
     if (meta := converted.read_entry(path)) is not None:
         return build_model(LlamaModel, LlamaConfig(**meta["config"]), converted.read_state(path, meta))
     cfg, state = dequantized_gguf(path)
-    from ..tokenizer import tokenizer_from_gguf
-
-    tok = tokenizer_from_gguf(path)
-    converted.write_entry(path, state, cfg.to_dict(), tok.hf.to_str(), tok.pad_id)
+    tok, pad_id = hf_tokenizer_from_gguf(path)
+    converted.write_entry(path, state, cfg.to_dict(), tok.to_str(), pad_id)
     return build_model(LlamaModel, cfg, state)
+
+
+def hf_tokenizer_from_gguf(path: Path):
+    """A `tokenizers.Tokenizer` (byte-level BPE) and its pad id, built from the vocabulary, merges and
+    special tokens a GGUF file carries beside its weights.
+
+    llama.cpp's `smollm` pre-tokenizer splits every digit on its own before the GPT-2 split, as
+    SmolLM2's own tokenizer.json does; other byte-level vocabularies get the plain GPT-2 split.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    reader = read_gguf(Path(path))
+    kind = gguf_field(reader, "tokenizer.ggml.model")
+    if kind != "gpt2":
+        raise UserError(f"{path}: tokenizer type {kind!r} is not supported (only byte-level BPE, 'gpt2')")
+    tokens = gguf_field(reader, "tokenizer.ggml.tokens")
+    merges = [tuple(m.split(" ", 1)) for m in gguf_field(reader, "tokenizer.ggml.merges")]
+    types = gguf_field(reader, "tokenizer.ggml.token_type") or []
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    if gguf_field(reader, "tokenizer.ggml.pre") == "smollm":
+        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    else:
+        tok.pre_tokenizer = byte_level
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, k in zip(tokens, types) if k == 3])
+    pad_id = gguf_field(reader, "tokenizer.ggml.padding_token_id", gguf_field(reader, "tokenizer.ggml.eos_token_id", 0))
+    return tok, int(pad_id)
 
 
 def dequantized_gguf(path: Path) -> tuple[LlamaConfig, dict[str, torch.Tensor]]:

@@ -1,0 +1,88 @@
+"""Imports run one way: cli -> commands -> training / inference -> models, weights, data ->
+infrastructure. Read from the source (every `import`, at the top of a module or inside a function),
+so a lazy import against the grain fails here as surely as one at the top."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "gptclassify"
+
+INFRASTRUCTURE = {"errors", "files", "failpoints", "progress", "download", "hub", "device", "distributed"}
+TRAINING = {"train", "run", "checkpoint", "lora"}
+INFERENCE = {"predict", "predict_file", "evaluate", "rundir", "serve", "prefix"}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module (relative to the package, '' for the package itself) -> the package's modules it imports."""
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                base = package.split(".") if package else []
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+                for alias in node.names:  # `from . import x` names a module; `from .m import f` names m
+                    candidate = f"{target}.{alias.name}".lstrip(".")
+                    found.add(candidate if candidate in modules else target)
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                found |= {n.removeprefix("gptclassify").lstrip(".") for n in names if n.startswith("gptclassify")}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def top(name: str) -> str:
+    return name.split(".")[0]
+
+
+def test_no_import_circle():
+    graph, state, path = import_graph(), {}, []
+
+    def visit(node):
+        state[node] = "open"
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                raise AssertionError("import circle: " + " -> ".join(path[path.index(nxt):] + [nxt]))
+            if nxt not in state:
+                visit(nxt)
+        path.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+
+
+def test_imports_run_one_way():
+    graph = import_graph()
+    against = []
+    for name, imported in graph.items():
+        for target in imported:
+            if top(name) == "models" and top(target) not in ("models", "errors"):
+                against.append(f"{name} -> {target} (models know positions, not where weights come from)")
+            if top(name) == "weights" and top(target) in TRAINING | INFERENCE | {"cli"}:
+                against.append(f"{name} -> {target} (weights sit below training and inference)")
+            if name in INFERENCE and target in TRAINING:
+                against.append(f"{name} -> {target} (inference never imports training)")
+            if name in INFRASTRUCTURE and target not in INFRASTRUCTURE:
+                against.append(f"{name} -> {target} (infrastructure imports only infrastructure)")
+            if target == "cli" and name != "__main__":
+                against.append(f"{name} -> cli (nothing imports the command line)")
+    assert not against, "\n".join(sorted(against))
+
+
+def test_the_graph_is_read_at_all():
+    """The rules above check something: the graph holds the edges everyone knows are there."""
+    graph = import_graph()
+    assert "train" in graph["run"] and "models.gpt2" in graph["models"] and "weights.llama" in graph["tokenizer"]
