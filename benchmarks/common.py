@@ -115,3 +115,16 @@ def serving(run: Path, *args: str, env: dict | None = None, device: str = "cpu")
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def run_clients(client, clients: int) -> float:
+    """`client(i)` for i in range(clients), each in its own thread at once; seconds until the last ends."""
+    import threading
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started

@@ -42,7 +42,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import torch
-from common import ROOT, SHARED, book_split, machine, scratch_dir, serving, sms_messages
+from common import ROOT, SHARED, book_split, machine, run_clients, scratch_dir, serving, sms_messages
 
 DENSE_BF16_PEAK = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}  # vendor datasheets, dense (no sparsity)
 PEER_EPOCHS_X10 = 2  # the first epoch of a run pays the GPU's warm-up; the rest are projected from the last
@@ -494,13 +494,7 @@ def stage_serve(run: Path, clients: int, seconds: float) -> dict:
                     if status == 200:
                         latencies.append(time.perf_counter() - tick)
 
-        tick = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - tick
+        elapsed = run_clients(client, clients)
         q = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [float("nan")] * 99
         return {"device": device, "clients": clients, "seconds": elapsed, "requests_per_second": len(latencies) / elapsed,
                 "p50_ms": q[49] * 1000, "p99_ms": q[98] * 1000, "statuses": statuses}

@@ -23,7 +23,7 @@ import time
 import urllib.error
 import urllib.request
 
-from common import benchmark_run, save, serving, sms_messages
+from common import benchmark_run, run_clients, save, serving, sms_messages
 
 KEY = "benchmark-key-0123456789abcdef"
 KINDS = ("malformed", "oversized", "unauthenticated", "disconnecting")
@@ -83,13 +83,7 @@ def phase(run, clients: int, seconds: float, abuse: float, messages: list[str]) 
                         latencies.append(time.perf_counter() - started)
                         answers.append((text, json.loads(body)["predictions"][0]))
 
-        started = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - started
+        elapsed = run_clients(client, clients)
         req = urllib.request.Request(base + "/v1/model", headers={"Authorization": f"Bearer {KEY}"})
         batches = json.loads(urllib.request.urlopen(req).read())["batches_run"]
 
