@@ -47,6 +47,13 @@ def book_split(out: Path, source: str | None = None) -> Path:
     return out
 
 
+def gpt2_vocab_and_merges() -> tuple[dict, list[tuple[str, str]]]:
+    """GPT-2's BPE vocabulary and merges, from the shared encoder.json and vocab.bpe."""
+    vocab = json.loads((SHARED / "gpt2" / "encoder.json").read_text(encoding="utf-8"))
+    lines = (SHARED / "gpt2" / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]
+    return vocab, [tuple(line.split()) for line in lines if line]
+
+
 def cpu_description() -> str:
     """The CPU's model name and the matrix features that change which precision is fast."""
     try:

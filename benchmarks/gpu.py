@@ -47,7 +47,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import torch
-from common import ROOT, SHARED, book_split, machine, run_clients, scratch_dir, serving, sms_messages
+from common import (ROOT, SHARED, book_split, gpt2_vocab_and_merges, machine, run_clients, scratch_dir, serving,
+                    sms_messages)
 
 DENSE_BF16_PEAK = {"H200": 989.4e12, "H100": 989.4e12, "A100": 312e12}  # vendor datasheets, dense (no sparsity)
 PEER_EPOCHS_X10 = 2  # the first epoch of a run pays the GPU's warm-up; the rest are projected from the last
@@ -100,10 +101,7 @@ def gpt2_bpe_tokenizer_json(out: Path) -> Path:
     shapes where SmolLM2's tokenizer is not at hand (the tiny CPU check)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-    vocab = json.loads((SHARED / "gpt2" / "encoder.json").read_text(encoding="utf-8"))
-    merges = [tuple(line.split()) for line in (SHARED / "gpt2" / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]
-              if line]
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok = Tokenizer(models.BPE(*gpt2_vocab_and_merges()))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     tok.save(str(out))
@@ -150,6 +148,15 @@ def child(*args, timeout=900) -> dict:
         return {"error": done.stderr.strip().splitlines()[-1][:300] if done.stderr.strip() else f"exit {done.returncode}",
                 "stderr_tail": done.stderr[-1500:]}
     return {**json.loads(done.stdout.strip().splitlines()[-1]), "process_wall_seconds": time.perf_counter() - started}
+
+
+def peer_class(shape: str):
+    """The family of `shape` and transformers' sequence-classification class for it."""
+    import transformers
+
+    family = SHAPES.get(shape, TINY_SHAPES.get(shape))[0]
+    return family, (transformers.GPT2ForSequenceClassification if family == "gpt2"
+                    else transformers.LlamaForSequenceClassification)
 
 
 # ------------------------------------------------------------------ stage: tests
@@ -200,12 +207,11 @@ def peer_train(shape: str, weights: Path, data: Path, epochs_run: int) -> dict:
     from gptclassify.tokenizer import keep, load_tokenizer
     from gptclassify.train import DEFAULT_MAX_LENGTH, DEFAULT_TRUNCATION, FAMILY_DEFAULTS
 
-    family = SHAPES.get(shape, TINY_SHAPES.get(shape))[0]
+    family, cls = peer_class(shape)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.zeros(1, device=device)  # CUDA initialised before the clock starts, as for ours' import
     started = time.perf_counter()
     tok = load_tokenizer(weights)
-    cls = transformers.GPT2ForSequenceClassification if family == "gpt2" else transformers.LlamaForSequenceClassification
     no_dropout = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0) if family == "gpt2" else {}  # ours has none
     model = cls.from_pretrained(weights, num_labels=2, pad_token_id=tok.pad_id, attn_implementation="sdpa",
                                 **no_dropout).to(device)
@@ -270,9 +276,7 @@ def peer_train(shape: str, weights: Path, data: Path, epochs_run: int) -> dict:
             steps += 1
         val = accuracy("validation")
         epoch_seconds.append(time.perf_counter() - tick)
-    tick = time.perf_counter()
     test = accuracy("test")
-    test_seconds = time.perf_counter() - tick
     train_seconds = sum(epoch_seconds)
     return {"in_process_seconds": time.perf_counter() - started, "epochs_run": epochs_run,
             "epochs_not_run_seconds": (EPOCHS - epochs_run) * epoch_seconds[-1],
@@ -401,21 +405,18 @@ def peer_predict(shape: str, weights: Path, texts_file: Path, batch_sizes: list[
     import tokenizers
     import transformers
 
-    family = SHAPES.get(shape, TINY_SHAPES.get(shape))[0]
+    family, cls = peer_class(shape)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.zeros(1, device=device)
     texts = texts_file.read_text(encoding="utf-8").splitlines()
     started = time.perf_counter()
     if family == "gpt2":
-        vocab = json.loads((SHARED / "gpt2" / "encoder.json").read_text(encoding="utf-8"))
-        merges = [tuple(line.split()) for line in
-                  (SHARED / "gpt2" / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:] if line]
+        vocab, merges = gpt2_vocab_and_merges()
         fast = transformers.GPT2TokenizerFast(vocab=vocab, merges=merges)
         pad = fast.eos_token_id
     else:
         fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tokenizers.Tokenizer.from_file(str(weights / "tokenizer.json")))
         pad = 0
-    cls = transformers.GPT2ForSequenceClassification if family == "gpt2" else transformers.LlamaForSequenceClassification
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = cls.from_pretrained(weights, num_labels=2, pad_token_id=pad, attn_implementation="sdpa", dtype=dtype)
     model = model.to(device).eval()

@@ -7,11 +7,10 @@ on the same GPT-2 124M classifier weights and all 5,574 SMS messages, batch size
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
-from common import SHARED, benchmark_run, save, sms_messages
+from common import benchmark_run, gpt2_vocab_and_merges, save, sms_messages
 
 from gptclassify.predict import Classifier
 
@@ -54,9 +53,7 @@ def main():
     with torch.no_grad():
         clf.model.out_head.bias.zero_()  # Hugging Face's score head has no bias: same weights on both sides
     hf = to_transformers(clf)
-    vocab = json.loads((SHARED / "gpt2" / "encoder.json").read_text(encoding="utf-8"))
-    merges = [tuple(line.split()) for line in (SHARED / "gpt2" / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]
-              if line]
+    vocab, merges = gpt2_vocab_and_merges()
     tok = transformers.GPT2TokenizerFast(vocab=vocab, merges=merges)
     assert tok("Every effort moves you").input_ids == [6109, 3626, 6100, 345]
     tok.pad_token = tok.eos_token

@@ -159,6 +159,8 @@ GPU_FEATURES_SHARE = 0.5
 
 def gpu_room_for(nbytes: int, device: torch.device) -> str | None:
     """None when `nbytes` of states fit in GPU_FEATURES_SHARE of the GPU's free memory; else why not."""
+    if device.type != "cuda":
+        return "not on a GPU"
     free, _ = torch.cuda.mem_get_info(device)
     if nbytes > GPU_FEATURES_SHARE * free:
         return f"{nbytes / 1e9:.2f} GB is over half the GPU's free {free / 1e9:.1f} GB"
@@ -168,8 +170,6 @@ def gpu_room_for(nbytes: int, device: torch.device) -> str | None:
 def keep_on_gpu(features: dict[str, FeatureDataset], device: torch.device) -> str | None:
     """Move the cached states onto the GPU when they fit (`gpu_room_for`), so that each step makes
     its batch there instead of copying it over; why not, for the log, if not."""
-    if device.type != "cuda":
-        return "not on a GPU"
     why_not = gpu_room_for(sum(f.store.flat.numel() * f.store.flat.element_size() for f in features.values()), device)
     if why_not:
         return why_not

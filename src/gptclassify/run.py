@@ -197,9 +197,8 @@ class Trainer:
         """Every split through the frozen prefix once. On a GPU with room for them, the states are
         written and kept there (training batches them there) and copied to the on-disk entry after."""
         texts_per_batch, tokens_per_batch = no_grad_batching(self.device, max(self.cfg.batch_size, 32))
-        why_not = gpu_room_for(nbytes, self.device) if self.device.type == "cuda" else "not on a GPU"
-        if self.device.type == "cuda":
-            self.log("feature cache: " + (f"kept in host memory ({why_not})" if why_not else "kept on the GPU"))
+        why_not = gpu_room_for(nbytes, self.device)
+        self.log_where_features_are(why_not, "kept on the GPU")
         features = {}
         for split, ds in self.datasets.items():
             disk = outputs.get(split)
@@ -266,9 +265,12 @@ class Trainer:
 
     def features_to_gpu(self) -> None:
         """On a GPU, states read from the on-disk cache go there when they fit: batches are then made there."""
+        self.log_where_features_are(keep_on_gpu(self.features, self.device), "copied to the GPU")
+
+    def log_where_features_are(self, why_not_on_gpu: str | None, on_gpu: str) -> None:
+        """On a GPU, whether the cached states are there or, and why, in host memory (elsewhere: nothing)."""
         if self.device.type == "cuda":
-            why_not = keep_on_gpu(self.features, self.device)
-            self.log("feature cache: " + (f"kept in host memory ({why_not})" if why_not else "copied to the GPU"))
+            self.log("feature cache: " + (f"kept in host memory ({why_not_on_gpu})" if why_not_on_gpu else on_gpu))
 
     def inputs(self):
         """What the suffix reads, per split (cached states or token ids), and how to batch it."""
