@@ -13,8 +13,10 @@ import time
 
 from common import RESULTS, book_split, save, scratch_dir
 
-from gptclassify.run import Trainer
-from gptclassify.train import make_config
+from gptclassify.training.run import train
+
+from gptclassify.training.prepare import prepare
+from gptclassify.config import make_config
 
 BOOK_RATE = {"lr": 5e-5, "lr_schedule": "constant"}  # the book's rate: the default before SmolLM2 had its own
 
@@ -56,8 +58,8 @@ def main():
     for name in args.variants:
         cfg = make_config(None, **{"epochs": args.epochs, **VARIANTS[name]})  # the rate, if not given: the family's
         started = time.perf_counter()
-        trainer = Trainer(args.model, args.weights, data, cfg, work / name)
-        metrics = trainer.run()
+        trainer = prepare(args.model, args.weights, data, cfg, work / name)
+        metrics = train(trainer)
         wall = time.perf_counter() - started
         results[name] = {
             "settings": {k: getattr(trainer.cfg, k) for k in ("trainable", "pooling", "epochs", "lr", "lr_schedule",

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 from common import RESULTS, book_split, cpu_description, save, scratch_dir
-from gptclassify.tokenizer import TRUNCATIONS
-from gptclassify.train import TrainConfig
+from gptclassify.data.tokenizer import TRUNCATIONS
+from gptclassify.config import TrainConfig
 from long_text import GPTCLASSIFY, MODEL, WEIGHTS, json_child, measured, peer, subset, tfidf
 
 HERE = Path(__file__).resolve().parent

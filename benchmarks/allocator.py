@@ -31,8 +31,8 @@ def one_run() -> dict:
     import torch
     from torch.autograd.graph import saved_tensors_hooks
 
-    from gptclassify.classifier import add_classifier_head, prefix_states, suffix_logits
-    from gptclassify.lora import add_lora
+    from gptclassify.classifier.head import add_classifier_head, prefix_states, suffix_logits
+    from gptclassify.classifier.lora import add_lora
     from gptclassify.models.llama import LlamaModel, llama_config
 
     torch.manual_seed(0)

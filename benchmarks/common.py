@@ -39,7 +39,7 @@ def scratch_dir(prefix: str) -> Path:
 
 def book_split(out: Path, source: str | None = None) -> Path:
     """`gptclassify prepare sms-spam` (the book's split) from the shared file, once."""
-    from gptclassify.data import prepare_sms_spam, write_prepared
+    from gptclassify.data.splits import prepare_sms_spam, write_prepared
 
     if not (out / "dataset.json").is_file():
         src = source or (str(SHARED / "SMSSpamCollection") if (SHARED / "SMSSpamCollection").is_file() else None)
@@ -85,14 +85,14 @@ def save(name: str, result: dict) -> Path:
 
 def benchmark_run(work: Path | None = None) -> Path:
     """A GPT-2 124M classifier run (random weights, a few steps on the book split), made once."""
-    from gptclassify.run import Trainer
-    from gptclassify.train import make_config
+    from gptclassify.training.run import train_run
+    from gptclassify.config import make_config
 
     work = work or Path(os.environ.get("TMPDIR", "/tmp")) / "gptclassify-bench"
     run = work / "run-gpt2-random"
     if not (run / "config.json").is_file():
         data = book_split(work / "sms")
-        Trainer("gpt2", "random", data, make_config(None, epochs=1, max_steps=20), run, log=lambda *a: None).run()
+        train_run("gpt2", "random", data, make_config(None, epochs=1, max_steps=20), run, log=lambda *a: None)
     return run
 
 

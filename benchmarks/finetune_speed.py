@@ -120,20 +120,20 @@ def method_b(data: Path, epochs: int) -> dict:
 
 
 def method_c(data: Path, epochs: int, preset: str | None = None, **options) -> dict:
-    from gptclassify.run import Trainer
-    from gptclassify.train import make_config
+    from gptclassify.training.run import train_run
+    from gptclassify.config import make_config
 
     started = time.perf_counter()
     out = scratch_dir("gptclassify-speed-")
     cfg = make_config(preset, epochs=epochs, **options)
-    metrics = Trainer("gpt2", "random", data, cfg, out / "run", log=lambda *a: None).run()
+    metrics = train_run("gpt2", "random", data, cfg, out / "run", log=lambda *a: None)
     return {"test_accuracy": metrics["test"]["accuracy"], "train_seconds": metrics["training"]["seconds"],
             "examples": metrics["training"]["examples_seen"], "wall_seconds": time.perf_counter() - started}
 
 
 def method_d(data: Path, epochs: int) -> dict:
     from gptclassify import GPTModel, get_tokenizer, gpt2_config
-    from gptclassify.classifier import add_classifier_head
+    from gptclassify.classifier.head import add_classifier_head
 
     started = time.perf_counter()
     tokenizer = get_tokenizer("gpt2")

@@ -66,7 +66,7 @@ def train(name: str, data: Path, weights: Path, work: Path) -> dict:
     env = {**os.environ, "GPTCLASSIFY_FEATURE_CACHE_GB": "0", "OMP_NUM_THREADS": "1" if processes > 1 else
            os.environ.get("OMP_NUM_THREADS", "2")}
     started = time.perf_counter()
-    subprocess.run([sys.executable, *cli, "train", "--data", str(data), "--model", "gpt2", "--weights", str(weights),
+    subprocess.run([sys.executable, *cli, "train", "--data", str(data), "--weights", str(weights),
                     "--out", str(run), "--overwrite", *args], check=True, env=env, stdout=subprocess.DEVNULL)
     history = json.loads((run / "history.json").read_text())
     metrics = without_times(json.loads((run / "metrics.json").read_text()))

@@ -204,8 +204,9 @@ def peer_train(shape: str, weights: Path, data: Path, epochs_run: int) -> dict:
     import pandas as pd
     import transformers
 
-    from gptclassify.tokenizer import keep, load_tokenizer
-    from gptclassify.train import DEFAULT_MAX_LENGTH, DEFAULT_TRUNCATION, FAMILY_DEFAULTS
+    from gptclassify.data.tokenizer import keep
+    from gptclassify.weights import load_tokenizer
+    from gptclassify.config import DEFAULT_MAX_LENGTH, DEFAULT_TRUNCATION, FAMILY_DEFAULTS
 
     family, cls = peer_class(shape)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -328,11 +329,11 @@ def frozen_pass(weights: Path, data: Path, budgets: list) -> dict:
     every text of `data`, at each batching in `budgets` (texts, positions or None)."""
     import pandas as pd
 
-    from gptclassify.batches import TextDataset
-    from gptclassify.features import build_feature_store
-    from gptclassify.prefix import FrozenPrefix, resolve_prefix_dtype
-    from gptclassify.tokenizer import load_tokenizer
-    from gptclassify.train import DEFAULT_MAX_LENGTH
+    from gptclassify.data.batches import TextDataset
+    from gptclassify.training.features import build_feature_store
+    from gptclassify.classifier.prefix import FrozenPrefix, resolve_prefix_dtype
+    from gptclassify.weights import load_tokenizer
+    from gptclassify.config import DEFAULT_MAX_LENGTH
     from gptclassify.weights import load_pretrained
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -367,7 +368,7 @@ def frozen_pass(weights: Path, data: Path, budgets: list) -> dict:
 def prefix_alone(prefix, ds, pad_id: int, texts_per_batch: int, max_tokens, device) -> float:
     """Seconds of the same batches through the prefix with nothing copied back (ids already on the
     device): what the frozen pass would take if moving its output cost nothing."""
-    from gptclassify.batches import Collate, length_sorted_batches
+    from gptclassify.data.batches import Collate, length_sorted_batches
 
     collate = Collate(pad_id)
     batches = [collate([ds[i] for i in rows])[0].to(device)

@@ -10,8 +10,8 @@ SHARED=${GPTCLASSIFY_SHARED_DATA:-../shared/data}
 mkdir -p .gpu/data .gpu/whl
 cp -r "$SHARED/SMSSpamCollection" "$SHARED/gpt2" .gpu/data/
 "$PY" - <<'PYEOF'
-from gptclassify.fetch import fetch_smollm2_gguf
-from gptclassify.tokenizer import tokenizer_from_gguf
+from gptclassify.weights.fetch import fetch_smollm2_gguf
+from gptclassify.weights.llama import tokenizer_from_gguf
 tokenizer_from_gguf(fetch_smollm2_gguf()).hf.save(".gpu/smollm2-tokenizer.json")
 PYEOF
 pkgs=$("$PY" - <<'PYEOF'

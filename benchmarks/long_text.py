@@ -115,9 +115,9 @@ def peer(data: Path, truncation: str, cap: int, epochs: int = 5, batch_size: int
     import transformers
     from sklearn.metrics import accuracy_score, f1_score
 
-    from gptclassify.tokenizer import keep
+    from gptclassify.data.tokenizer import keep
     from gptclassify.weights import load_pretrained
-    from gptclassify.tokenizer import load_tokenizer
+    from gptclassify.weights import load_tokenizer
 
     ours_model = load_pretrained(WEIGHTS)
     tok = load_tokenizer(WEIGHTS)
@@ -198,7 +198,7 @@ def peer(data: Path, truncation: str, cap: int, epochs: int = 5, batch_size: int
 def token_lengths(data: Path) -> dict:
     import numpy as np
 
-    from gptclassify.tokenizer import load_tokenizer
+    from gptclassify.weights import load_tokenizer
 
     tok = load_tokenizer(WEIGHTS)
     texts = pd.read_csv(data / "train.csv", keep_default_na=False, dtype=str)["text"]

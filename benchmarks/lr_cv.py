@@ -18,14 +18,15 @@ import torch
 from common import book_split, save, scratch_dir
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
-from gptclassify.batches import ShardedLoader
+from gptclassify.data.batches import ShardedLoader
 from gptclassify.distributed import World
-from gptclassify.features import collate_features
-from gptclassify.run import Trainer
-from gptclassify.train import SCHEDULES, calc_accuracy_loader, calc_loss_batch, make_config, make_optimizer
+from gptclassify.training.features import collate_features
+from gptclassify.training.prepare import Prepared, prepare
+from gptclassify.config import SCHEDULES, make_config
+from gptclassify.training.steps import calc_accuracy_loader, calc_loss_batch, make_optimizer
 
 
-def start_fold(trainer: Trainer, start_weights: dict, data, train_rows, cfg):
+def start_fold(trainer: Prepared, start_weights: dict, data, train_rows, cfg):
     """The trainable weights put back to `start_weights`; a shuffled loader over `train_rows`, its optimizer and schedule."""
     with torch.no_grad():
         for name, p in trainer.model.named_parameters():
@@ -38,7 +39,7 @@ def start_fold(trainer: Trainer, start_weights: dict, data, train_rows, cfg):
     return loader, optimizer, scheduler
 
 
-def train_epoch(trainer: Trainer, loader, optimizer, scheduler) -> None:
+def train_epoch(trainer: Prepared, loader, optimizer, scheduler) -> None:
     trainer.model.train()
     for batch in loader:
         optimizer.zero_grad()
@@ -47,7 +48,7 @@ def train_epoch(trainer: Trainer, loader, optimizer, scheduler) -> None:
         scheduler.step()
 
 
-def fold_accuracy(trainer: Trainer, start_weights: dict, data, train_rows, held_rows, cfg) -> int:
+def fold_accuracy(trainer: Prepared, start_weights: dict, data, train_rows, held_rows, cfg) -> int:
     """Train from `start_weights` on `train_rows` of `data` with `cfg`; count correct predictions on `held_rows`."""
     model = trainer.model
     loader, optimizer, scheduler = start_fold(trainer, start_weights, data, train_rows, cfg)
@@ -71,9 +72,9 @@ def main():
     args = parser.parse_args()
 
     work = scratch_dir("gptclassify-lr-cv-")
-    trainer = Trainer(args.model, args.weights, book_split(work / "data"), make_config(None), work / "run")
+    trainer = prepare(args.model, args.weights, book_split(work / "data"), make_config(None), work / "run")
     start_weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    data = ConcatDataset([trainer.features["train"], trainer.features["validation"]])
+    data = ConcatDataset([trainer.inputs.sets["train"], trainer.inputs.sets["validation"]])
     results = []
     for schedule in args.schedules:
         for lr in args.lrs:

@@ -12,7 +12,7 @@ import time
 import torch
 from common import benchmark_run, gpt2_vocab_and_merges, save, sms_messages
 
-from gptclassify.predict import Classifier
+from gptclassify.inference.predict import Classifier
 
 
 def to_transformers(clf: Classifier):

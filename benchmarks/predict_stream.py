@@ -23,13 +23,13 @@ from common import book_split, save, scratch_dir, sms_messages
 
 CHILD = r"""
 import json, sys, time
-import gptclassify.predict as predict
+import gptclassify.inference.predict as predict
 from gptclassify.cli import main
 real, forward = predict.run_logits, [0.0]
 def timed(*a, **k):
     t = time.perf_counter(); out = real(*a, **k); forward[0] += time.perf_counter() - t; return out
 predict.run_logits = timed
-import gptclassify.predict_file as pf
+import gptclassify.inference.predict_file as pf
 real_predict_to = pf.predict_to
 whole = [0.0]
 def timed_predict_to(*a, **k):
@@ -45,15 +45,15 @@ def make_run(work: Path) -> Path:
     import torch
     import transformers
 
-    from gptclassify.run import Trainer
-    from gptclassify.train import make_config
+    from gptclassify.training.run import train_run
+    from gptclassify.config import make_config
 
     weights = work / "gpt2-4x256"
     torch.manual_seed(0)
     transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=4, n_embd=256, n_head=4)).save_pretrained(weights)
     run = work / "run"
-    Trainer("gpt2", str(weights), book_split(work / "sms"), make_config(None, epochs=1, max_steps=10), run,
-            log=lambda *a: None).run()
+    train_run(None, str(weights), book_split(work / "sms"), make_config(None, epochs=1, max_steps=10), run,
+            log=lambda *a: None)
     return run
 
 

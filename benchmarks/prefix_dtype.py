@@ -35,9 +35,9 @@ def speed(data: Path) -> dict:
     import pandas as pd
     import torch
 
-    from gptclassify.batches import Collate, length_sorted_batches
-    from gptclassify.prefix import FrozenPrefix, cpu_native_bf16, describe_cpu
-    from gptclassify.tokenizer import load_tokenizer
+    from gptclassify.data.batches import Collate, length_sorted_batches
+    from gptclassify.classifier.prefix import FrozenPrefix, cpu_native_bf16, describe_cpu
+    from gptclassify.weights import load_tokenizer
     from gptclassify.weights import load_pretrained
 
     model = load_pretrained(WEIGHTS).eval()

@@ -13,8 +13,10 @@ import time
 
 from common import book_split, scratch_dir
 
-from gptclassify.run import Trainer
-from gptclassify.train import make_config
+from gptclassify.training.run import train
+
+from gptclassify.training.prepare import prepare
+from gptclassify.config import make_config
 
 
 def main():
@@ -24,12 +26,12 @@ def main():
     work = scratch_dir("gptclassify-profile-")
     data = book_split(work / "sms")
     started = time.perf_counter()
-    trainer = Trainer("gpt2", "random", data, make_config(None), work / "run")
+    trainer = prepare("gpt2", "random", data, make_config(None), work / "run")
     print(f"construction, tokenizing and the feature cache: {time.perf_counter() - started:.1f}s")
     profile = cProfile.Profile()
     started = time.perf_counter()
     profile.enable()
-    metrics = trainer.run()
+    metrics = train(trainer)
     profile.disable()
     print(f"run(): {time.perf_counter() - started:.1f}s, of which training steps {metrics['training']['seconds']:.1f}s")
     pstats.Stats(profile).sort_stats("cumulative").print_stats(args.top)

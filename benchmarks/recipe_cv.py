@@ -26,10 +26,11 @@ from common import book_split, save, scratch_dir
 from lr_cv import start_fold, train_epoch
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
-from gptclassify.features import collate_features
-from gptclassify.run import Trainer
-from gptclassify.tokenizer import TRUNCATIONS
-from gptclassify.train import macro_f1, make_config, with_family_defaults
+from gptclassify.training.features import collate_features
+from gptclassify.training.prepare import Prepared, prepare
+from gptclassify.data.tokenizer import TRUNCATIONS
+from gptclassify.config import make_config, with_family_defaults
+from gptclassify.training.steps import macro_f1
 
 RULES = {  # rule name -> how it picks an epoch from the inner-validation curve (losses, accuracies, macro-F1s)
     "last epoch": lambda c: len(c["loss"]),
@@ -53,7 +54,7 @@ def best(values: list[float], lower: bool = False, patience: int | None = None) 
     return chosen
 
 
-def logits_of(trainer: Trainer, data, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def logits_of(trainer: Prepared, data, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
     loader = DataLoader(Subset(data, rows), batch_size=64, collate_fn=collate_features)
     out, targets = [], []
     with torch.no_grad():
@@ -99,10 +100,10 @@ def main():
     work = scratch_dir("gptclassify-recipe-cv-")
     data_dir = Path(args.data) if args.data else book_split(work / "data")
     config = make_config(None, trainable=args.trainable, max_length=args.max_length, truncation=args.truncation)
-    trainer = Trainer(args.model, args.weights, data_dir, config, work / "run")
+    trainer = prepare(args.model, args.weights, data_dir, config, work / "run")
     classes = len(trainer.labels)
     start_weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    data = ConcatDataset([trainer.features["train"], trainer.features["validation"]])
+    data = ConcatDataset([trainer.inputs.sets["train"], trainer.inputs.sets["validation"]])
     rows = list(range(len(data)))
     random.Random(args.seed).shuffle(rows)
     folds = [rows[k::args.folds] for k in range(args.folds)]
@@ -124,7 +125,7 @@ def main():
         for rule, (predicted, targets) in picked.items():
             predicted, targets = torch.cat(predicted), torch.cat(targets)
             row = {"lr": lr, "schedule": cfg.lr_schedule, "epochs": args.epochs, "trainable": args.trainable,
-                   "max_length": trainer.max_length, "truncation": config.truncation, "rule": rule,
+                   "max_length": trainer.tokens.max_length, "truncation": config.truncation, "rule": rule,
                    "accuracy": (predicted == targets).float().mean().item(),
                    "macro_f1": macro_f1(predicted, targets, classes), "epochs_kept": epochs_kept[rule]}
             results.append(row)

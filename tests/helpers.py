@@ -36,3 +36,35 @@ def small_gpt2_dir(tmp_path: Path, n_layer=2, n_embd=64, n_head=4, seed=0) -> Pa
     out = tmp_path / f"gpt2-{n_layer}x{n_embd}"
     model.save_pretrained(out)
     return out
+
+
+def gpt2_tokenizer_json(dest: Path) -> Path:
+    """GPT-2's byte-level BPE as a Hugging Face `tokenizer.json` (from the shared encoder.json and vocab.bpe),
+    for small Llama-family checkpoints over GPT-2's vocabulary: such weights need their own tokenizer.json."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from conftest import GPT2_BPE_DIR
+
+    vocab = json.loads((GPT2_BPE_DIR / "encoder.json").read_text(encoding="utf-8"))
+    lines = (GPT2_BPE_DIR / "vocab.bpe").read_text(encoding="utf-8").splitlines()[1:]
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[tuple(line.split()) for line in lines if line]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>"])
+    tok.save(str(dest))
+    return dest
+
+
+def interrupt_after_epoch(monkeypatch, epoch: int = 1) -> None:
+    """A Ctrl-C right after the checkpoint at the end of `epoch`, as one landing there would: training
+    stops with KeyboardInterrupt, and `--resume` must go on from that checkpoint."""
+    import gptclassify.training.run as run
+
+    real = run.save
+
+    def save_then_interrupt(p, optimizer, scheduler, state, order=None):
+        real(p, optimizer, scheduler, state, order)
+        if order is None and state.epoch == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run, "save", save_then_interrupt)

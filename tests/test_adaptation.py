@@ -10,11 +10,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from gptclassify.classifier import blocks_trained, first_trainable_block
+from gptclassify.classifier.head import blocks_trained, first_trainable_block
 from gptclassify.cli import main
 from gptclassify.errors import UserError
-from gptclassify.run import Trainer
-from gptclassify.train import balanced_class_weights, calc_loss_batch, macro_f1, make_config
+from gptclassify.training.run import train_run
+from gptclassify.training.prepare import prepare
+from gptclassify.config import make_config
+from gptclassify.training.steps import balanced_class_weights, calc_loss_batch, macro_f1
 
 
 def quiet(*args, **kwargs):
@@ -34,11 +36,11 @@ def test_last_n_blocks_trains_those_blocks_and_caches_the_rest(data_dir, weights
 
     weights = small_gpt2_dir(tmp_path, n_layer=4)
     lines = []
-    trainer = Trainer("gpt2", str(weights), data_dir, make_config(None, epochs=1, max_steps=2,
+    trainer = prepare(None, str(weights), data_dir, make_config(None, epochs=1, max_steps=2,
                                                                   trainable="last-3-blocks"), tmp_path / "run",
                       log=lines.append)
     trained = {n.split(".")[1] for n, p in trainer.model.named_parameters() if p.requires_grad and n.startswith("trf")}
-    assert trained == {"1", "2", "3"} and trainer.start == 1 and trainer.cached
+    assert trained == {"1", "2", "3"} and trainer.classifier.start == 1 and trainer.inputs.cached
     assert any("embedding and 1 frozen block in" in line for line in lines)
     assert main(["train", "--data", str(data_dir), "--weights", str(weights_dir), "--out", str(tmp_path / "x"),
                  "--trainable", "last-3-blocks"]) == 1
@@ -48,7 +50,7 @@ def test_last_n_blocks_trains_those_blocks_and_caches_the_rest(data_dir, weights
 def test_early_stopping_keeps_the_best_epoch(data_dir, weights_dir, tmp_path):
     lines = []
     cfg = make_config(None, epochs=8, lr=3e-2, select_by="accuracy", early_stopping=1, eval_freq=0)
-    Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "stopped", log=lines.append).run()
+    train_run(None, str(weights_dir), data_dir, cfg, tmp_path / "stopped", log=lines.append)
     history = json.loads((tmp_path / "stopped" / "history.json").read_text())["epochs"]
     accuracies = [e["val_accuracy"] for e in history]
     best = max(range(len(accuracies)), key=lambda i: (accuracies[i], -i)) + 1  # the first epoch at the best
@@ -59,7 +61,7 @@ def test_early_stopping_keeps_the_best_epoch(data_dir, weights_dir, tmp_path):
     assert metrics["validation"]["accuracy"] == pytest.approx(accuracies[best - 1], abs=1e-6)
     # the same run without early stopping walks the same path
     cfg = make_config(None, epochs=len(history), lr=3e-2, eval_freq=0)
-    Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "straight", log=quiet).run()
+    train_run(None, str(weights_dir), data_dir, cfg, tmp_path / "straight", log=quiet)
     straight = json.loads((tmp_path / "straight" / "history.json").read_text())["epochs"]
     assert [e["val_accuracy"] for e in straight] == accuracies
 
@@ -67,7 +69,7 @@ def test_early_stopping_keeps_the_best_epoch(data_dir, weights_dir, tmp_path):
 def test_select_by_macro_f1_logs_and_records_it(data_dir, weights_dir, tmp_path):
     lines = []
     cfg = make_config(None, epochs=2, max_steps=20, select_by="macro-f1")
-    Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "run", log=lines.append).run()
+    train_run(None, str(weights_dir), data_dir, cfg, tmp_path / "run", log=lines.append)
     history = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
     assert all(0 <= e["val_macro_f1"] <= 1 for e in history)
     assert any(line.startswith("kept the best epoch by validation macro-f1:") for line in lines)
@@ -75,7 +77,7 @@ def test_select_by_macro_f1_logs_and_records_it(data_dir, weights_dir, tmp_path)
 
 
 def test_macro_f1_matches_the_report():
-    from gptclassify.metrics import classification_report
+    from gptclassify.classifier.metrics import classification_report
 
     targets = torch.tensor([0, 0, 1, 1, 2, 2, 2, 0])
     predicted = torch.tensor([0, 1, 1, 1, 2, 0, 2, 2])
@@ -100,8 +102,8 @@ def test_balanced_class_weights_and_the_weighted_loss():
 
 def test_a_class_weighted_run(data_dir, weights_dir, tmp_path):
     lines = []
-    Trainer("gpt2", str(weights_dir), data_dir, make_config(None, epochs=1, max_steps=3, class_weight="balanced"),
-            tmp_path / "run", log=lines.append).run()
+    train_run(None, str(weights_dir), data_dir, make_config(None, epochs=1, max_steps=3, class_weight="balanced"),
+            tmp_path / "run", log=lines.append)
     said = next(line for line in lines if line.startswith("class weights (balanced):"))
     assert said == "class weights (balanced): ham 0.833, spam 1.250"  # 63 ham and 42 spam training messages
     assert json.loads((tmp_path / "run" / "config.json").read_text())["training"]["class_weight"] == "balanced"

@@ -8,10 +8,10 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gptclassify.batches import length_sorted_batches
+from gptclassify.data.batches import length_sorted_batches
 from gptclassify.device import GPU_BATCH_TOKENS, no_grad_batching
-from gptclassify.features import keep_on_gpu
-from gptclassify.train import TrainState, smoothed
+from gptclassify.training.features import keep_on_gpu
+from gptclassify.training.steps import TrainState, smoothed
 from gptclassify.weights.tensors import build_model, uninitialised
 
 
@@ -69,10 +69,10 @@ def test_features_stay_in_host_memory_off_a_gpu():
 
 def test_the_frozen_pass_stores_each_examples_states_whatever_the_batching():
     """Batched by count or by positions, each example's stored states are its own prefix output."""
-    from gptclassify.batches import TextDataset
-    from gptclassify.features import build_feature_store
+    from gptclassify.data.batches import TextDataset
+    from gptclassify.training.features import build_feature_store
     from gptclassify.models.gpt2 import GPTModel, gpt2_config
-    from gptclassify.prefix import FrozenPrefix
+    from gptclassify.classifier.prefix import FrozenPrefix
 
     class Ids:  # a tokenizer of space-separated ids
         def encode(self, text, *args):

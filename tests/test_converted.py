@@ -9,8 +9,8 @@ import shutil
 import pytest
 import torch
 
-from gptclassify.fetch import fetch_smollm2_gguf
-from gptclassify.tokenizer import tokenizer_from_gguf
+from gptclassify.weights.fetch import fetch_smollm2_gguf
+from gptclassify.weights.llama import tokenizer_from_gguf
 from gptclassify.weights import load_pretrained
 from gptclassify.weights import converted
 from gptclassify.weights.llama import dequantized_gguf

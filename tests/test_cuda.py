@@ -145,7 +145,7 @@ def test_llama_training_on_cuda_tracks_the_cpu(data_dir, tmp_path):
     runs = {}
     for device, extra in (("cuda", []), ("cpu", ["--prefix-dtype", "float32"])):
         runs[device] = tmp_path / device
-        done = train(data_dir, weights, runs[device], "--model", "smollm2-135m", "--device", device, *extra)
+        done = train(data_dir, weights, runs[device], "--device", device, *extra)
         assert done.returncode == 0, done.stderr[-3000:]
     on_gpu, on_cpu = (read(runs[d], "history.json")["step_loss"] for d in ("cuda", "cpu"))
     assert len(on_gpu) == len(on_cpu) > 20
@@ -177,7 +177,7 @@ def test_evaluate_on_cuda_gives_the_runs_metrics(data_dir, cuda_run):
 
 
 def test_predict_and_serve_on_cuda_agree_with_the_cpu(cuda_run, tmp_path):
-    from gptclassify.predict import Classifier
+    from gptclassify.inference.predict import Classifier
     from test_serve import free_port, request
 
     texts = sms_texts()[:200]

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from conftest import SMS_FILE
-from gptclassify.batches import Collate, TextDataset
+from gptclassify.data.batches import Collate, TextDataset
 from gptclassify.cli import main
 
 
@@ -179,7 +179,7 @@ def test_unreachable_url(tmp_path, capsys):
 
 
 def test_checksum_mismatch_of_download(tmp_path, capsys, monkeypatch):
-    import gptclassify.data as data
+    import gptclassify.data.splits as data
 
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "sms.zip").write_bytes(sms_zip_bytes())

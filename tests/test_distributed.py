@@ -19,8 +19,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import SHARED_DATA, sms_texts
+from helpers import gpt2_tokenizer_json, interrupt_after_epoch
 from gptclassify.cli import main
-from gptclassify.predict import Classifier
+from gptclassify.inference.predict import Classifier
 
 transformers = pytest.importorskip("transformers")
 
@@ -69,13 +70,14 @@ def small_llama_dir(tmp_path: Path) -> Path:
                                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
                                    tie_word_embeddings=True)
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
+    gpt2_tokenizer_json(tmp_path / "llama" / "tokenizer.json")
     return tmp_path / "llama"
 
 
-def train_args(data, weights, out, *extra, model="gpt2"):
+def train_args(data, weights, out, *extra):
     """A train command. The frozen prefix in float32 whatever `auto` would pick on this CPU: these tests
     compare runs to 1e-5, and a bfloat16 prefix rounds differently as a batch's shape changes."""
-    return [str(a) for a in ["train", "--data", data, "--model", model, "--weights", weights, "--out", out,
+    return [str(a) for a in ["train", "--data", data, "--weights", weights, "--out", out,
                              "--prefix-dtype", "float32", *extra]]
 
 
@@ -106,9 +108,8 @@ def test_two_processes_take_the_single_process_steps(family, data_dir, weights_d
         weights, extra = weights_dir, ["--epochs", "2", "--eval-freq", "5"]
     else:
         weights, extra = small_llama_dir(tmp_path), ["--epochs", "2", "--trainable", "all", "--lr", "1e-3"]
-    model = "gpt2" if family == "gpt2" else "smollm2-135m"
-    assert main(train_args(data_dir, weights, tmp_path / "one", *extra, model=model)) == 0
-    out = run_ok(*train_args(data_dir, weights, tmp_path / "two", *extra, model=model))
+    assert main(train_args(data_dir, weights, tmp_path / "one", *extra)) == 0
+    out = run_ok(*train_args(data_dir, weights, tmp_path / "two", *extra))
     assert "data parallel: 2 processes (gloo)" in out
     assert out.count("epoch 1:") == 1  # only rank 0 logs
     ea, eb = history(tmp_path / "one")["eval"], history(tmp_path / "two")["eval"]
@@ -185,20 +186,16 @@ def test_restart_after_a_killed_worker_continues_from_the_last_epoch(data_dir, w
     assert len(a) == len(b) and max(abs(x - y) for x, y in zip(a, b)) < 1e-5
 
 
-def test_resume_on_two_processes_a_run_begun_on_one(data_dir, weights_dir, tmp_path):
-    from gptclassify.run import Trainer
-    from gptclassify.train import make_config
+def test_resume_on_two_processes_a_run_begun_on_one(data_dir, weights_dir, tmp_path, monkeypatch):
+    from gptclassify.training.run import train_run
+    from gptclassify.config import make_config
 
     cfg = make_config(None, epochs=3, lr_schedule="cosine", warmup_steps=3, prefix_dtype="float32")
-    Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "straight", log=lambda *a: None).run()
+    train_run(None, str(weights_dir), data_dir, cfg, tmp_path / "straight", log=lambda *a: None)
 
-    def stop_after_first_epoch(state):
-        if state.epoch == 1:
-            raise KeyboardInterrupt
-
+    interrupt_after_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
-        Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "run", log=lambda *a: None).run(
-            on_epoch_end=stop_after_first_epoch)
+        train_run(None, str(weights_dir), data_dir, cfg, tmp_path / "run", log=lambda *a: None)
     out = run_ok("train", "--resume", tmp_path / "run")
     assert "resuming after epoch 1" in out
     a, b = history(tmp_path / "straight")["step_loss"], history(tmp_path / "run")["step_loss"]

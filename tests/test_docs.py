@@ -42,3 +42,29 @@ def test_every_option_is_documented():
 def test_the_docs_name_no_option_that_does_not_exist():
     unknown = documented() - command_flags() - OTHERS
     assert not unknown, f"docs/ names options no command takes: {sorted(unknown)}"
+
+
+def test_the_option_tables_are_made_from_the_code():
+    """docs/generate.py writes every option table from the parser (training settings from `TrainConfig`,
+    request limits from `Limits`): a table edited by hand, or a setting changed without them, fails here."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, str(DOCS / "generate.py"), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_changed_setting_shows_in_its_table(monkeypatch):
+    """The generator reads the schema: a new help text for a setting appears in the train table."""
+    import dataclasses
+    import importlib.util
+
+    from gptclassify.config import TrainConfig
+
+    spec = importlib.util.spec_from_file_location("generate", DOCS / "generate.py")
+    generate = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generate)
+    epochs = next(f for f in dataclasses.fields(TrainConfig) if f.name == "epochs")
+    monkeypatch.setattr(epochs, "metadata", {**epochs.metadata, "help": "a changed help text"})
+    table = generate.table(generate.subparsers(build_parser())["train"])
+    assert "| `--epochs` N | 5 | a changed help text |" in table

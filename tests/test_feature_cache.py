@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gptclassify.cli import main
-from gptclassify.feature_cache import cache_root, entries
+from gptclassify.training.feature_cache import cache_root, entries
 
 
 def train(data_dir, weights, out, capsys, *extra) -> list[str]:

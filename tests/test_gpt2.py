@@ -9,7 +9,7 @@ import torch
 
 import gptclassify
 from gptclassify import UserError, load_pretrained
-from gptclassify.generate import generate
+from gptclassify.models.generate import generate
 from gptclassify.models.gpt2 import GPT2_CONFIGS
 
 transformers = pytest.importorskip("transformers")

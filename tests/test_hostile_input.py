@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from gptclassify import UserError
 from gptclassify.cli import main
-from gptclassify.data import read_lines, read_table
+from gptclassify.data.splits import read_lines, read_table
 
 CI = settings(max_examples=60, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -59,7 +59,7 @@ def test_prepared_splits_keep_every_text(tmp_path_factory, rows):
     rows = rows + [(f"extra text {i}", label) for label in labels for i in range(10)]  # every class in every split
     write(tmp / "in.csv", rows, "csv")
     assert main(["prepare", "csv", str(tmp / "in.csv"), "--out", str(tmp / "out")]) == 0
-    from gptclassify.data import read_split
+    from gptclassify.data.splits import read_split
 
     got = []
     for split in ("train", "validation", "test"):
@@ -80,8 +80,8 @@ def test_plain_lines_line_up_with_the_file(tmp_path_factory, lines, crlf):
 
 @pytest.fixture(scope="module")
 def tokenizers(tokenizer):
-    from gptclassify.fetch import fetch_smollm2_gguf
-    from gptclassify.tokenizer import tokenizer_from_gguf
+    from gptclassify.weights.fetch import fetch_smollm2_gguf
+    from gptclassify.weights.llama import tokenizer_from_gguf
 
     return [tokenizer, tokenizer_from_gguf(fetch_smollm2_gguf())]
 

@@ -8,12 +8,12 @@ import json
 import pytest
 
 from gptclassify import Classifier
-from gptclassify.batches import TextDataset
+from gptclassify.data.batches import TextDataset
 from gptclassify.cli import main
-from gptclassify.evaluate import evaluate_run
-from gptclassify.run import Trainer
-from gptclassify.tokenizer import keep
-from gptclassify.train import make_config
+from gptclassify.inference.evaluate import evaluate_run
+from gptclassify.training.run import train_run
+from gptclassify.data.tokenizer import keep
+from gptclassify.config import make_config
 
 
 def test_keep_takes_the_start_the_end_or_both():
@@ -48,7 +48,7 @@ def test_the_dataset_counts_what_it_cuts(tokenizer):
 def test_a_run_trained_with_a_policy_predicts_and_evaluates_with_it(truncation, data_dir, weights_dir, tmp_path, sms):
     lines = []
     cfg = make_config(None, epochs=1, max_steps=4, max_length=12, truncation=truncation)
-    Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "run", log=lines.append).run()
+    train_run(None, str(weights_dir), data_dir, cfg, tmp_path / "run", log=lines.append)
     said = next(line for line in lines if line.startswith("length:"))
     assert said.startswith(f"length: 12 tokens (--max-length); {truncation} truncation cuts train ")
     config = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -69,7 +69,7 @@ def test_the_default_keeps_head_and_tail_and_the_book_preset_keeps_the_head():
 
 def test_a_run_from_before_truncation_policies_still_predicts_with_the_head(data_dir, weights_dir, tmp_path, sms):
     cfg = make_config(None, epochs=1, max_steps=2, max_length=12, truncation="head")
-    Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "run", log=lambda _: None).run()
+    train_run(None, str(weights_dir), data_dir, cfg, tmp_path / "run", log=lambda _: None)
     config_file = tmp_path / "run" / "config.json"
     config = json.loads(config_file.read_text())
     del config["truncation"]  # what runs of earlier versions wrote
@@ -91,12 +91,12 @@ def test_the_frozen_pass_says_its_cost_first(data_dir, weights_dir, tmp_path, ca
 
 def test_without_max_length_long_texts_are_cut_at_the_default_cap(data_dir, weights_dir, tmp_path, monkeypatch):
     """The book's rule (the longest training text) until it passes the default cap; the cap then."""
-    import gptclassify.run as run_module
+    import gptclassify.training.prepare as run_module
 
     monkeypatch.setattr(run_module, "DEFAULT_MAX_LENGTH", 24)
     lines = []
-    Trainer("gpt2", str(weights_dir), data_dir, make_config(None, epochs=1, max_steps=2), tmp_path / "run",
-            log=lines.append).run()
+    train_run(None, str(weights_dir), data_dir, make_config(None, epochs=1, max_steps=2), tmp_path / "run",
+            log=lines.append)
     said = next(line for line in lines if line.startswith("length:"))
     assert said.startswith("length: 24 tokens (the default cap of 24 tokens; --max-length to change it); "
                            "head+tail truncation cuts train ")
@@ -104,7 +104,7 @@ def test_without_max_length_long_texts_are_cut_at_the_default_cap(data_dir, weig
     assert config["max_length"] == 24 and config["truncation"] == "head+tail"
     monkeypatch.setattr(run_module, "DEFAULT_MAX_LENGTH", 4096)
     lines = []
-    Trainer("gpt2", str(weights_dir), data_dir, make_config(None, epochs=1, max_steps=2), tmp_path / "run2",
-            log=lines.append).run()
+    train_run(None, str(weights_dir), data_dir, make_config(None, epochs=1, max_steps=2), tmp_path / "run2",
+            log=lines.append)
     said = next(line for line in lines if line.startswith("length:"))
     assert "(the longest training text, within the default cap of 1024)" in said  # GPT-2's context is below it

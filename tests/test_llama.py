@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from gptclassify import LlamaModel, load_pretrained
-from gptclassify.classifier import add_classifier_head, classify_logits, pool
+from gptclassify.classifier.head import add_classifier_head, classify_logits, pool
 from gptclassify.cli import main
-from gptclassify.fetch import fetch_smollm2_gguf
-from gptclassify.generate import generate
+from gptclassify.weights.fetch import fetch_smollm2_gguf
+from gptclassify.models.generate import generate
 from gptclassify.models.gpt2 import GPTModel, gpt2_config
 from gptclassify.models.llama import llama_config
-from gptclassify.predict import Classifier
-from gptclassify.tokenizer import tokenizer_from_gguf
-from gptclassify.train import FAMILY_DEFAULTS
+from gptclassify.inference.predict import Classifier
+from gptclassify.weights.llama import tokenizer_from_gguf
+from gptclassify.config import FAMILY_DEFAULTS
 
 transformers = pytest.importorskip("transformers")
 
@@ -163,7 +163,7 @@ def test_hub_name_downloads_weights_config_and_tokenizer(tmp_path, gguf):
     """`smollm2-135m` through huggingface_hub, against a stand-in hub on 127.0.0.1."""
     from safetensors.torch import save
 
-    from gptclassify.tokenizer import load_tokenizer
+    from gptclassify.weights import load_tokenizer
     from hub_server import FakeHub
 
     path, hf = small_smollm2_dir(tmp_path)

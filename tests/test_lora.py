@@ -13,13 +13,14 @@ import torch
 from safetensors import safe_open
 
 from gptclassify import Classifier, load_pretrained
-from gptclassify.classifier import add_classifier_head, classify_logits
-from gptclassify.evaluate import evaluate_run
+from gptclassify.classifier.head import add_classifier_head, classify_logits
+from gptclassify.inference.evaluate import evaluate_run
 from gptclassify.files import load_safetensors
-from gptclassify.lora import LoRALinear, add_lora, apply_adapter, merge_lora
+from gptclassify.classifier.lora import LoRALinear, add_lora, apply_adapter, merge_lora
 from gptclassify.models.gpt2 import GPTModel, gpt2_config
-from gptclassify.run import Trainer
-from gptclassify.train import make_config
+from gptclassify.training.run import train, train_run
+from gptclassify.training.prepare import prepare
+from gptclassify.config import make_config
 
 
 def quiet(*args, **kwargs):
@@ -38,7 +39,7 @@ def test_the_books_setting_trains_2_666_528_parameters():
 
 def test_the_count_is_printed(data_dir, tmp_path):
     lines = []
-    Trainer("gpt2", "random", data_dir, make_config(None, trainable="lora", lora_alpha=256), tmp_path / "run",
+    prepare("gpt2", "random", data_dir, make_config(None, trainable="lora", lora_alpha=256), tmp_path / "run",
             log=lines.append)
     assert "trainable parameters: 2,666,528 of 127,107,874" in lines
 
@@ -106,7 +107,7 @@ def book_lora_losses(data_dir, steps: int) -> list[float]:
 def test_the_books_appendix_e_losses(data_dir, tmp_path):
     expected = book_lora_losses(data_dir, steps=3)
     cfg = make_config("book", trainable="lora", lora_rank=16, lora_alpha=256, max_steps=3, eval_freq=0)
-    Trainer("gpt2", "random", data_dir, cfg, tmp_path / "run", log=quiet).run()
+    train_run("gpt2", "random", data_dir, cfg, tmp_path / "run", log=quiet)
     got = json.loads((tmp_path / "run" / "history.json").read_text())["step_loss"]
     assert len(got) == 3 and len(set(got)) == 3
     assert max(abs(a - b) for a, b in zip(got, expected)) < 1e-5, (got, expected)
@@ -170,8 +171,8 @@ def test_one_query_attention_reads_the_adapted_weights(weights_dir):
 def lora_run(data_dir, weights_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("lora") / "run"
     cfg = make_config(None, trainable="lora", lora_rank=4, lora_alpha=8, lora_blocks=1, epochs=2, max_steps=12)
-    trainer = Trainer("gpt2", str(weights_dir), data_dir, cfg, out, log=quiet)
-    trainer.run()
+    trainer = prepare(None, str(weights_dir), data_dir, cfg, out, log=quiet)
+    train(trainer)
     return out
 
 
@@ -221,13 +222,13 @@ def test_lora_blocks_leaves_a_cached_prefix_and_resumes(data_dir, weights_dir, t
     cfg = make_config(None, trainable="lora", lora_rank=2, lora_blocks=2, lora_head="train", epochs=2,
                       checkpoint_every=4)
     lines = []
-    trainer = Trainer("gpt2", str(weights), data_dir, cfg, tmp_path / "straight", log=lines.append)
-    assert trainer.start == 2 and trainer.cached
+    trainer = prepare(None, str(weights), data_dir, cfg, tmp_path / "straight", log=lines.append)
+    assert trainer.classifier.start == 2 and trainer.inputs.cached
     assert any("embedding and 2 frozen blocks in" in line for line in lines)
     names = {n for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert {n for n in names if not n.endswith((".A", ".B"))} == {"out_head.weight", "out_head.bias"}
     assert all(int(n.split(".")[1]) >= 2 for n in names if n.startswith("trf_blocks"))
-    trainer.run()
+    train(trainer)
 
     def cli(*argv, env=None):
         return subprocess.run([sys.executable, "-m", "gptclassify", "train", *map(str, argv)], capture_output=True,
@@ -254,7 +255,7 @@ def test_recomputed_blocks_train_the_same_and_keep_less_for_backward(data_dir, t
     for recompute in (False, True):
         cfg = make_config(None, trainable="lora", lora_rank=2, lora_dropout=0.1, epochs=1, max_steps=6,
                           recompute_blocks=recompute)
-        trainer = Trainer("gpt2", str(weights), data_dir, cfg, tmp_path / f"run-{recompute}", log=quiet)
+        trainer = prepare(None, str(weights), data_dir, cfg, tmp_path / f"run-{recompute}", log=quiet)
         (inputs, _, lengths), _ = next(iter(trainer.loaders["validation"]))
         sizes = []
 
@@ -265,7 +266,7 @@ def test_recomputed_blocks_train_the_same_and_keep_less_for_backward(data_dir, t
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             trainer.logits_fn(inputs, lengths)
         kept[recompute] = sum(sizes)
-        trainer.run()
+        train(trainer)
         saved[recompute] = load_safetensors(tmp_path / f"run-{recompute}" / "model.safetensors")
     assert kept[True] < kept[False] / 3
     assert saved[True].keys() == saved[False].keys()

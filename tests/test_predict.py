@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from gptclassify.cli import main
-from gptclassify.predict import Classifier, classify_text
-from gptclassify.evaluate import evaluate_run
-from gptclassify.run import Trainer
-from gptclassify.train import make_config
+from gptclassify.inference.predict import Classifier, classify_text
+from gptclassify.inference.evaluate import evaluate_run
+from gptclassify.training.run import train_run
+from gptclassify.config import make_config
 from helpers import small_gpt2_dir, sms_slice_dir
 
 
@@ -21,7 +21,7 @@ def trained_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     data, weights = sms_slice_dir(tmp), small_gpt2_dir(tmp)
     cfg = make_config(None, epochs=1, max_steps=8, prefix_dtype="float32")  # compared to 1e-5 below, on any CPU
-    Trainer("gpt2", str(weights), data, cfg, tmp / "run", log=lambda *a: None).run()
+    train_run(None, str(weights), data, cfg, tmp / "run", log=lambda *a: None)
     return tmp / "run", data
 
 

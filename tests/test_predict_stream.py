@@ -14,16 +14,16 @@ import pytest
 from conftest import SHARED_DATA
 from gptclassify import Classifier
 from gptclassify.cli import main
-from gptclassify.predict_file import CHUNK
-from gptclassify.run import Trainer
-from gptclassify.train import make_config
+from gptclassify.inference.predict_file import CHUNK
+from gptclassify.training.run import train_run
+from gptclassify.config import make_config
 
 
 @pytest.fixture(scope="module")
 def run(data_dir, weights_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("stream") / "run"
     cfg = make_config(None, epochs=1, max_steps=4, prefix_dtype="float32")  # scores compared to 1e-6, on any CPU
-    Trainer("gpt2", str(weights_dir), data_dir, cfg, out, log=lambda *a: None).run()
+    train_run(None, str(weights_dir), data_dir, cfg, out, log=lambda *a: None)
     return out
 
 

@@ -11,13 +11,13 @@ import torch
 from safetensors.torch import load_file
 
 from gptclassify import Classifier
-from gptclassify import prefix as prefix_mod
+from gptclassify.classifier import prefix as prefix_mod
 from gptclassify.errors import UserError
-from gptclassify.evaluate import evaluate_run
+from gptclassify.inference.evaluate import evaluate_run
 from gptclassify.models.gpt2 import GPTModel
-from gptclassify.prefix import FrozenPrefix, resolve_prefix_dtype
-from gptclassify.run import Trainer
-from gptclassify.train import make_config
+from gptclassify.classifier.prefix import FrozenPrefix, resolve_prefix_dtype
+from gptclassify.training.run import train_run
+from gptclassify.config import make_config
 
 CPU = torch.device("cpu")
 
@@ -70,7 +70,7 @@ def test_a_run_predicts_and_evaluates_in_its_prefix_precision(dtype, data_dir, w
         pytest.skip("no fbgemm int8 kernels on this CPU")
     lines = []
     cfg = make_config(None, epochs=1, max_steps=4, prefix_dtype=dtype)
-    Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "run", log=lines.append).run()
+    train_run(None, str(weights_dir), data_dir, cfg, tmp_path / "run", log=lines.append)
     assert f"frozen prefix: {dtype}; the trainable part computes in float32" in lines
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["prefix_dtype"] == dtype

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from gptclassify.predict import Classifier
+from gptclassify.inference.predict import Classifier
 from test_predict import trained_run  # noqa: F401  (the session fixture)
 
 

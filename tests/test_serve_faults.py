@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from gptclassify.predict import Classifier
-from gptclassify.serve import is_loopback
+from gptclassify.inference.predict import Classifier
+from gptclassify.inference.serve import is_loopback
 from test_predict import trained_run  # noqa: F401  (the session fixture)
 from test_serve import free_port, request
 
@@ -204,14 +204,14 @@ def test_a_request_not_answered_in_time_gets_503(trained_run):  # noqa: F811
 @pytest.fixture(scope="module")
 def slow_run(tmp_path_factory):
     """GPT-2 124M's shape (random weights): slow enough on 2 cores that requests are still in flight."""
-    from gptclassify.run import Trainer
-    from gptclassify.train import make_config
+    from gptclassify.training.run import train_run
+    from gptclassify.config import make_config
     from helpers import sms_slice_dir
 
     tmp = tmp_path_factory.mktemp("slow")
     data = sms_slice_dir(tmp, n_ham=20, n_spam=20)
-    Trainer("gpt2", "random", data, make_config(None, epochs=1, max_steps=1, trainable="head"), tmp / "run",
-            log=lambda *a: None).run()
+    train_run("gpt2", "random", data, make_config(None, epochs=1, max_steps=1, trainable="head"), tmp / "run",
+            log=lambda *a: None)
     return tmp / "run"
 
 
@@ -244,7 +244,7 @@ def test_a_failure_inside_the_model_is_a_json_503_and_the_worker_serves_on(train
     worker itself (here: the model returning nothing) does not end it either."""
     from fastapi.testclient import TestClient
 
-    from gptclassify.serve import Limits, create_app
+    from gptclassify.inference.serve import Limits, create_app
 
     classifier = Classifier.load(trained_run[0], "cpu")
     real = classifier.predict

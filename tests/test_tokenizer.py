@@ -1,7 +1,7 @@
 import pytest
 
 from gptclassify import UserError, get_tokenizer
-from gptclassify.tokenizer import GPT2_BPE_ENV
+from gptclassify.data.tokenizer import GPT2_BPE_ENV
 
 
 def test_book_example(tokenizer):

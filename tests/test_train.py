@@ -10,11 +10,14 @@ import torch
 from safetensors.torch import load_file
 
 from gptclassify import load_pretrained
-from gptclassify.classifier import add_classifier_head, classify_logits, freeze_all_but
+from gptclassify.classifier.head import add_classifier_head, classify_logits, freeze_all_but
+from helpers import interrupt_after_epoch
 from gptclassify.cli import main
 from gptclassify.models.gpt2 import GPTModel, gpt2_config
-from gptclassify.run import Trainer
-from gptclassify.train import FAMILY_DEFAULTS, lr_factor, make_config, with_family_defaults
+from gptclassify.training.run import train, train_run
+from gptclassify.training.prepare import prepare
+from gptclassify.config import FAMILY_DEFAULTS, make_config, with_family_defaults
+from gptclassify.training.steps import lr_factor
 
 transformers = pytest.importorskip("transformers")
 
@@ -132,8 +135,8 @@ def book_training_losses(weights_dir, data_dir, epochs=2, batch_size=8, eval_fre
 def test_book_preset_reproduces_the_books_losses(weights_dir, data_dir, tmp_path, cache):
     expected = book_training_losses(weights_dir, data_dir, epochs=2, eval_freq=5)
     cfg = make_config("book", epochs=2, cache=cache, eval_freq=5)
-    trainer = Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "run", log=quiet)
-    trainer.run()
+    trainer = prepare(None, str(weights_dir), data_dir, cfg, tmp_path / "run", log=quiet)
+    train(trainer)
     got = json.loads((tmp_path / "run" / "history.json").read_text())["step_loss"]
     assert len(got) == len(expected) == 2 * (105 // 8)
     assert max(abs(a - b) for a, b in zip(got, expected)) < 1e-5
@@ -143,7 +146,7 @@ def test_cached_and_uncached_training_agree(weights_dir, data_dir, tmp_path):
     runs = {}
     for cache in (True, False):
         cfg = make_config(None, epochs=2, cache=cache, prefix_dtype="float32")  # 1e-5 below, on any CPU
-        Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / str(cache), log=quiet).run()
+        train_run(None, str(weights_dir), data_dir, cfg, tmp_path / str(cache), log=quiet)
         runs[cache] = (json.loads((tmp_path / str(cache) / "history.json").read_text()),
                        json.loads((tmp_path / str(cache) / "metrics.json").read_text()))
     (h_c, m_c), (h_u, m_u) = runs[True], runs[False]
@@ -161,7 +164,7 @@ def test_other_poolings_cached_and_uncached_agree(weights_dir, data_dir, tmp_pat
     for cache in (True, False):
         cfg = make_config(None, epochs=1, cache=cache, pooling=pooling, trainable="last-2-blocks", max_steps=6,
                           prefix_dtype="float32")
-        Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / str(cache), log=quiet).run()
+        train_run(None, str(weights_dir), data_dir, cfg, tmp_path / str(cache), log=quiet)
         losses.append(json.loads((tmp_path / str(cache) / "history.json").read_text())["step_loss"])
     assert len(losses[0]) == 6
     assert max(abs(a - b) for a, b in zip(*losses)) < 1e-5
@@ -215,17 +218,13 @@ def test_family_defaults_fill_only_what_is_left_open():
     assert (cfg.lr, cfg.lr_schedule) == (5e-5, "constant")
 
 
-def test_resumed_run_ends_with_the_same_weights(weights_dir, data_dir, tmp_path):
+def test_resumed_run_ends_with_the_same_weights(weights_dir, data_dir, tmp_path, monkeypatch):
     cfg = make_config(None, epochs=3, lr_schedule="cosine", warmup_steps=3)  # the schedule's position resumes too
-    Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "straight", log=quiet).run()
+    train_run(None, str(weights_dir), data_dir, cfg, tmp_path / "straight", log=quiet)
 
-    def stop_after_first_epoch(state):
-        if state.epoch == 1:
-            raise KeyboardInterrupt
-
+    interrupt_after_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):
-        Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "resumed", log=quiet).run(
-            on_epoch_end=stop_after_first_epoch)
+        train_run(None, str(weights_dir), data_dir, cfg, tmp_path / "resumed", log=quiet)
     assert not (tmp_path / "resumed" / "model.safetensors").exists()
     assert main(["train", "--resume", str(tmp_path / "resumed")]) == 0
     a = load_file(tmp_path / "straight" / "model.safetensors")
@@ -239,7 +238,7 @@ def test_resumed_run_ends_with_the_same_weights(weights_dir, data_dir, tmp_path)
 
 def test_keep_best_epoch(weights_dir, data_dir, tmp_path):
     cfg = make_config(None, epochs=3, keep_best=True, lr=1e-2)  # a high rate makes later epochs worse
-    metrics = Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / "run", log=quiet).run()
+    metrics = train_run(None, str(weights_dir), data_dir, cfg, tmp_path / "run", log=quiet)
     epochs = json.loads((tmp_path / "run" / "history.json").read_text())["epochs"]
     best = min(epochs, key=lambda e: e["val_loss"])
     assert metrics["training"]["best_epoch"] == best["epoch"]
@@ -248,7 +247,7 @@ def test_keep_best_epoch(weights_dir, data_dir, tmp_path):
 
 def test_end_to_end_cli(weights_dir, data_dir, tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "--data", str(data_dir), "--model", "gpt2", "--weights", str(weights_dir),
+    assert main(["train", "--data", str(data_dir), "--weights", str(weights_dir),
                  "--out", str(run), "--epochs", "2", "--eval-freq", "5"]) == 0
     capsys.readouterr()
     for name in ("model.safetensors", "config.json", "metrics.json", "history.json", "loss.png", "accuracy.png"):
@@ -320,8 +319,8 @@ def test_bfloat16_cache_trains_close_to_float32(weights_dir, data_dir, tmp_path)
     losses = {}
     for dtype in ("float32", "bfloat16"):
         cfg = make_config(None, epochs=1, max_steps=5, cache_dtype=dtype)
-        trainer = Trainer("gpt2", str(weights_dir), data_dir, cfg, tmp_path / dtype, log=quiet)
-        assert trainer.features["train"].store.flat.dtype == getattr(torch, dtype)
-        trainer.run()
+        trainer = prepare(None, str(weights_dir), data_dir, cfg, tmp_path / dtype, log=quiet)
+        assert trainer.inputs.sets["train"].store.flat.dtype == getattr(torch, dtype)
+        train(trainer)
         losses[dtype] = json.loads((tmp_path / dtype / "history.json").read_text())["step_loss"]
     assert max(abs(a - b) for a, b in zip(losses["float32"], losses["bfloat16"])) < 2e-2

@@ -13,11 +13,11 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gptclassify.batches import Collate, ShardedLoader
-from gptclassify.checkpoint import flatten_optimizer, unflatten_optimizer
-from gptclassify.classifier import add_classifier_head, first_trainable_block, freeze_all_but, pool
+from gptclassify.data.batches import Collate, ShardedLoader
+from gptclassify.training.checkpoint import flatten_optimizer, unflatten_optimizer
+from gptclassify.classifier.head import add_classifier_head, first_trainable_block, freeze_all_but, pool
 from gptclassify.distributed import World
-from gptclassify.metrics import classification_report
+from gptclassify.classifier.metrics import classification_report
 from gptclassify.models.gpt2 import GPTModel, gpt2_config
 
 

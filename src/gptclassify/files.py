@@ -89,3 +89,17 @@ def load_safetensors(path) -> dict:
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{path}: not a readable safetensors file, corrupt or unreadable "
                         f"({str(e).splitlines()[0][:100]})") from None
+
+
+def safetensors_names(path) -> list[str]:
+    """The tensor names in a safetensors file's header (the tensors are not read), or a one-line error."""
+    from safetensors import SafetensorError, safe_open
+
+    if not Path(path).is_file():
+        raise UserError(f"{path}: not found")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return list(f.keys())
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable safetensors file, corrupt or unreadable "
+                        f"({str(e).splitlines()[0][:100]})") from None

@@ -40,15 +40,6 @@ LLAMA_CONFIGS = {
     "smollm2-360m": dict(emb_dim=960, hidden_dim=2560, n_heads=15, n_kv_heads=5, n_layers=32),
 }
 
-# Hub repos for each name; `-instruct` names take the instruction-tuned weights.
-LLAMA_HUB_REPOS = {
-    "smollm2-135m": "HuggingFaceTB/SmolLM2-135M",
-    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
-    "smollm2-360m": "HuggingFaceTB/SmolLM2-360M",
-    "smollm2-360m-instruct": "HuggingFaceTB/SmolLM2-360M-Instruct",
-}
-
-
 def llama_config(name: str, **overrides) -> LlamaConfig:
     return LlamaConfig(**{**LLAMA_CONFIGS[name.removesuffix("-instruct")], **overrides})
 

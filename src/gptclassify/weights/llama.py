@@ -11,11 +11,12 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..data.tokenizer import Tokenizer, tokenizer_from_json, wrap_hf_tokenizer
 from ..hub import hub_file
-from ..models.llama import LLAMA_CONFIGS, LLAMA_HUB_REPOS, LlamaConfig, LlamaModel
+from ..models.llama import LLAMA_CONFIGS, LlamaConfig, LlamaModel
 from .tensors import build_model, read_safetensors
 
-__all__ = ["LLAMA_HUB_REPOS", "dequantized_gguf", "hf_tokenizer_from_gguf", "load_from_hub", "load_from_tensors",
+__all__ = ["dequantized_gguf", "hf_tokenizer_from_gguf", "load_from_hub", "load_from_tensors", "tokenizer_from_gguf",
            "load_gguf"]
 
 # Hugging Face name (after `model.layers.{i}.`) -> ours (after `trf_blocks.{i}.`)
@@ -98,8 +99,7 @@ def load_from_tensors(tensors: dict, directory: Path) -> LlamaModel:
     return build_model(LlamaModel, cfg, state)
 
 
-def load_from_hub(name: str, *, cache_dir=None, endpoint=None) -> LlamaModel:
-    repo = LLAMA_HUB_REPOS[name]
+def load_from_hub(repo: str, *, cache_dir=None, endpoint=None) -> LlamaModel:
     weights = hub_file(repo, "model.safetensors", cache_dir=cache_dir, endpoint=endpoint)
     hub_file(repo, "config.json", cache_dir=cache_dir, endpoint=endpoint)
     return load_from_tensors(read_safetensors(weights), weights.parent)
@@ -212,3 +212,15 @@ def dequantized_gguf(path: Path) -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
             w = unpermute_rope_rows(w, cfg.n_kv_heads)
         tensors[t.name] = torch.from_numpy(w)
     return cfg, tie_head(rename(tensors, _GGUF_TOP, "blk.", _GGUF_BLOCK), cfg)
+
+
+def tokenizer_from_gguf(path: str | Path) -> Tokenizer:
+    """The byte-level BPE tokenizer a GGUF file carries (from the converted-weights cache once converted)."""
+    from . import converted
+
+    if (meta := converted.read_entry(Path(path))) is not None:  # converted once by the weights' loader
+        tok = tokenizer_from_json(converted.tokenizer_json_path(Path(path)), meta["pad_id"])
+        tok.source = str(path)
+        return tok
+    tok, pad_id = hf_tokenizer_from_gguf(Path(path))
+    return wrap_hf_tokenizer(tok, pad_id, str(path))

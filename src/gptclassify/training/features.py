@@ -14,9 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .batches import Collate, TextDataset, length_sorted_batches
-from .errors import env_number
-from .failpoints import failpoint
+from ..data.batches import Collate, TextDataset, length_sorted_batches
+from ..classifier.pooling import needs_fixed_width, stored_width
+from ..errors import env_number
+from ..failpoints import failpoint
 
 
 def cache_unavailable_reason(model, trainable: str) -> str | None:
@@ -41,11 +42,6 @@ class FeatureStore:
 
     def get(self, i: int) -> torch.Tensor:
         return self.flat[self.offsets[i]: self.offsets[i] + self.widths[i]]
-
-
-def stored_width(n_tokens: int, pad_to: int | None, pooling: str) -> int:
-    """`last-position` pooling reads the last padded position, so it needs the pad positions too."""
-    return pad_to if pooling == "last-position" and pad_to else n_tokens
 
 
 def memory_budget() -> int:
@@ -94,7 +90,7 @@ def build_feature_store(prefix, dataset: TextDataset, *, pad_id: int, pad_to: in
     if flat is None:
         flat = _allocate(int(sum(widths)), prefix.model.cfg.emb_dim, prefix.out_dtype)
     store = store_from(flat, widths)
-    collate = Collate(pad_id, pad_to if pooling == "last-position" else None)
+    collate = Collate(pad_id, pad_to if needs_fixed_width(pooling) else None)
     for rows in length_sorted_batches(widths, batch_size, max_tokens):
         ids, _, _ = collate([dataset[i] for i in rows])
         states = prefix(ids.to(device, non_blocking=True))

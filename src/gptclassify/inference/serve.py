@@ -18,7 +18,6 @@ import ipaddress
 import os
 import sys
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -27,33 +26,12 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import UserError
-from .files import MAX_JSON_BYTES, read_json
+from ..errors import UserError
+from ..files import MAX_JSON_BYTES, read_json
+from ..config import Limits
 from .predict import Classifier
 
 STATIC = Path(__file__).parent / "static"
-
-
-@dataclass
-class Limits:
-    max_texts: int = 64  # per request
-    max_chars: int = 10_000  # per text
-    max_batch_texts: int = 128  # per forward pass, across requests
-    max_body_bytes: int = 1_000_000  # per request body, checked before it is parsed
-    max_queue_texts: int = 1024  # texts waiting for the model; beyond it: 503 and Retry-After
-    timeout_s: float = 30.0  # a request not answered by then gets 503
-
-    def __post_init__(self):
-        for name in ("max_texts", "max_chars", "max_batch_texts", "max_body_bytes", "max_queue_texts"):
-            if getattr(self, name) < 1:
-                raise UserError(f"{LIMIT_FLAGS[name]} must be 1 or more")
-        if not 0 < self.timeout_s <= 86_400:
-            raise UserError("--timeout must be above 0 and at most a day (86400 seconds)")
-
-
-# The serve options behind each limit, for their error messages.
-LIMIT_FLAGS = {"max_texts": "--max-texts", "max_chars": "--max-chars", "max_batch_texts": "max_batch_texts",
-               "max_body_bytes": "--max-body-bytes", "max_queue_texts": "--max-queue"}
 
 
 class Busy(Exception):
@@ -249,7 +227,7 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
         yield
         worker.cancel()
 
-    app = FastAPI(title="gptclassify", version=str(classifier.config.get("gptclassify_version", "")), lifespan=lifespan)
+    app = FastAPI(title="gptclassify", version=classifier.config.gptclassify_version, lifespan=lifespan)
     if api_key:
         app.add_middleware(ApiKey, key=api_key)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
@@ -279,8 +257,8 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
     @app.get("/v1/model")
     async def model_info():
         c = classifier.config
-        return {"labels": classifier.labels, "model_name": c.get("model_name"), "weights": c.get("weights"),
-                "max_length": c["max_length"], "pooling": c["pooling"], "metrics": metrics,
+        return {"labels": classifier.labels, "model_name": c.model_name, "weights": c.weights,
+                "max_length": c.policy.max_length, "pooling": c.policy.pooling, "metrics": metrics,
                 "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
                 "batches_run": batcher.batches}
 

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
-from .failpoints import failpoint
-from .files import load_safetensors, read_json, save_safetensors, write_json
-from .train import TrainConfig, TrainState
+from ..errors import UserError
+from ..failpoints import failpoint
+from ..files import load_safetensors, read_json, save_safetensors, write_json
+from ..config import TrainConfig
+from .steps import TrainState
 
 
 def trainable_state(model) -> dict[str, torch.Tensor]:
@@ -169,7 +170,7 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (ckpt / "latest.json").is_file() or (ckpt / "state.json").is_file()
 
 
-def resume_settings(run_dir: Path) -> tuple[str, str, Path, TrainConfig]:
+def resume_settings(run_dir: Path) -> tuple[str | None, str, Path, TrainConfig]:
     """Model, weights, data and training settings of an interrupted run."""
     if not has_checkpoint(run_dir):
         raise UserError(f"{run_dir}: no checkpoint to resume from (expected {Path(run_dir) / 'checkpoint'})")
@@ -177,9 +178,9 @@ def resume_settings(run_dir: Path) -> tuple[str, str, Path, TrainConfig]:
     saved = read_json(path)
     try:
         run = saved["run"]
-        settings = {"lr_schedule": "constant", "prefix_dtype": "float32", **saved["train_config"]}  # older checkpoints
-        if "cache_dtype" in settings:  # the prefix precision's old name
-            settings["prefix_dtype"] = settings.pop("cache_dtype")
-        return run["model_name"], run["weights"], Path(run["data"]), TrainConfig(**settings)
+        # the model as the user named it (None: taken from the weights); older checkpoints kept only the name
+        model = run["model"] if "model" in run else run["model_name"] if run["weights"] == "random" else None
+        return model, run["weights"], Path(run["data"]), TrainConfig.from_json(saved["train_config"], str(path))
     except (KeyError, TypeError) as e:
         raise UserError(f"{path}: not a gptclassify checkpoint ({e})") from None
+

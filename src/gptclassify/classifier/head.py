@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
-POOLINGS = ("last-token", "last-position", "mean")
+from .pooling import pool, pooled_positions, reads_one_position
+
 TRAINABLE = ("head", "last-block", "last-N-blocks", "all")  # N: any number of blocks, e.g. last-4-blocks
 
 
@@ -73,35 +74,12 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
 
 
-def pool(hidden: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
-    """(batch, seq, dim) -> (batch, dim).
-
-    `last-token`: each sequence's last real token (what a causal model has read all of).
-    `last-position`: the book's `[:, -1, :]`, which is a pad token for every shorter message.
-    `mean`: the mean over real tokens.
-    """
-    if pooling == "last-position":
-        return hidden[:, -1, :]
-    if pooling == "last-token":
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
-    if pooling == "mean":
-        mask = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]).to(hidden.dtype)
-        return (hidden * mask[..., None]).sum(1) / lengths[:, None].to(hidden.dtype)
-    raise ValueError(f"pooling must be one of {POOLINGS}")
-
-
 def prefix_states(model: nn.Module, ids: torch.Tensor, start: int) -> torch.Tensor:
     """Hidden states entering block `start` (the embedding output for start <= 0)."""
     x = model.embed(ids)
     for block in model.trf_blocks[: max(start, 0)]:
         x = block(x)
     return x
-
-
-def pooled_positions(x: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
-    if pooling == "last-position":
-        return torch.full_like(lengths, x.shape[1] - 1)
-    return lengths - 1
 
 
 def run_block(block: nn.Module, x: torch.Tensor, positions=None, recompute: bool = False) -> torch.Tensor:
@@ -120,7 +98,7 @@ def suffix_logits(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor, star
     there (keys and values still cover every position): the same result for a fraction of the work.
     """
     blocks = model.trf_blocks[max(start, 0):]
-    if pooling == "mean" or len(blocks) == 0:
+    if not reads_one_position(pooling) or len(blocks) == 0:
         for block in blocks:
             x = run_block(block, x, recompute=recompute)
         return model.out_head(pool(model.final_norm(x), lengths, pooling))

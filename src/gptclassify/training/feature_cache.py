@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .download import cache_dir
-from .errors import UserError, env_number
-from .files import read_json, write_json
-from .hub import sha256_file
+from ..download import cache_dir
+from ..errors import UserError, env_number
+from ..files import read_json, write_json
+from ..hub import sha256_file
 
 FORMAT = 1
 DEFAULT_LIMIT_GB = 20.0

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import UserError
+from ..errors import UserError
 
 GPT2_BPE_ENV = "GPTCLASSIFY_GPT2_BPE_DIR"
 GPT2_ENCODER_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
@@ -122,37 +122,6 @@ def _gpt2_from_dir(directory: Path):
                              mergeable_ranks=ranks, special_tokens={ENDOFTEXT: 50256})
 
 
-def load_tokenizer(name_or_path: str | os.PathLike, *, cache_dir=None, endpoint: str | None = None) -> Tokenizer:
-    """The tokenizer that goes with `load_pretrained(name_or_path)`: tiktoken for GPT-2, the
-    `tokenizer.json` beside Llama-family safetensors, or the vocabulary inside a GGUF file."""
-    from .models.llama import LLAMA_HUB_REPOS
-
-    from .fetch import GGUF_NAMES, fetch_smollm2_gguf
-
-    name = str(name_or_path)
-    if name in GGUF_NAMES:
-        return tokenizer_from_gguf(fetch_smollm2_gguf())
-    if name.startswith("gpt2"):
-        return get_tokenizer("gpt2")
-    if name in LLAMA_HUB_REPOS:
-        from .hub import hub_file
-
-        return tokenizer_from_json(hub_file(LLAMA_HUB_REPOS[name], "tokenizer.json", cache_dir=cache_dir, endpoint=endpoint))
-    path = Path(name).expanduser()
-    if path.is_dir():
-        ggufs = sorted(path.glob("*.gguf"))
-        if (path / "tokenizer.json").is_file():
-            return tokenizer_from_json(path / "tokenizer.json")
-        if ggufs and not (path / "model.safetensors").is_file():
-            return tokenizer_from_gguf(ggufs[0])
-        return get_tokenizer("gpt2")  # a GPT-2 checkpoint directory
-    if path.suffix == ".gguf":
-        return tokenizer_from_gguf(path)
-    if (path.parent / "tokenizer.json").is_file():
-        return tokenizer_from_json(path.parent / "tokenizer.json")
-    return get_tokenizer("gpt2")
-
-
 def wrap_hf_tokenizer(tok, pad_id: int, source: str) -> Tokenizer:
     """Our interface around a `tokenizers.Tokenizer`."""
 
@@ -174,17 +143,4 @@ def tokenizer_from_json(path: str | os.PathLike, pad_id: int | None = None) -> T
         raise UserError(f"{path}: not a readable tokenizer.json ({str(e)[:100]})") from None
     if pad_id is None:  # Llama-family models pad with their end-of-text token
         pad_id = next((tok.token_to_id(t) for t in ("<|endoftext|>", "<|im_end|>", "</s>") if tok.token_to_id(t) is not None), 0)
-    return wrap_hf_tokenizer(tok, pad_id, str(path))
-
-
-def tokenizer_from_gguf(path: str | os.PathLike) -> Tokenizer:
-    """The byte-level BPE tokenizer a GGUF file carries (`weights.llama.hf_tokenizer_from_gguf` reads it)."""
-    from .weights import converted
-    from .weights.llama import hf_tokenizer_from_gguf
-
-    if (meta := converted.read_entry(Path(path))) is not None:  # converted once by the weights' loader
-        tok = tokenizer_from_json(converted.tokenizer_json_path(Path(path)), meta["pad_id"])
-        tok.source = str(path)
-        return tok
-    tok, pad_id = hf_tokenizer_from_gguf(Path(path))
     return wrap_hf_tokenizer(tok, pad_id, str(path))

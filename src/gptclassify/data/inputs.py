@@ -8,8 +8,8 @@ import csv
 import sys
 from pathlib import Path
 
-from .data import delimited_rows, jsonl_rows
-from .errors import UserError
+from .splits import delimited_rows, jsonl_rows
+from ..errors import UserError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson")
 

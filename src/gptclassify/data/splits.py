@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .download import cache_dir, fetch
-from .errors import UserError
-from .files import atomic_path, read_json, write_json
-from .hub import sha256_file
+from ..download import cache_dir, fetch
+from ..errors import UserError
+from ..files import atomic_path, read_json, write_json
+from ..hub import sha256_file
 
 SPLITS = ("train", "validation", "test")
 SMS_URLS = [

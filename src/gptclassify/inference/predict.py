@@ -11,24 +11,26 @@ from pathlib import Path
 
 import torch
 
-from .batches import Collate, length_sorted_batches
-from .device import autocast_for, no_grad_batching, resolve_device
-from .prefix import run_logits, run_prefix
-from .rundir import load_run, run_labels
-from .tokenizer import keep
+from ..data.batches import Collate, length_sorted_batches
+from ..device import autocast_for, no_grad_batching, resolve_device
+from ..classifier.prefix import run_logits, run_prefix
+from ..config import RunConfig
+from ..rundir import load_run
+from ..data.tokenizer import keep
 
 
 class Classifier:
-    def __init__(self, model, tokenizer, config: dict, device: torch.device):
+    def __init__(self, model, tokenizer, config: RunConfig, device: torch.device):
         self.model, self.tokenizer, self.config, self.device = model, tokenizer, config, device
-        self.labels = run_labels(config)
-        self.max_length = config["max_length"]
-        self.truncation = config["truncation"]
-        self.pad_to = config.get("pad_to")
-        self.pooling = config["pooling"]
+        self.labels = config.labels
+        self.max_length = config.policy.max_length
+        self.truncation = config.policy.truncation
+        self.pad_to = config.policy.pad_to
+        self.pooling = config.policy.pooling
         self.autocast = autocast_for(device)
         self.run_dir = None  # set by load()
-        self.prefix = run_prefix(model, config, device)  # the frozen layers, in the run's precision
+        self.prefix = run_prefix(model, config.policy.first_trainable_block, config.training.trainable,
+                                 config.policy.prefix_dtype, device)  # the frozen layers, in the run's precision
 
     @classmethod
     def load(cls, run_dir: str | Path, device: str = "auto") -> "Classifier":

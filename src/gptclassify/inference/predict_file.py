@@ -21,11 +21,11 @@ import sys
 from itertools import islice
 from pathlib import Path
 
-from .distributed import barrier, current
-from .errors import UserError
-from .failpoints import failpoint
-from .files import atomic_path, read_json, write_json, write_text
-from .progress import Progress
+from ..distributed import barrier, current
+from ..errors import UserError
+from ..failpoints import failpoint
+from ..files import atomic_path, read_json, write_json, write_text
+from ..progress import Progress
 
 FORMATS = ("jsonl", "csv", "table")
 CHUNK = 2048  # texts per model pass over the input: memory per process stays bounded by it

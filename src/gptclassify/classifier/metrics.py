@@ -1,0 +1,64 @@
+"""Metrics of a classifier on whole splits: the logits of every example (under torchrun each
+process computes its share and the shares are joined in order), then one report per split: loss,
+accuracy, per-class precision/recall/F1, macro-F1 and the confusion matrix (rows: true class,
+columns: predicted class). Training's final metrics and `evaluate` both come from here."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.batches import length_sorted_batches
+from ..distributed import gather_shards
+
+
+def classification_report(y_true, y_pred, labels: list[str], loss: float | None = None) -> dict:
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    k = len(labels)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (y_true, y_pred), 1)
+    per_class = {}
+    for i, label in enumerate(labels):
+        tp = confusion[i, i]
+        predicted, actual = confusion[:, i].sum(), confusion[i, :].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[label] = {"precision": float(precision), "recall": float(recall), "f1": float(f1),
+                            "support": int(actual)}
+    report = {
+        "examples": int(len(y_true)),
+        "accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
+        "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
+        "per_class": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }
+    if loss is not None:
+        report = {"loss": float(loss), **report}
+    return report
+
+
+@torch.no_grad()
+def split_logits(dataset, lengths: list[int], batch_size: int, collate, logits_fn, device, num_classes: int,
+                 n_global: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and targets of a whole split, in the split's order. `dataset` is this process's
+    share of the split's `n_global` examples; batches group examples of similar length."""
+    logits = torch.zeros(len(dataset), num_classes)
+    targets = torch.zeros(len(dataset), dtype=torch.long)
+    for rows in length_sorted_batches(lengths, batch_size):
+        inputs, target, lens = collate([dataset[i] for i in rows])
+        logits[rows] = logits_fn(inputs.to(device), lens.to(device)).float().cpu()
+        targets[rows] = target
+    return gather_shards(logits, n_global), gather_shards(targets, n_global)
+
+
+def logits_report(logits: torch.Tensor, targets: torch.Tensor, labels: list[str]) -> dict:
+    """Full-set metrics (loss per example, accuracy, per-class, confusion) of a split's logits."""
+    loss = F.cross_entropy(logits, targets).item()
+    return classification_report(targets.numpy(), logits.argmax(-1).numpy(), labels, loss)
+
+
+# Texts per batch of a whole-split pass: the same as training's final metrics use, so that `evaluate`
+# on the training's device groups the same texts together and gives the run's metrics.json.
+SPLIT_BATCH_SIZE = 64

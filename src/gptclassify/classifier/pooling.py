@@ -1,0 +1,53 @@
+"""Pooling: which hidden state of a text the classification head reads. The one home of this policy;
+models compute positions, and everything else asks here.
+
+`last-token`: each text's last real token (what a causal model has read all of).
+`last-position`: the book's `[:, -1, :]`, the last position of a padded batch: a pad token for every
+shorter text, so every batch must be padded to the same width (`needs_fixed_width`).
+`mean`: the mean over real tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+
+POOLINGS = ("last-token", "last-position", "mean")
+
+
+def needs_fixed_width(pooling: str) -> bool:
+    """Whether the pooled state depends on the padded width (then every batch is padded to max_length
+    and the cached features keep the pad positions too)."""
+    return pooling == "last-position"
+
+
+def reads_one_position(pooling: str) -> bool:
+    """Whether the head reads a single position (then the last block computes only that query)."""
+    return pooling != "mean"
+
+
+def stored_width(n_tokens: int, pad_to: int | None, pooling: str) -> int:
+    """Positions of a text kept by the frozen pass: its tokens, or the fixed width when pooling needs it."""
+    return pad_to if needs_fixed_width(pooling) and pad_to else n_tokens
+
+
+def pool(hidden: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(batch, seq, dim) -> (batch, dim).
+
+    `last-token`: each sequence's last real token (what a causal model has read all of).
+    `last-position`: the book's `[:, -1, :]`, which is a pad token for every shorter message.
+    `mean`: the mean over real tokens.
+    """
+    if needs_fixed_width(pooling):
+        return hidden[:, -1, :]
+    if pooling == "last-token":
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), lengths - 1]
+    if pooling == "mean":
+        mask = (torch.arange(hidden.shape[1], device=hidden.device)[None, :] < lengths[:, None]).to(hidden.dtype)
+        return (hidden * mask[..., None]).sum(1) / lengths[:, None].to(hidden.dtype)
+    raise ValueError(f"pooling must be one of {POOLINGS}")
+
+
+def pooled_positions(x: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    if needs_fixed_width(pooling):
+        return torch.full_like(lengths, x.shape[1] - 1)
+    return lengths - 1

@@ -1,0 +1,60 @@
+"""`gptclassify predict`: classify texts from the arguments, standard input or a file."""
+
+from __future__ import annotations
+
+import sys
+
+from ..data.inputs import InputFile
+from ..data.splits import read_lines, read_table, split_lines
+from ..errors import UserError
+from ..inference.predict import Classifier
+from ..inference.predict_file import output_format, predict_to
+
+
+def read_texts(args) -> list[str]:
+    """Texts from the arguments, `-` (stdin, one per line) or --input (lines, CSV, TSV or JSONL).
+    Blank lines are not texts; how many were skipped is said on standard error."""
+    texts, blank = [], 0
+
+    def add_lines(lines: list[str]) -> None:
+        nonlocal blank
+        kept = [line for line in lines if line.strip()]
+        texts.extend(kept)
+        blank += len(lines) - len(kept)
+
+    for t in args.texts:
+        if t == "-":
+            stream = getattr(sys.stdin, "buffer", None)
+            add_lines(split_lines(stream.read().decode("utf-8", errors="replace") if stream else sys.stdin.read()))
+        else:
+            texts.append(t)
+    if args.input:
+        if args.input.suffix.lower() in (".csv", ".tsv", ".tab", ".jsonl", ".ndjson"):
+            if not args.text_column:
+                raise UserError(f"{args.input}: name the column of texts with --text-column")
+            texts.extend(read_table(args.input, args.text_column, None)["text"].tolist())
+        else:
+            if not args.input.is_file():
+                raise UserError(f"{args.input}: no such file")
+            add_lines(read_lines(args.input))
+    if blank:
+        print(f"gptclassify: skipped {blank} blank line(s)", file=sys.stderr)
+    if not texts:
+        raise UserError("no texts: give them as arguments, '-' for standard input, or --input FILE")
+    return texts
+
+
+def cmd_predict(args) -> None:
+    if args.input and not args.texts:  # a file, read as it goes: memory stays flat however long it is
+        texts = InputFile(args.input, args.text_column)
+        if next(iter(texts), None) is None:
+            raise UserError(f"{args.input}: no texts")
+        texts = InputFile(args.input, args.text_column)
+    else:
+        texts = read_texts(args)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise UserError("--batch-size must be 1 or more")
+    classifier = Classifier.load(args.run, args.device)
+    predict_to(classifier, texts, args.output, output_format(args.format, args.output), args.batch_size)
+    if getattr(texts, "blank", 0):
+        print(f"gptclassify: skipped {texts.blank} blank line(s)", file=sys.stderr)

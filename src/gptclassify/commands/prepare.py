@@ -1,0 +1,37 @@
+"""`gptclassify prepare`: make train/validation/test CSV files from the SMS collection or your own table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..data.splits import SplitOptions, prepare_sms_spam, prepare_table, write_prepared
+
+
+def cmd_prepare_sms(args) -> None:
+    prepared = prepare_sms_spam(args.source, exact=args.exact, balance=not args.no_balance, seed=args.seed)
+    write_prepared(prepared, args.out, params=vars_of(args))
+    print_prepared(prepared, args.out)
+
+
+def cmd_prepare_csv(args) -> None:
+    options = SplitOptions(seed=args.seed, val_frac=args.val_frac, test_frac=args.test_frac,
+                           balance="undersample" if args.balance else "none", split="stratified")
+    prepared = prepare_table(args.file, args.text_column, args.label_column, options=options, encoding=args.encoding)
+    write_prepared(prepared, args.out, params=vars_of(args))
+    print_prepared(prepared, args.out)
+
+
+def print_prepared(prepared, out: Path) -> None:
+    counts = prepared.info["counts"]
+    width = max(len(label) for label in prepared.labels)
+    print(f"{'':{width}}  " + "  ".join(f"{s:>10}" for s in counts))
+    for label in prepared.labels:
+        print(f"{label:{width}}  " + "  ".join(f"{counts[s][label]:>10}" for s in counts))
+    dup = prepared.info["duplicates"]
+    print(f"duplicate texts: {dup['duplicate_texts']}; validation texts also in train: "
+          f"{dup['validation_texts_in_train']}; test texts also in train: {dup['test_texts_in_train']}")
+    print(f"wrote {out}/train.csv, validation.csv, test.csv, dataset.json")
+
+
+def vars_of(args) -> dict:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"}

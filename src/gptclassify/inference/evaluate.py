@@ -1,0 +1,44 @@
+"""`gptclassify evaluate`: a saved run's metrics on one split of a prepared data directory, computed
+as its training computed its final metrics (`classifier.metrics`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..data.batches import Collate, TextDataset
+from ..data.splits import SPLITS, load_data_split
+from ..device import autocast_for, resolve_device
+from ..distributed import current
+from ..errors import UserError
+from ..classifier.metrics import SPLIT_BATCH_SIZE, logits_report, split_logits
+from ..classifier.prefix import run_logits, run_prefix
+from ..rundir import load_run
+
+
+def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str = "auto",
+                 batch_size: int = SPLIT_BATCH_SIZE) -> dict:
+    """Metrics of a saved classifier on one split of a prepared data directory, computed as the
+    training computed its final metrics: the run's prefix precision, and bf16 autocast on CUDA."""
+    if split not in SPLITS:
+        raise UserError(f"--split must be one of {', '.join(SPLITS)}")
+    dev = resolve_device(device)
+    model, tokenizer, config = load_run(run_dir, str(dev))
+    labels, policy = config.labels, config.policy
+    texts, targets = load_data_split(data_dir, split, labels)
+    shard = current().shard(len(texts))
+    ds = TextDataset([texts[i] for i in shard], [targets[i] for i in shard], tokenizer, policy.max_length,
+                     truncation=policy.truncation)
+    prefix = run_prefix(model, policy.first_trainable_block, config.training.trainable, policy.prefix_dtype, dev)
+    autocast = autocast_for(dev)
+
+    def logits_fn(ids, lengths):
+        with autocast():
+            return run_logits(model, prefix, ids, lengths, policy.pooling)
+
+    with torch.inference_mode():
+        logits, gathered = split_logits(ds, [len(e) for e in ds.encoded], batch_size,
+                                        Collate(tokenizer.pad_id, policy.pad_to), logits_fn, dev,
+                                        len(labels), len(texts))
+    return logits_report(logits, gathered, labels)

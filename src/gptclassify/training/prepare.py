@@ -1,0 +1,183 @@
+"""Everything a training run needs before its first step, built in the order the book builds it:
+the data, the model with its new head and freezing policy, the tokens, the frozen pass, the loaders.
+
+`prepare` is a plain function that returns a `Prepared` (a dataclass, no methods with effects);
+`run.train` takes it from there. Under torchrun every process prepares its own share of the
+examples (`distributed.py`); only rank 0 logs and writes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..classifier.head import add_classifier_head, first_trainable_block, freeze_all_but
+from ..classifier.lora import add_lora
+from ..classifier.prefix import FrozenPrefix, describe_cpu, resolve_prefix_dtype
+from ..config import DEFAULT_MAX_LENGTH, TrainConfig, with_family_defaults
+from ..data.batches import ShardedLoader, TextDataset
+from ..data.splits import SPLITS, dataset_labels, load_data_split
+from ..data.tokenizer import Tokenizer
+from ..device import autocast_for, resolve_device
+from ..distributed import World, all_max, all_reduce_sum, current, launched
+from ..errors import UserError
+from ..weights import load_model_and_tokenizer
+from .checkpoint import has_checkpoint, save_start
+from .frozen_pass import Inputs, frozen_pass
+from .steps import make_logits_fn
+
+
+@dataclass
+class Classifier:
+    """The language model with its new head, frozen but for what trains, and its frozen prefix."""
+
+    model: torch.nn.Module
+    tokenizer: Tokenizer
+    model_name: str  # the architecture's name, as recorded
+    cfg: TrainConfig  # with the model family's defaults filled in
+    start: int  # the first trainable block (-1: everything trains, the embeddings too)
+    prefix: FrozenPrefix  # the blocks before `start`, in their own precision
+    trainable: int  # parameter counts
+    total: int
+    load_seconds: float
+
+
+@dataclass
+class Tokenized:
+    """This process's share of each split, tokenized and cut to the length policy."""
+
+    datasets: dict[str, TextDataset]
+    max_length: int
+    pad_to: int | None  # every batch padded to this width (the book's, or last-position pooling), else None
+
+
+@dataclass
+class Prepared:
+    """A run ready for its first step."""
+
+    given_model: str | None  # --model as the user gave it (None: taken from the weights)
+    weights: str
+    data_dir: Path
+    run_dir: Path
+    world: World
+    device: torch.device
+    labels: list[str]
+    texts: dict[str, tuple[list[str], list[int]]]  # every split's texts and label ids (all of them)
+    classifier: Classifier
+    tokens: Tokenized
+    inputs: Inputs  # what the trainable suffix reads: cached states, or token ids
+    loaders: dict[str, ShardedLoader]
+    logits_fn: object  # (inputs, lengths) -> class logits
+    log: object
+
+    @property
+    def cfg(self) -> TrainConfig:
+        return self.classifier.cfg
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.classifier.model
+
+    def run_info(self) -> dict:
+        """What `--resume` needs to build the same run again (kept in every checkpoint)."""
+        return {"model_name": self.classifier.model_name, "model": self.given_model, "weights": self.weights,
+                "data": str(self.data_dir)}
+
+
+def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainConfig, run_dir: Path,
+            log=print) -> Prepared:
+    world = current()
+    log = log if world.is_main else quiet
+    data_dir, run_dir, weights = Path(data_dir), Path(run_dir), weights or model or "gpt2"
+    labels = dataset_labels(data_dir)
+    texts = {split: load_data_split(data_dir, split, labels) for split in SPLITS}
+    if len(texts["train"][0]) < world.size:
+        raise UserError(f"{len(texts['train'][0])} training examples cannot be shared by {world.size} processes")
+    device = resolve_device(cfg.device)
+    classifier = build_classifier(model, weights, cfg, len(labels), device, log)
+    if world.is_main and not has_checkpoint(run_dir):  # from here on, a killed run can be resumed
+        save_start(run_dir / "checkpoint", classifier.cfg,
+                   {"model_name": classifier.model_name, "model": model, "weights": weights, "data": str(data_dir)})
+    if launched():
+        log(f"data parallel: {world.describe()}; each holds 1/{world.size} of the examples")
+    tokens = tokenize(texts, classifier, world, log)
+    inputs = frozen_pass(classifier, tokens, world, device, log, {"model": classifier.model_name, "weights": weights,
+                                                                   "data_dir": data_dir})
+    loaders = make_loaders(inputs, texts, classifier.cfg, world)
+    logits_fn = make_logits_fn(classifier.model, classifier.start, classifier.cfg.pooling, inputs.cached,
+                               autocast_for(device), classifier.prefix, classifier.cfg.recompute_blocks)
+    return Prepared(model, weights, data_dir, run_dir, world, device, labels, texts, classifier, tokens, inputs,
+                    loaders, logits_fn, log)
+
+
+def build_classifier(model_name: str | None, weights: str, cfg: TrainConfig, num_classes: int, device, log) -> Classifier:
+    """The pretrained model, its new head (seeded as the book does), the freezing policy or LoRA
+    adapters, and the frozen prefix in its precision."""
+    started = time.perf_counter()
+    model, tokenizer, name = load_model_and_tokenizer(model_name, weights)
+    load_seconds = time.perf_counter() - started
+    cfg = with_family_defaults(cfg, model.cfg.family)  # the rate the model family trains with
+    if cfg.trainable == "lora" and cfg.lora_rank > model.cfg.emb_dim:
+        raise UserError(f"--lora-rank {cfg.lora_rank} is over the model's width ({model.cfg.emb_dim}): "
+                        "an update of that rank is a full matrix")
+    add_classifier_head(model, num_classes, seed=cfg.seed)
+    n_layers = len(model.trf_blocks)
+    try:
+        if cfg.trainable == "lora":  # the adapters' A drawn right after the head, from the same seed
+            lora_blocks = n_layers if cfg.lora_blocks is None else cfg.lora_blocks
+            trainable, total = add_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, lora_blocks,
+                                        cfg.lora_head)
+            start = n_layers - lora_blocks
+        else:
+            start = first_trainable_block(n_layers, cfg.trainable)
+            trainable, total = freeze_all_but(model, cfg.trainable)
+    except ValueError as e:
+        raise UserError(f"--trainable {cfg.trainable}: {e}") from None
+    model = model.to(device)
+    log(f"trainable parameters: {trainable:,} of {total:,}")
+    prefix = FrozenPrefix(model, start, resolve_prefix_dtype(cfg.prefix_dtype, device), device)
+    if start > 0:
+        why = f" (auto: {describe_cpu()})" if cfg.prefix_dtype == "auto" and device.type == "cpu" else ""
+        suffix = "under bfloat16 autocast" if device.type == "cuda" else "in float32"
+        log(f"frozen prefix: {prefix.dtype}{why}; the trainable part computes {suffix}")
+    return Classifier(model, tokenizer, name, cfg, start, prefix, trainable, total, load_seconds)
+
+
+def tokenize(texts: dict, classifier: Classifier, world: World, log) -> Tokenized:
+    """This process's share of each split, tokenized and truncated; the length policy said in one line."""
+    cfg, context = classifier.cfg, classifier.model.cfg.context_length
+    if cfg.max_length and cfg.max_length > context:
+        log(f"--max-length {cfg.max_length} is beyond the model's context of {context} tokens: {context} are kept")
+        classifier.cfg = cfg = replace(cfg, max_length=context)
+    cap, out, max_length = min(context, DEFAULT_MAX_LENGTH), {}, None
+    for split in SPLITS:
+        split_texts, labels = texts[split]
+        shard = world.shard(len(split_texts))
+        out[split] = TextDataset([split_texts[i] for i in shard], [labels[i] for i in shard], classifier.tokenizer,
+                                 cfg.max_length if split == "train" else max_length, cap, cfg.truncation)
+        if split == "train":  # the longest training example over every process's share
+            max_length = out["train"].max_length = all_max(out["train"].max_length)
+    counts = all_reduce_sum(torch.tensor([[ds.cut, ds.dropped, len(texts[s][0])] for s, ds in out.items()]))
+    why = "--max-length" if cfg.max_length else \
+        f"the default cap of {cap} tokens; --max-length to change it" if max_length == cap else \
+        f"the longest training text, within the default cap of {cap}"
+    cuts = ", ".join(f"{s} {c:,} of {n:,} texts ({d:,} tokens dropped)" for s, (c, d, n) in zip(out, counts.tolist()))
+    log(f"length: {max_length} tokens ({why}); {cfg.truncation} truncation cuts {cuts}")
+    return Tokenized(out, max_length, max_length if cfg.pad_to_fixed else None)
+
+
+def make_loaders(inputs: Inputs, texts: dict, cfg: TrainConfig, world: World) -> dict[str, ShardedLoader]:
+    """Shuffled from the global RNG, seeded right before training, exactly as the book's loader is."""
+    n = {split: len(texts[split][0]) for split in SPLITS}
+    return {
+        "train": ShardedLoader(inputs.sets["train"], n["train"], cfg.batch_size, inputs.collate, world, shuffle=True,
+                               drop_last=cfg.drop_last),
+        "validation": ShardedLoader(inputs.sets["validation"], n["validation"], cfg.batch_size, inputs.collate, world),
+    }
+
+
+def quiet(*args, **kwargs) -> None:
+    """The log of every process but rank 0."""
