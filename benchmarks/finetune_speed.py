@@ -4,7 +4,7 @@
       padded to the longest training message (120 tokens), last position, eval_freq 50 / eval_iter 5
   (b) Hugging Face transformers GPT2ForSequenceClassification, same data, freezing and optimizer,
       each batch padded to its longest message, accuracy on the full splits after each epoch
-  (c) gptclassify with its defaults (`Trainer`, as `gptclassify train --weights random` runs it)
+  (c) gptclassify with its defaults (`training.run`, as `gptclassify train --weights random` runs it)
   (d) the floor: one forward pass of the full model over every train, validation and test message
   (e) gptclassify with the frozen-prefix cache computed and kept in bf16
   (f) gptclassify running the book's recipe (`--preset book`: padding to 120, last position,

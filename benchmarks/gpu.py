@@ -182,9 +182,9 @@ def stage_tests(out: Path, workers: int) -> dict:
 
 # ------------------------------------------------------------------ stage: train
 
-def ours_train(shape: str, model_name: str, weights: Path, data: Path, work: Path) -> dict:
+def ours_train(shape: str, weights: Path, data: Path, work: Path) -> dict:
     run = work / f"run-{shape}-{data.name}"
-    done, wall = gptclassify("train", "--data", data, "--model", model_name, "--weights", weights, "--out", run,
+    done, wall = gptclassify("train", "--data", data, "--weights", weights, "--out", run,
                              "--overwrite", "--epochs", EPOCHS, extra_env={"GPTCLASSIFY_FEATURE_CACHE": str(work / "fc")})
     shutil.rmtree(work / "fc", ignore_errors=True)
     if done.returncode != 0:
@@ -293,7 +293,7 @@ def stage_train(weights: dict, datasets: dict, work: Path, result: dict, save, r
             if data_name != "sms" and x10_shapes and shape not in x10_shapes:
                 continue
             key = f"{shape}/{data_name}"
-            ours = ours_train(shape, model_name, w, data, work)
+            ours = ours_train(shape, w, data, work)
             epochs = EPOCHS if data_name == "sms" else PEER_EPOCHS_X10
             earlier = reuse.get("train", {}).get(key, {}).get("peer", {})
             if "seconds" in earlier:

@@ -1,5 +1,5 @@
 """Where gptclassify's default fine-tuning spends its time: the cache build, then a cProfile of
-`Trainer.run()` (GPT-2 124M, random weights, the book's split, 5 epochs).
+`training.run.train()` (GPT-2 124M, random weights, the book's split, 5 epochs).
 
     python benchmarks/profile_finetune.py [--top 25]
 """

@@ -40,6 +40,11 @@ CONFIG_CASES = [
     (dict(pad_id=None), "'pad_id' must be a token id"),
     (dict(model={"family": "gpt2", "emb_dim": 64, "__class__": "os.system"}), "'model' does not describe a model"),
     (dict(model="gpt2"), "'model' must be an object"),
+    (dict(prefix_dtype="float64"), "'prefix_dtype' must be one of"),
+    (dict(first_trainable_block="1; rm -rf /"), "'first_trainable_block' must be a block index"),
+    (dict(training=["epochs", 5]), "'training' must be an object"),
+    (dict(training={"epochs": 5, "run_this": "os.system"}), "unknown training setting 'run_this'"),
+    (dict(training={"epochs": -5}), "--epochs must be 1 or more"),
 ]
 
 

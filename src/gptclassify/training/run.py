@@ -165,12 +165,7 @@ def end_of_epoch(p: Prepared, state: TrainState) -> bool:
     """The epoch's accuracies and validation loss (whole splits, or the book's first batches) into the
     history and the log; whether this epoch is the best so far by `cfg.select_by`."""
     cfg, train_loader, val_loader = p.cfg, p.loaders["train"], p.loaders["validation"]
-    if cfg.epoch_eval_iter is None:
-        # These evaluations once iterated two DataLoaders, and each iteration of a DataLoader draws
-        # a seed from the global RNG. Draw the same two, so later epochs shuffle as they always did
-        # and published results reproduce.
-        torch.empty((), dtype=torch.int64).random_()
-        torch.empty((), dtype=torch.int64).random_()
+    if cfg.epoch_eval_iter is None:  # whole splits, read from the cache: no random draw
         logits, targets = full_logits(p, "train")
         train_acc = (logits.argmax(-1) == targets).sum().item() / len(targets)
         logits, targets = full_logits(p, "validation")
