@@ -128,7 +128,7 @@ def add_serve_cache_fetch(sub) -> None:
 
 
 def run_command(args) -> None:
-    """Dispatch to `commands/<module>.py` (imported only now: `--help` starts without torch)."""
+    """Dispatch to `commands/<module>.py`, imported only when its command runs (`serve` alone loads FastAPI)."""
     module, function = args.func.split(".")
     getattr(importlib.import_module(f"{__package__}.commands.{module}"), function)(args)
 
