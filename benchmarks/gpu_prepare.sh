@@ -11,7 +11,7 @@ mkdir -p .gpu/data .gpu/whl
 cp -r "$SHARED/SMSSpamCollection" "$SHARED/gpt2" .gpu/data/
 "$PY" - <<'PYEOF'
 from gptclassify.weights.fetch import fetch_smollm2_gguf
-from gptclassify.weights.llama import tokenizer_from_gguf
+from gptclassify.weights.gguf import tokenizer_from_gguf
 tokenizer_from_gguf(fetch_smollm2_gguf()).hf.save(".gpu/smollm2-tokenizer.json")
 PYEOF
 pkgs=$("$PY" - <<'PYEOF'

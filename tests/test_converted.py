@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from gptclassify.weights.fetch import fetch_smollm2_gguf
-from gptclassify.weights.llama import tokenizer_from_gguf
+from gptclassify.weights.gguf import tokenizer_from_gguf
 from gptclassify.weights import load_pretrained
 from gptclassify.weights import converted
-from gptclassify.weights.llama import dequantized_gguf
+from gptclassify.weights.gguf import dequantized_gguf
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,7 @@ def test_plain_lines_line_up_with_the_file(tmp_path_factory, lines, crlf):
 @pytest.fixture(scope="module")
 def tokenizers(tokenizer):
     from gptclassify.weights.fetch import fetch_smollm2_gguf
-    from gptclassify.weights.llama import tokenizer_from_gguf
+    from gptclassify.weights.gguf import tokenizer_from_gguf
 
     return [tokenizer, tokenizer_from_gguf(fetch_smollm2_gguf())]
 

@@ -16,7 +16,7 @@ from gptclassify.models.generate import generate
 from gptclassify.models.gpt2 import GPTModel, gpt2_config
 from gptclassify.models.llama import llama_config
 from gptclassify.inference.predict import Classifier
-from gptclassify.weights.llama import tokenizer_from_gguf
+from gptclassify.weights.gguf import tokenizer_from_gguf
 from gptclassify.config import FAMILY_DEFAULTS
 
 transformers = pytest.importorskip("transformers")

@@ -14,7 +14,7 @@ from gptclassify import UserError
 from gptclassify.config import TOKENIZERS, Limits, Policy, RunConfig, TrainConfig, make_config
 from gptclassify.options import add_options, check_settings, settings_of
 from gptclassify.weights import load_model_and_tokenizer, load_tokenizer
-from gptclassify.weights.resolve import resolve
+from gptclassify.weights.resolve import architecture, resolve
 from helpers import gpt2_tokenizer_json, small_gpt2_dir
 
 
@@ -81,9 +81,11 @@ def test_limits_are_checked_as_settings():
 
 def test_one_resolver_names_hub_ids_and_paths(tmp_path):
     assert resolve("openai-community/gpt2-medium").short_name == "gpt2-medium"
-    assert (resolve("HuggingFaceTB/SmolLM2-135M-Instruct").kind, resolve("smollm2-135m").family) == \
-        ("llama-hub", "llama")
-    with pytest.raises(UserError, match="^unknown model 'gpt5': not a file or directory"):
+    assert resolve("HuggingFaceTB/SmolLM2-135M-Instruct").short_name == "smollm2-135m-instruct"
+    assert (resolve("Qwen/Qwen2.5-0.5B").kind, resolve("Qwen/Qwen2.5-0.5B").repo) == ("hub", "Qwen/Qwen2.5-0.5B")
+    assert resolve("someone/their-model").repo == "someone/their-model"  # any hub id, read when loaded
+    assert architecture(resolve("gpt2")) == "gpt2"
+    with pytest.raises(UserError, match="^unknown model 'gpt5': not a file or directory, not a hub id"):
         resolve("gpt5")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no model.safetensors"):
@@ -96,8 +98,8 @@ def test_llama_weights_without_their_tokenizer_are_refused_not_given_gpt2s(tmp_p
     cfg = transformers.LlamaConfig(vocab_size=50257, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                    num_attention_heads=2, num_key_value_heads=1)
     transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "llama")
-    assert resolve(tmp_path / "llama").family == "llama"
-    with pytest.raises(UserError, match="Llama-family weights need their tokenizer.json beside them"):
+    assert architecture(resolve(tmp_path / "llama")) == "llama"
+    with pytest.raises(UserError, match="Llama-style weights need their tokenizer.json beside them"):
         load_tokenizer(tmp_path / "llama")
     gpt2_tokenizer_json(tmp_path / "llama" / "tokenizer.json")
     assert load_tokenizer(tmp_path / "llama").name != "gpt2" and load_tokenizer(tmp_path / "llama").pad_id == 50256

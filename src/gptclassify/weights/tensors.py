@@ -4,6 +4,8 @@ initialising it, and assign every tensor after checking it by name and shape."""
 from __future__ import annotations
 
 import contextlib
+import json
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -11,7 +13,7 @@ import torch.nn as nn
 from ..errors import UserError
 from ..files import load_safetensors as read_safetensors
 
-__all__ = ["assign_checked", "build_model", "read_safetensors", "uninitialised"]
+__all__ = ["assign_checked", "build_model", "read_checkpoint", "read_safetensors", "uninitialised"]
 
 
 @contextlib.contextmanager
@@ -52,3 +54,32 @@ def assign_checked(model: nn.Module, state: dict[str, torch.Tensor], where: str)
     if missing:
         raise UserError(f"{where}: tensor {missing[0]!r} is missing")
     model.load_state_dict(state, assign=True)
+
+
+def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """The float32 tensors of a safetensors file, or of every shard a `model.safetensors.index.json`
+    names; each tensor converted as it is read, so a bfloat16 checkpoint never sits in memory
+    beside its float32 copy."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if path.name.endswith(".index.json"):
+        try:
+            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, AttributeError) as e:
+            raise UserError(f"{path}: not a readable shard index ({type(e).__name__}: {e})") from None
+        files = [path.parent / s for s in shards]
+    else:
+        files = [path]
+    tensors = {}
+    for file in files:
+        if not file.is_file():
+            raise UserError(f"{file}: not found")
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for name in f.keys():
+                    tensors[name] = f.get_tensor(name).float()
+        except (SafetensorError, OSError, ValueError) as e:
+            raise UserError(f"{file}: not a readable safetensors file, corrupt or unreadable "
+                            f"({str(e).splitlines()[0][:100]})") from None
+    return tensors
