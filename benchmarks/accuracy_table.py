@@ -5,6 +5,7 @@ recipe on the same model, tokens and split.
 
     ../.venv/bin/python datasets.py rotten-tomatoes fortunes spam-assassin   # once: pinned downloads
     ../.venv/bin/python accuracy_table.py --datasets rotten-tomatoes --rows default tfidf peer
+    ../.venv/bin/python accuracy_table.py --model gemma-3-270m-gguf --rows default   # another model's rows
     ../.venv/bin/python accuracy_table.py --table                              # print what is measured
 
 Every gptclassify row is its own `gptclassify train` process in a fresh feature cache (so it pays
@@ -48,11 +49,11 @@ def dataset(name: str) -> Path:
     return subset(full, DATA / f"{name}-small", SUBSETS[name])  # spam-assassin: long_text.py's subset
 
 
-def ours(row: str, data: Path, work: Path, extra: list[str]) -> dict:
+def ours(row: str, data: Path, work: Path, extra: list[str], model: str | None = None) -> dict:
     run = work / row
     env = {**os.environ, "GPTCLASSIFY_FEATURE_CACHE": str(work / f"cache-{row}")}
-    cmd = [GPTCLASSIFY, "train", "--data", str(data), "--model", MODEL, "--weights", WEIGHTS, "--out", str(run),
-           "--overwrite", *ROWS[row], *extra]
+    named = ["--model", model] if model else ["--model", MODEL, "--weights", WEIGHTS]
+    cmd = [GPTCLASSIFY, "train", "--data", str(data), *named, "--out", str(run), "--overwrite", *ROWS[row], *extra]
     wall, rss, status = measured(cmd, env)
     if status != 0:
         raise SystemExit(f"{row}: train failed ({status})")
@@ -85,6 +86,8 @@ def main():
                         "(ours and the peer's; default: train's), recorded as its own row")
     parser.add_argument("--tag", help="a note appended to every row's name (e.g. the machine), so that rows measured "
                         "elsewhere are kept beside these rather than replaced")
+    parser.add_argument("--model", help="another model for our rows (a name, hub id or .gguf; default SmolLM2-135M-"
+                        "Instruct's GGUF), named in every row's key")
     parser.add_argument("--table", action="store_true", help="print the measured table and stop")
     parser.add_argument("--peer-in-process", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -104,6 +107,8 @@ def main():
     if args.seed is not None:
         extra += ["--seed", str(args.seed)]
         suffix += f" seed {args.seed}"
+    if args.model:
+        suffix += f" {{{args.model}}}"
     if args.tag:
         suffix += f" [{args.tag}]"
     for name in args.datasets:
@@ -120,7 +125,7 @@ def main():
                 result = json_child([sys.executable, __file__, "--peer-in-process", str(data), str(cap), str(seed),
                                      truncation])
             else:
-                result = ours(row, data, work, extra)
+                result = ours(row, data, work, extra, args.model)
             result.update(cpu=cpu_description(), date=time.strftime("%Y-%m-%d %H:%M"))
             results[f"{name}/{row}{suffix}"] = result
             print(json.dumps(result), flush=True)
