@@ -136,3 +136,51 @@ def test_an_architecture_we_lack_is_refused_in_one_line():
         config_from_hf({"model_type": "falcon"})
     with pytest.raises(UserError, match="rope scaling 'yarn' is not supported"):
         config_from_hf({**COMMON, "model_type": "llama", "rope_scaling": {"rope_type": "yarn", "factor": 4.0}})
+
+
+def test_any_hub_id_loads_a_sharded_checkpoint_and_its_tokenizer(tmp_path):
+    """A hub id we have no short name for, in the Hugging Face layout, sharded: through
+    huggingface_hub against a stand-in hub on 127.0.0.1."""
+    from gptclassify import load_tokenizer
+    from helpers import gpt2_tokenizer_json
+    from hub_server import FakeHub
+
+    path, hf = save_tiny(tmp_path, "qwen3", max_shard_size="1MB")
+    gpt2_tokenizer_json(path / "tokenizer.json")
+    repo = "someone/tiny-qwen3"
+    files = {(repo, f.name): f.read_bytes() for f in path.iterdir()}
+    assert (repo, "model.safetensors") not in files and len([f for f in files if f[1].endswith(".safetensors")]) > 1
+    hub = FakeHub(files)
+    try:
+        where = dict(cache_dir=tmp_path / "hub", endpoint=hub.url)
+        model, tok = load_pretrained(repo, **where), load_tokenizer(repo, **where)
+        ids, mask = padded([9, 4], 9)
+        with torch.no_grad():
+            assert (model(ids) - hf(ids, attention_mask=mask.long()).logits)[mask].abs().max().item() < 1e-4
+        assert tok.encode("Call now") == [14134, 783] and tok.pad_id == 50256
+    finally:
+        hub.close()
+
+
+def test_random_weights_of_a_named_checkpoints_architecture(tmp_path):
+    from gptclassify.weights import load_model_and_tokenizer
+    from helpers import gpt2_tokenizer_json
+
+    path, _ = save_tiny(tmp_path, "gemma2")
+    gpt2_tokenizer_json(path / "tokenizer.json")
+    model, tok, name = load_model_and_tokenizer(str(path), "random")
+    trained = load_pretrained(path)
+    assert model.cfg == trained.cfg and name == str(path) and tok.pad_id == 50256
+    assert not torch.equal(model.trf_blocks[0].att.W_query.weight, trained.trf_blocks[0].att.W_query.weight)
+    with pytest.raises(UserError, match="give --model or --weights, not both"):
+        load_model_and_tokenizer(str(path), str(tmp_path / "elsewhere"))
+
+
+def test_models_lists_every_family_and_short_name(capsys):
+    from gptclassify.models.llama import MODEL_TYPES
+    from gptclassify.weights.resolve import HUB_MODELS
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {family} " in out for family in ("gpt2", *MODEL_TYPES))
+    assert all(name in out for name in HUB_MODELS) and "gemma-3-270m-gguf" in out and "494M" in out

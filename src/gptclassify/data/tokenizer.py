@@ -148,6 +148,9 @@ def added_prefix(tok) -> tuple:
     return tuple(full[:starts[0]]) if starts else ()
 
 
+PAD_CANDIDATES = ("<|endoftext|>", "<pad>", "<|im_end|>", "<|end_of_text|>", "</s>", "<eos>")
+
+
 def tokenizer_from_json(path: str | os.PathLike, pad_id: int | None = None) -> Tokenizer:
     from tokenizers import Tokenizer as HFTokenizer
 
@@ -155,6 +158,6 @@ def tokenizer_from_json(path: str | os.PathLike, pad_id: int | None = None) -> T
         tok = HFTokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on bad files
         raise UserError(f"{path}: not a readable tokenizer.json ({str(e)[:100]})") from None
-    if pad_id is None:  # Llama-family models pad with their end-of-text token
-        pad_id = next((tok.token_to_id(t) for t in ("<|endoftext|>", "<|im_end|>", "</s>") if tok.token_to_id(t) is not None), 0)
+    if pad_id is None:  # the model's own pad token, else its end-of-text token (padding is never attended to)
+        pad_id = next((tok.token_to_id(t) for t in PAD_CANDIDATES if tok.token_to_id(t) is not None), 0)
     return wrap_hf_tokenizer(tok, pad_id, str(path))

@@ -1,4 +1,4 @@
-"""Decoder models written from scratch: GPT-2 (`gpt2.py`) and the Llama family (`llama.py`)."""
+"""Decoder models written from scratch: GPT-2 (`gpt2.py`) and the Llama-style families (`llama.py`)."""
 
 import torch.nn as nn
 
@@ -12,7 +12,7 @@ def check_sizes(d: dict) -> None:
     for key in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers", "hidden_dim", "n_kv_heads"):
         if key in d and (not isinstance(d[key], int) or isinstance(d[key], bool) or d[key] < 1):
             raise ValueError(f"{key} must be a positive whole number, not {d[key]!r}")
-    if d.get("emb_dim", 1) % d.get("n_heads", 1):
+    if d.get("emb_dim", 1) % d.get("n_heads", 1) and not d.get("head_dim"):
         raise ValueError(f"emb_dim {d['emb_dim']} is not a multiple of n_heads {d['n_heads']}")
     if d.get("n_heads", 1) % d.get("n_kv_heads", 1):
         raise ValueError(f"n_heads {d['n_heads']} is not a multiple of n_kv_heads {d['n_kv_heads']}")
