@@ -57,14 +57,36 @@ def read_json(path, max_bytes: int | None = None) -> dict:
 
 
 def save_safetensors(tensors: dict, path, metadata: dict[str, str] | None = None) -> None:
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
-
     try:
         with atomic_path(path) as tmp:
-            save_file(tensors, str(tmp), metadata=metadata)
-    except (SafetensorError, OSError) as e:
+            write_safetensors(tensors, tmp, metadata)
+    except OSError as e:
         raise UserError(f"{path}: could not write ({write_failure(e)})") from None
+
+
+SAFETENSORS_DTYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64", "int64": "I64",
+                      "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL"}
+
+
+def write_safetensors(tensors: dict, path, metadata: dict[str, str] | None = None) -> None:
+    """The safetensors format (an 8-byte header length, a JSON header, the raw bytes), written one
+    tensor at a time: `safetensors.torch.save_file` first copies every tensor into one buffer, a
+    second copy of a whole model in memory. safetensors reads them back (tests/test_files.py)."""
+    import torch
+
+    header, offset = {"__metadata__": metadata} if metadata else {}, 0
+    for name, t in tensors.items():
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": SAFETENSORS_DTYPES[str(t.dtype).removeprefix("torch.")], "shape": list(t.shape),
+                        "data_offsets": [offset, offset + size]}
+        offset += size
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)
+    with open(path, "wb") as out:
+        out.write(len(encoded).to_bytes(8, "little") + encoded)
+        for t in tensors.values():
+            if t.numel():
+                out.write(memoryview(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
 
 
 def write_failure(e: Exception) -> str:

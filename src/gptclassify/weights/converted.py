@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..download import cache_dir
+from ..files import write_safetensors
 from ..hub import sha256_file
 
 FILES = ("model.safetensors", "tokenizer.json")
@@ -82,8 +83,6 @@ def read_entry(gguf: Path) -> dict | None:
 def write_entry(gguf: Path, state: dict[str, torch.Tensor], config: dict, tokenizer_json: str, pad_id: int) -> None:
     """Keep `state` (tied tensors once), `config` and the tokenizer for `gguf`; silently nothing
     where the cache cannot be written (the next command reads the GGUF again)."""
-    from safetensors.torch import save_file
-
     try:
         where = entry_dir(gguf)
         where.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +91,7 @@ def write_entry(gguf: Path, state: dict[str, torch.Tensor], config: dict, tokeni
         return
     try:
         unique = {k: v.contiguous() for k, v in state.items() if k != "out_head.weight" or not config["tie_embeddings"]}
-        save_file(unique, str(build / "model.safetensors"))
+        write_safetensors(unique, build / "model.safetensors")
         (build / "tokenizer.json").write_text(tokenizer_json, encoding="utf-8")
         files = {name: {"size": (build / name).stat().st_size, "sha256": sha256_file(build / name)} for name in FILES}
         meta = {"version": VERSION, "gguf": str(os.path.realpath(gguf)), "config": config, "pad_id": pad_id,
