@@ -6,7 +6,8 @@ The frozen prefix is computed once for all messages (the feature cache); each fo
 trains the last block, final norm and head from the same starting weights.
 
     python benchmarks/lr_cv.py [--lrs 5e-5 1e-4 2e-4 4e-4 8e-4] [--schedules constant cosine]
-                               [--seeds 0 1 2] [--folds 5] [--save-as NAME]
+                               [--seeds 0 1 2] [--folds 5] [--prefix-dtype float32] [--save-as NAME]
+    python benchmarks/lr_cv.py --model gemma-3-270m-gguf --weights gemma-3-270m-gguf ...   # another model
 """
 
 from __future__ import annotations
@@ -68,11 +69,14 @@ def main():
     parser.add_argument("--seeds", nargs="+", type=int, default=[0],
                         help="each seed draws its own folds and shuffling order (repeated cross-validation)")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--prefix-dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                        help="the frozen prefix's precision (default: train's rule for this machine)")
     parser.add_argument("--save-as", default="lr_cv")
     args = parser.parse_args()
 
     work = scratch_dir("gptclassify-lr-cv-")
-    trainer = prepare(args.model, args.weights, book_split(work / "data"), make_config(None), work / "run")
+    trainer = prepare(args.model, args.weights, book_split(work / "data"), make_config(None, prefix_dtype=args.prefix_dtype),
+                      work / "run")
     start_weights = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     data = ConcatDataset([trainer.inputs.sets["train"], trainer.inputs.sets["validation"]])
     results = []
@@ -91,7 +95,8 @@ def main():
             results.append({"lr": lr, "schedule": schedule, "correct": correct, "predictions": total,
                             "accuracy": correct / total})
             print(f"{schedule} lr {lr:g}: {correct}/{total} = {correct / total:.2%}", flush=True)
-    meta = {"weights": args.weights, "folds": args.folds, "seeds": args.seeds, "messages": len(data)}
+    meta = {"weights": args.weights, "folds": args.folds, "seeds": args.seeds, "messages": len(data),
+            "prefix_dtype": str(trainer.classifier.prefix.dtype)}
     print(f"wrote {save(args.save_as, {**meta, 'results': results})}")
 
 

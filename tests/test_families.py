@@ -91,8 +91,9 @@ def test_one_query_last_block_equals_the_full_pass(tmp_path, family):
         assert (classify_logits(model, ids, lengths, "last-token") - full).abs().max().item() < 1e-5
 
 
-@pytest.mark.parametrize("family", ["qwen2", "gemma3", "phi3"])
-def test_two_training_steps_and_a_prediction(tmp_path, family, capsys):
+@pytest.mark.parametrize("family,recipe", [("qwen2", []), ("gemma3", []), ("phi3", ["--trainable", "lora"]),
+                                           ("gemma2", ["--trainable", "last-2-blocks"])])
+def test_two_training_steps_and_a_prediction(tmp_path, family, recipe, capsys):
     from tokenizers import Tokenizer, processors
 
     from helpers import gpt2_tokenizer_json, sms_slice_dir
@@ -106,7 +107,7 @@ def test_two_training_steps_and_a_prediction(tmp_path, family, capsys):
         tok.save(str(path / "tokenizer.json"))
     data, run = sms_slice_dir(tmp_path, n_ham=20, n_spam=12), tmp_path / "run"
     assert main(["train", "--data", str(data), "--model", str(path), "--out", str(run),
-                 "--epochs", "1", "--max-steps", "2", "--batch-size", "4"]) == 0
+                 "--epochs", "1", "--max-steps", "2", "--batch-size", "4", *recipe]) == 0
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["model_type"] == family
     capsys.readouterr()
