@@ -14,7 +14,7 @@ from gptclassify import LlamaModel, load_pretrained
 from gptclassify.classifier.head import add_classifier_head, classify_logits, pool
 from gptclassify.cli import main
 from gptclassify.errors import UserError
-from gptclassify.weights.llama_config import FAMILY_DEFAULTS, config_from_hf
+from gptclassify.weights.llama_config import HF_DEFAULTS, config_from_hf
 
 transformers = pytest.importorskip("transformers")
 
@@ -127,7 +127,7 @@ def test_our_family_defaults_are_transformers(family):
     theirs = getattr(transformers, cls)().to_dict()
     theirs.update(theirs.get("rope_parameters") or {}) if "full_attention" not in (theirs.get("rope_parameters") or {}) \
         else theirs.update(theirs["rope_parameters"]["full_attention"])
-    for key, value in FAMILY_DEFAULTS[family].items():
+    for key, value in HF_DEFAULTS[family].items():
         if key in theirs and value is not None:  # None: derived (head_dim) or off
             assert theirs[key] == value, (family, key)
 

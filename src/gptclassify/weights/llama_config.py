@@ -13,7 +13,7 @@ from ..models.llama import MODEL_TYPES, LlamaConfig
 
 _COMMON = dict(rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=False, max_position_embeddings=2048,
                attention_bias=False, hidden_act="silu", sliding_window=None, head_dim=None)
-FAMILY_DEFAULTS = {
+HF_DEFAULTS = {
     "llama": _COMMON,
     "mistral": {**_COMMON, "max_position_embeddings": 4096 * 32, "sliding_window": 4096},
     "qwen2": {**_COMMON, "max_position_embeddings": 32768, "use_sliding_window": False,
@@ -53,7 +53,7 @@ def model_type_of(hf: dict) -> str:
 
 def config_from_hf(hf: dict) -> LlamaConfig:
     kind = model_type_of(hf)
-    g = {**FAMILY_DEFAULTS[kind], **hf}
+    g = {**HF_DEFAULTS[kind], **hf}
     if g.get("mlp_bias"):
         raise UserError(f"{kind}: biases in the feed-forward (mlp_bias) are not supported")
     n_heads = g["num_attention_heads"]
