@@ -185,3 +185,23 @@ def test_models_lists_every_family_and_short_name(capsys):
     out = capsys.readouterr().out
     assert all(f"  {family} " in out for family in ("gpt2", *MODEL_TYPES))
     assert all(name in out for name in HUB_MODELS) and "gemma-3-270m-gguf" in out and "494M" in out
+
+
+def test_llama_cpp_rope_factors_are_llama3_scaling(tmp_path):
+    """llama.cpp keeps Llama 3.1's stretch as a tensor of per-frequency divisors (rope_freqs):
+    given those, our model computes what the llama3 rope_scaling of config.json gives."""
+    import dataclasses
+
+    from gptclassify.models.llama import inverse_frequencies
+
+    path, hf = save_tiny(tmp_path, "llama3")
+    ours = load_pretrained(path)
+    dims = ours.cfg.head_size
+    factors = (inverse_frequencies(dims, ours.cfg.rope_base, None)
+               / inverse_frequencies(dims, ours.cfg.rope_base, ours.cfg.rope_scaling)).tolist()
+    assert max(factors) == pytest.approx(8.0) and min(factors) == pytest.approx(1.0)
+    as_gguf = LlamaModel(dataclasses.replace(ours.cfg, rope_scaling=None, rope_factors=factors))
+    as_gguf.load_state_dict(ours.state_dict())
+    ids, mask = padded([12, 3], 12)
+    with torch.no_grad():
+        assert (as_gguf(ids) - hf(ids, attention_mask=mask.long()).logits)[mask].abs().max().item() < 1e-4

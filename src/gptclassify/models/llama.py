@@ -12,6 +12,7 @@ small switch (as litgpt's `Config` does); the defaults are plain Llama:
   qk_norm        an RMSNorm over each head's queries and keys before the rotation (Qwen3, Gemma 3)
   head_dim       a head width other than emb_dim / n_heads (Qwen3, Gemma)
   rope_scaling   Llama 3's frequency-dependent stretch of the rotary frequencies, or a linear one
+  rope_factors   the same stretch given as one divisor per frequency (how llama.cpp stores it)
   rotary_dims    how much of each head is rotated (Phi-3 variants rotate a part)
   layer_types    which layers see only a sliding window of `sliding_window` keys (Mistral, Gemma)
   rope_local_base the rotary base of the sliding layers (Gemma 3)
@@ -58,6 +59,7 @@ class LlamaConfig:
     out_bias: bool = False
     qk_norm: bool = False
     rope_scaling: dict | None = None  # {"rope_type": "llama3" | "linear", "factor": ..., ...}
+    rope_factors: list | None = None  # per frequency, its divisor (llama.cpp's rope_freqs of Llama 3.1+ GGUFs)
     rotary_dims: int = 0  # 0: the whole head
     layer_types: list | None = None  # per layer "full" or "sliding"; None: all full
     sliding_window: int = 0
@@ -107,10 +109,13 @@ class RMSNorm(nn.Module):
         return normed.to(x.dtype) * self.weight
 
 
-def inverse_frequencies(dims: int, base: float, scaling: dict | None) -> torch.Tensor:
+def inverse_frequencies(dims: int, base: float, scaling: dict | None, factors: list | None = None) -> torch.Tensor:
     """The rotary frequencies of `dims` rotated dimensions; Llama 3's stretch (long wavelengths
-    divided by `factor`, short ones kept, a smooth blend between) or a linear one if asked."""
+    divided by `factor`, short ones kept, a smooth blend between), a linear one, or each divided
+    by its own factor, if asked."""
     inv_freq = 1.0 / (base ** (torch.arange(0, dims, 2, dtype=torch.float32) / dims))
+    if factors:
+        return inv_freq / torch.tensor(factors, dtype=torch.float32)
     if not scaling:
         return inv_freq
     factor = float(scaling["factor"])
@@ -179,8 +184,9 @@ class GroupedQueryAttention(nn.Module):
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_size
         self.window = cfg.sliding_window if cfg.is_sliding(layer) else 0
         base = cfg.rope_local_base if self.window and cfg.rope_local_base else cfg.rope_base
-        scaling = None if self.window and cfg.rope_local_base else cfg.rope_scaling  # Gemma 3's local layers
-        self.rope = (cfg.rotary_dims or self.head_dim, base, scaling)  # computed per call: a few dozen numbers
+        local = self.window and cfg.rope_local_base  # Gemma 3's local layers: their own base, unscaled
+        self.rope = (cfg.rotary_dims or self.head_dim, base, None if local else cfg.rope_scaling,
+                     None if local else cfg.rope_factors)  # computed per call: a few dozen numbers
         self.scale, self.softcap = cfg.attn_scale or None, cfg.attn_softcap
         self.W_query = nn.Linear(cfg.emb_dim, cfg.n_heads * self.head_dim, bias=cfg.qkv_bias)
         self.W_key = nn.Linear(cfg.emb_dim, cfg.n_kv_heads * self.head_dim, bias=cfg.qkv_bias)

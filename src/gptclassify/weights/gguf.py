@@ -132,6 +132,8 @@ def dequantized_gguf(path: Path) -> tuple[LlamaConfig, dict[str, torch.Tensor]]:
         elif cfg.norm_offset and t.name.endswith("norm.weight"):
             w -= cfg.norm_offset  # llama.cpp stores Gemma's (1 + weight)
         tensors[t.name] = torch.from_numpy(w)
+    if "rope_freqs.weight" in tensors:  # Llama 3.1+: the rotary stretch as one divisor per frequency
+        cfg.rope_factors = tensors.pop("rope_freqs.weight").tolist()
     return cfg, tie_head(rename(tensors, _GGUF_TOP, "blk.", _GGUF_BLOCK), cfg)
 
 
