@@ -55,8 +55,12 @@ def add_prepare(sub) -> None:
     p.add_argument("--seed", type=int, default=123, help="the shuffle before the stratified split")
     p.add_argument("--val-frac", type=float, default=0.1, help="share of each class for validation")
     p.add_argument("--test-frac", type=float, default=0.2, help="share of each class for test")
-    p.add_argument("--balance", action="store_true", help="undersample every class to the smallest")
+    p.add_argument("--balance", action="store_true", help="undersample every class to the smallest (single-label)")
     p.add_argument("--encoding", default="utf-8", help="the file's text encoding")
+    p.add_argument("--task", default="single-label", choices=["single-label", "multi-label", "regression"],
+                   help="one class per text; a set of classes per text (possibly empty); or a number per text")
+    p.add_argument("--label-separator", default="|", metavar="SEP",
+                   help="multi-label: what separates a text's labels in a CSV/TSV cell (JSONL may give a list)")
     p.set_defaults(func="prepare.cmd_prepare_csv")
 
 

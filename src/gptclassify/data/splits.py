@@ -21,6 +21,7 @@ from ..download import cache_dir, fetch
 from ..errors import UserError
 from ..files import atomic_path, read_json, write_json
 from ..hub import sha256_file
+from .tasks import multi_label_split, parse_label_cell, regression_split, target_summary
 
 SPLITS = ("train", "validation", "test")
 SMS_URLS = [
@@ -108,9 +109,11 @@ def prepare_sms_spam(source: str | None = None, *, exact: bool = False, balance:
 # ---------------------------------------------------------------- users' own files
 
 
-def read_table(path: Path, text_column: str, label_column: str | None, encoding: str = "utf-8") -> pd.DataFrame:
+def read_table(path: Path, text_column: str, label_column: str | None, encoding: str = "utf-8",
+               task: str = "single-label", separator: str = "|") -> pd.DataFrame:
     """A CSV, TSV or JSONL file (by extension) as a frame with columns `text` and `label`
-    (just `text` when no label column is named).
+    (just `text` when no label column is named), each label read as `task` reads it
+    (`data/tasks.py`: a class, a sorted list of classes, a number).
 
     Every row is read or the file is refused with one line naming it, the line and the column:
     undecodable bytes, a row with too many or too few fields, a duplicated or missing column, an
@@ -126,7 +129,7 @@ def read_table(path: Path, text_column: str, label_column: str | None, encoding:
     text = decode_file(path, encoding)
     columns = [c for c in (text_column, label_column) if c is not None]
     if suffix in (".jsonl", ".ndjson"):
-        rows = list(jsonl_rows(path, text.split("\n"), columns))
+        rows = list(jsonl_rows(path, text.split("\n"), columns, lists_in=label_column if task == "multi-label" else None))
         if not rows:
             raise UserError(f"{path}: no rows")
     else:
@@ -136,9 +139,10 @@ def read_table(path: Path, text_column: str, label_column: str | None, encoding:
         rows = list(delimited_rows(path, io.StringIO(text, newline=""), "," if suffix == ".csv" else "\t", columns))
     names = ["text", "label"][: len(columns)]
     for line, row in rows:
-        for name, column, value in zip(names, columns, row):
-            if not value.strip():
-                raise UserError(f"{path}: line {line}, column {column!r}: empty {name}")
+        if not row[0].strip():
+            raise UserError(f"{path}: line {line}, column {text_column!r}: empty text")
+        if label_column is not None:
+            row[1] = parse_label_cell(path, line, label_column, row[1], task, separator)
     return pd.DataFrame([row for _, row in rows], columns=names, dtype=object)
 
 
@@ -200,9 +204,9 @@ def column_positions(path: Path, header: list[str], columns: list[str]) -> list[
     return [header.index(c) for c in columns]
 
 
-def jsonl_rows(path: Path, lines, columns: list[str]):
+def jsonl_rows(path: Path, lines, columns: list[str], lists_in: str | None = None):
     """(line number, [values of `columns`]) per object of JSONL `lines` (split at LF only: not
-    splitlines(), since U+2028 may sit inside a string)."""
+    splitlines(), since U+2028 may sit inside a string). Column `lists_in` may hold a list of texts."""
     for line, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -217,6 +221,9 @@ def jsonl_rows(path: Path, lines, columns: list[str]):
             if column not in record:
                 raise UserError(f"{path}: line {line}: no {column!r} (keys: {', '.join(map(str, record))})")
             value = record[column]
+            if column == lists_in and isinstance(value, list) and all(isinstance(v, str) for v in value):
+                values.append(value)
+                continue
             if isinstance(value, bool) or not isinstance(value, (str, int, float)):
                 raise UserError(f"{path}: line {line}, column {column!r}: expected text, got {json.dumps(value)[:40]}")
             values.append(value if isinstance(value, str) else json.dumps(value))
@@ -224,13 +231,51 @@ def jsonl_rows(path: Path, lines, columns: list[str]):
 
 
 def prepare_table(path: Path, text_column: str, label_column: str, *, options: SplitOptions,
-                  encoding: str = "utf-8") -> Prepared:
-    df = read_table(path, text_column, label_column, encoding)
-    labels = sorted(df["label"].unique())
-    prepared = split_frame(df, labels=labels, options=options)
-    prepared.info.update(source=str(path), source_sha256=sha256_file(path),
+                  encoding: str = "utf-8", task: str = "single-label", separator: str = "|") -> Prepared:
+    df = read_table(path, text_column, label_column, encoding, task, separator)
+    if task == "multi-label":
+        prepared = split_multi_label(df, options, separator)
+    elif task == "regression":
+        prepared = split_regression(df, options)
+    else:
+        prepared = split_frame(df, labels=sorted(df["label"].unique()), options=options)
+    prepared.info.update(task=task, source=str(path), source_sha256=sha256_file(path),
                          text_column=text_column, label_column=label_column)
     return prepared
+
+
+def split_multi_label(df: pd.DataFrame, options: SplitOptions, separator: str) -> Prepared:
+    labels = sorted({label for names in df["label"] for label in names})
+    if not labels:
+        raise UserError("no text carries a label: a multi-label file needs at least one")
+    check_fractions(options)
+    splits, notes = multi_label_split(df, labels, options.val_frac, options.test_frac, options.seed)
+    counts = {name: {label: int(sum(label in names for names in part["label"])) for label in labels}
+              for name, part in splits.items()}
+    for part in splits.values():
+        part["label"] = [separator.join(names) for names in part["label"]]
+    info = {"labels": labels, "label_separator": separator, "counts": counts, "notes": notes,
+            "empty_label_sets": {name: int((part["label"] == "").sum()) for name, part in splits.items()},
+            "duplicates": duplicate_report(df, splits), "options": asdict(options)}
+    return Prepared(labels=labels, splits=splits, info=info)
+
+
+def split_regression(df: pd.DataFrame, options: SplitOptions) -> Prepared:
+    check_fractions(options)
+    if len(df) < 10:
+        raise UserError(f"need at least 10 rows to split a regression target, found {len(df)}")
+    df = df.assign(label=df["label"].astype(float))
+    splits = regression_split(df, options.val_frac, options.test_frac, options.seed)
+    info = {"labels": [], "target": {name: target_summary(part["label"]) for name, part in splits.items()},
+            "duplicates": duplicate_report(df, splits), "options": asdict(options)}
+    for part in splits.values():
+        part["label"] = [repr(float(v)) for v in part["label"]]
+    return Prepared(labels=[], splits=splits, info=info)
+
+
+def check_fractions(options: SplitOptions) -> None:
+    if not 0 < options.val_frac < 1 or not 0 < options.test_frac < 1 or options.val_frac + options.test_frac >= 1:
+        raise UserError("validation and test fractions must be in (0, 1) and leave room for training")
 
 
 # ---------------------------------------------------------------- balancing and splitting
@@ -244,8 +289,7 @@ def split_frame(df: pd.DataFrame, labels: list[str], options: SplitOptions) -> P
     present = [label for label in labels if counts.get(label, 0) > 0]
     if len(present) < 2:
         raise UserError(f"need at least two classes, found {len(present)} ({', '.join(present) or 'none'})")
-    if not 0 < options.val_frac < 1 or not 0 < options.test_frac < 1 or options.val_frac + options.test_frac >= 1:
-        raise UserError("validation and test fractions must be in (0, 1) and leave room for training")
+    check_fractions(options)
     if options.balance == "undersample":
         df = undersample(df, labels, options.seed)
     if options.split == "random":
@@ -340,7 +384,11 @@ def dataset_labels(data_dir: Path) -> list[str]:
     path = Path(data_dir) / "dataset.json"
     if not path.is_file():
         raise UserError(f"{data_dir}: no dataset.json (make the directory with `gptclassify prepare`)")
-    return list(read_json(path)["labels"])
+    info = read_json(path)
+    task = info.get("task", "single-label")
+    if task != "single-label":
+        raise UserError(f"{data_dir} holds {task} data, which training does not read yet (single-label only, so far)")
+    return list(info["labels"])
 
 
 def load_data_split(data_dir: Path, split: str, labels: list[str]) -> tuple[list[str], list[int]]:
