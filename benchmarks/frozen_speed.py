@@ -89,7 +89,8 @@ def main():
         real = sum(int(n.sum()) for _, n in data)
         flops = sum(flops_per_batch(model, n, ids.shape[1]) for ids, n in data)
         limit = matmul_limit(model)
-        row = {"params": sum(p.numel() for p in model.parameters()), "positions": real,
+        unique = {p.data_ptr(): p.numel() for p in model.parameters()}  # a tied head shares the embedding's storage
+        row = {"params": sum(unique.values()), "positions": real,
                "padded_positions": sum(ids.numel() for ids, _ in data), "gflop": flops / 1e9,
                "fp32_matmul_limit_gflops": limit / 1e9}
         for dtype in (torch.float32, torch.bfloat16):

@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from gptclassify.cli import main
 from gptclassify.data.tasks import multi_label_split
@@ -63,19 +64,145 @@ def test_regression_targets_are_numbers_split_across_their_range(tmp_path, capsy
     assert capsys.readouterr().err.strip().endswith("line 102, column 'stars': not a number: '4 stars'")
 
 
-def test_training_refuses_what_it_cannot_read_yet_in_one_line(tmp_path, capsys):
-    src = write_csv(tmp_path / "r.csv", [(f"review {i}", str(i % 5)) for i in range(50)], ("text", "stars"))
-    assert main(["prepare", "csv", str(src), "--label-column", "stars", "--task", "regression",
-                 "--out", str(tmp_path / "d")]) == 0
-    capsys.readouterr()
-    assert main(["train", "--data", str(tmp_path / "d"), "--model", "gpt2", "--weights", "random",
-                 "--out", str(tmp_path / "run")]) == 1
-    assert "holds regression data, which training does not read yet" in capsys.readouterr().err
-
-
 def test_iterative_stratification_places_every_text_once():
     df = pd.DataFrame({"text": [str(i) for i in range(200)],
                        "label": [sorted({"abc"[i % 3], "xy"[i % 2]} if i % 7 else set()) for i in range(200)]})
     splits, notes = multi_label_split(df, ["a", "b", "c", "x", "y"], 0.1, 0.2, seed=1)
     assert sorted(int(t) for p in splits.values() for t in p["text"]) == list(range(200)) and not notes
     assert [len(splits[s]) for s in ("train", "validation", "test")] == pytest.approx([140, 20, 40], abs=2)
+
+
+# ---------------------------------------------------------------- training, evaluating, predicting
+
+
+def sms_rows(n=160):
+    from conftest import sms_texts
+
+    return sms_texts()[:n]
+
+
+def tags_of(text: str) -> str:
+    tags = [t for t, hit in (("number", any(c.isdigit() for c in text)), ("question", "?" in text),
+                             ("shout", any(w.isupper() and len(w) > 2 for w in text.split()))) if hit]
+    return "|".join(tags)
+
+
+@pytest.fixture(scope="module")
+def multi_label_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ml")
+    src = write_csv(tmp / "tags.csv", [(t, tags_of(t)) for t in sms_rows()])
+    assert main(["prepare", "csv", str(src), "--label-column", "tags", "--task", "multi-label", "--out", str(tmp / "d")]) == 0
+    return tmp / "d"
+
+
+@pytest.fixture(scope="module")
+def regression_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("reg")
+    src = write_csv(tmp / "len.csv", [(t, str(round(len(t.split()) / 10, 2))) for t in sms_rows()], ("text", "words"))
+    assert main(["prepare", "csv", str(src), "--label-column", "words", "--task", "regression", "--out", str(tmp / "d")]) == 0
+    return tmp / "d"
+
+
+def logits_of(clf, texts):
+    """The head's raw outputs for `texts`, through the run's own preprocessing."""
+    from gptclassify.classifier.prefix import run_logits
+    from gptclassify.data.batches import Collate
+
+    ids, _, lengths = Collate(clf.tokenizer.pad_id, clf.pad_to)([(clf.encode(t), 0) for t in texts])
+    with torch.no_grad():
+        return run_logits(clf.model, clf.prefix, ids, lengths, clf.pooling).float()
+
+
+def test_multi_label_trains_predicts_and_its_loss_is_torchs_binary_cross_entropy(multi_label_dir, weights_dir,
+                                                                                  tmp_path, capsys):
+    from gptclassify.data.splits import load_data_split
+    from gptclassify.inference.evaluate import evaluate_run
+    from gptclassify.inference.predict import Classifier
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(multi_label_dir), "--weights", str(weights_dir), "--out", str(run),
+                 "--epochs", "2", "--lr", "1e-3", "--class-weight", "balanced", "--prefix-dtype", "float32"]) == 0
+    log = capsys.readouterr().out
+    assert "train micro-F1" in log and "label thresholds (validation F1)" in log and "positive weights" in log
+    config = json.loads((run / "config.json").read_text())
+    assert config["task"] == "multi-label" and config["problem_type"] == "multi_label_classification"
+    assert len(config["thresholds"]) == 3 and config["num_classes"] == 3
+    metrics = json.loads((run / "metrics.json").read_text())
+    test = metrics["test"]
+    assert {"micro_f1", "macro_f1", "subset_accuracy", "hamming_loss", "per_label"} <= set(test)
+    clf = Classifier.load(run, "cpu")
+    texts, targets = load_data_split(multi_label_dir, "test", clf.labels, "multi-label")
+    logits, y = logits_of(clf, texts), torch.tensor(targets)
+    reference = torch.nn.BCEWithLogitsLoss()(logits, y).item()  # torch's own, on the same logits
+    assert abs(test["loss"] - reference) < 1e-5
+    predictions = clf.predict(texts)
+    chosen = torch.sigmoid(logits) >= torch.tensor(config["thresholds"])
+    assert [p["labels"] for p in predictions] == [[l for l, c in zip(clf.labels, row) if c] for row in chosen.tolist()]
+    hamming = (chosen != (y > 0.5)).float().mean().item()
+    assert abs(test["hamming_loss"] - hamming) < 1e-6
+    again = evaluate_run(run, multi_label_dir, "test", "cpu")
+    assert abs(again["loss"] - test["loss"]) < 1e-5 and again["micro_f1"] == test["micro_f1"]
+    capsys.readouterr()
+    assert main(["predict", str(run), "Call 0800 NOW?", "--format", "csv"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "text,labels,p_number,p_question,p_shout" and out[1].startswith("Call 0800 NOW?,")
+
+
+def test_regression_trains_standardized_and_reports_in_the_targets_units(regression_dir, weights_dir, tmp_path):
+    from gptclassify.data.splits import load_data_split
+    from gptclassify.inference.evaluate import evaluate_run
+    from gptclassify.inference.predict import Classifier
+
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(regression_dir), "--weights", str(weights_dir), "--out", str(run),
+                 "--epochs", "2", "--lr", "1e-3", "--loss", "huber", "--prefix-dtype", "float32"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    mean, std = config["target_scale"]
+    train_y = torch.tensor(load_data_split(regression_dir, "train", ["value"], "regression")[1], dtype=torch.float64)
+    assert abs(mean - train_y.mean().item()) < 1e-9 and abs(std - train_y.std(correction=0).item()) < 1e-9
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    clf = Classifier.load(run, "cpu")
+    texts, values = load_data_split(regression_dir, "test", clf.labels, "regression")
+    predicted = torch.tensor([p["value"] for p in clf.predict(texts)], dtype=torch.float64)
+    truth = torch.tensor(values, dtype=torch.float64)
+    assert abs(test["rmse"] - (predicted - truth).pow(2).mean().sqrt().item()) < 1e-4
+    assert abs(test["mae"] - (predicted - truth).abs().mean().item()) < 1e-4
+    standardized = (logits_of(clf, texts).reshape(-1), ((truth - mean) / std).float())
+    assert abs(test["loss"] - torch.nn.HuberLoss()(*standardized).item()) < 1e-5  # torch's own Huber loss
+    again = evaluate_run(run, regression_dir, "test", "cpu")
+    assert abs(again["rmse"] - test["rmse"]) < 1e-6 and abs(again["r2"] - test["r2"]) < 1e-6
+    assert set(clf.predict("hello there")) == {"value"}
+
+
+def test_settings_a_task_cannot_use_are_refused(regression_dir, multi_label_dir, weights_dir, tmp_path, capsys):
+    for data, extra, message in [
+        (regression_dir, ["--class-weight", "balanced"], "a regression target has none"),
+        (multi_label_dir, ["--loss", "huber"], "--loss huber is for a regression target"),
+        (regression_dir, ["--select-by", "macro-f1"], "--select-by macro-f1 needs classes"),
+    ]:
+        capsys.readouterr()
+        assert main(["train", "--data", str(data), "--weights", str(weights_dir), "--out", str(tmp_path / "r"),
+                     *extra]) == 1
+        assert message in capsys.readouterr().err
+
+
+def test_the_service_answers_in_the_runs_shape_and_its_schema_says_so(multi_label_dir, regression_dir, weights_dir,
+                                                                     tmp_path):
+    from fastapi.testclient import TestClient
+
+    from gptclassify.inference.predict import Classifier
+    from gptclassify.inference.serve import create_app
+
+    for data, shape in ((multi_label_dir, "LabelSetResponse"), (regression_dir, "ValueResponse")):
+        run = tmp_path / shape
+        assert main(["train", "--data", str(data), "--weights", str(weights_dir), "--out", str(run),
+                     "--epochs", "1", "--max-steps", "2"]) == 0
+        clf = Classifier.load(run, "cpu")
+        with TestClient(create_app(clf, run)) as client:
+            answer = client.post("/v1/classify", json={"texts": ["Call 0800 NOW?", "ok"]})
+            assert answer.status_code == 200
+            assert answer.json()["predictions"] == json.loads(json.dumps(clf.predict(["Call 0800 NOW?", "ok"])))
+            schema = client.get("/openapi.json").json()
+            assert schema["paths"]["/v1/classify"]["post"]["responses"]["200"]["content"]["application/json"][
+                "schema"]["$ref"].endswith(shape)
+            assert client.get("/v1/model").json()["task"] == clf.task

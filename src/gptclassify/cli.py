@@ -68,9 +68,11 @@ def add_train(sub) -> None:
     """Train: every option of a training run."""
     p = sub.add_parser("train", help="fine-tune a classifier")
     p.add_argument("--data", type=Path, metavar="DIR", help="a directory made by `gptclassify prepare`")
-    p.add_argument("--model", help="architecture: gpt2 (default), gpt2-medium, gpt2-large, gpt2-xl, smollm2-135m, ...; "
-                                   "with --weights, it must describe them (or leave it out)")
-    p.add_argument("--weights", help="hub name, local path (safetensors, .gguf, TF checkpoint) or 'random' "
+    p.add_argument("--model", help="what to load: a short name (gpt2, the default; `gptclassify models` lists them), "
+                                   "a hub id (Qwen/Qwen2.5-0.5B), a local directory or a .gguf file; its "
+                                   "architecture is read from the checkpoint")
+    p.add_argument("--weights", help="'random' (the model's architecture, untrained), or a local copy of a short "
+                                     "--model name's weights (safetensors, .gguf, TF checkpoint), checked against it "
                                      "(default: the model's own pretrained weights)")
     p.add_argument("--out", type=Path, metavar="RUN", help="the run directory to write")
     p.add_argument("--resume", type=Path, metavar="RUN", help="continue an interrupted run")

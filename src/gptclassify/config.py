@@ -7,6 +7,7 @@ stranger's file in one line.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 
 from .classifier.lora import LORA_HEADS
@@ -93,7 +94,10 @@ class TrainConfig:
     early_stopping: int | None = setting(None, "stop after PATIENCE epochs without a better validation score; the "
                                          "best epoch is kept", metavar="PATIENCE", at_least=1)
     class_weight: str | None = setting(None, "weight each class's loss by n / (classes x its count): for "
-                                       "imbalanced classes", choices=("balanced",))
+                                       "imbalanced classes (multi-label: each label's positives by its negatives "
+                                       "over its positives)", choices=("balanced",))
+    loss: str = setting("auto", "the task's loss (cross-entropy, binary cross-entropy per label, squared error), or "
+                        "Huber's for a regression target with outliers", choices=("auto", "huber"))
     checkpoint_every: int | None = setting(None, "also checkpoint every STEPS steps within an epoch (0: at epoch ends "
                                            "only)", metavar="STEPS", at_least=0, default_text="every 10 minutes")
     recompute_blocks: bool = setting(False, "keep only each trained block's input for the backward pass and compute "
@@ -193,6 +197,9 @@ class Policy:
 
 
 TOKENIZERS = ({"kind": "tiktoken", "name": "gpt2"}, {"kind": "tokenizers", "file": "tokenizer.json"})
+# Our tasks by transformers' names for them (its config.json's problem_type).
+PROBLEM_TYPES = {"single-label": "single_label_classification", "multi-label": "multi_label_classification",
+                 "regression": "regression"}
 
 
 @dataclass
@@ -212,6 +219,9 @@ class RunConfig:
     total_parameters: int | None = None
     feature_cache: bool | None = None
     gptclassify_version: str = __version__
+    task: str = "single-label"  # classifier/tasks.py: single-label, multi-label, regression
+    thresholds: list[float] | None = None  # multi-label: each label's decision threshold
+    target_scale: list[float] | None = None  # regression: [mean, std] of the training targets
 
     def to_json(self) -> dict:
         return {
@@ -222,6 +232,8 @@ class RunConfig:
             **asdict(self.policy), "tokenizer": self.tokenizer,
             "trainable_parameters": self.trainable_parameters, "total_parameters": self.total_parameters,
             "training": asdict(self.training), "data": self.data, "feature_cache": self.feature_cache,
+            "task": self.task, "problem_type": PROBLEM_TYPES[self.task], "thresholds": self.thresholds,
+            "target_scale": self.target_scale,
         }
 
     @classmethod
@@ -245,16 +257,27 @@ class RunConfig:
                    [id2label[str(i)] for i in range(len(id2label))], policy, config["tokenizer"], training,
                    config.get("data") if isinstance(config.get("data"), dict) else {},
                    config.get("trainable_parameters"), config.get("total_parameters"), config.get("feature_cache"),
-                   str(config.get("gptclassify_version", "")))
+                   str(config.get("gptclassify_version", "")), config.get("task", "single-label"),
+                   config.get("thresholds"), config.get("target_scale"))
 
 
 def run_config_checks(config: dict) -> list[tuple[bool, str]]:
-    id2label, start = config["id2label"], config.get("first_trainable_block")
+    id2label, start, task = config["id2label"], config.get("first_trainable_block"), config.get("task", "single-label")
     is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    numbers = lambda v, n: isinstance(v, list) and len(v) == n and all(  # noqa: E731
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+    fewest = {"single-label": 2, "multi-label": 1, "regression": 1}.get(task, 2)
     return [
+        (task in PROBLEM_TYPES, f"'task' must be one of {', '.join(PROBLEM_TYPES)}"),
         (isinstance(config["model"], dict), "'model' must be an object"),
-        (isinstance(id2label, dict) and len(id2label) >= 2 and sorted(id2label) == sorted(map(str, range(len(id2label))))
+        (isinstance(id2label, dict) and len(id2label) >= fewest
+         and sorted(id2label) == sorted(map(str, range(len(id2label))))
          and all(isinstance(v, str) for v in id2label.values()), "'id2label' must map 0..n-1 to label names"),
+        (task != "regression" or len(id2label) == 1, "a regression run has one output"),
+        (config.get("thresholds") is None or numbers(config["thresholds"], len(id2label)),
+         "'thresholds' must be one number per label"),
+        (config.get("target_scale") is None or numbers(config["target_scale"], 2) and config["target_scale"][1] > 0,
+         "'target_scale' must be [mean, std] with std > 0"),
         (config["pooling"] in POOLINGS, f"'pooling' must be one of {', '.join(POOLINGS)}"),
         (config["truncation"] in TRUNCATIONS, f"'truncation' must be one of {', '.join(TRUNCATIONS)}"),
         (is_int(config["max_length"]) and config["max_length"] > 0, "'max_length' must be a positive integer"),

@@ -13,9 +13,11 @@ def plot_history(history: dict, run_dir: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    epochs = history["epochs"]
+    metric = epochs[0].get("metric", "accuracy") if epochs else "accuracy"  # label sets: micro-F1; numbers: R²
     curves = {
         "loss.png": ("loss", history["eval"], "train_loss", "val_loss"),
-        "accuracy.png": ("accuracy", history["epochs"], "train_accuracy", "val_accuracy"),
+        "accuracy.png": (metric, epochs, "train_accuracy", "val_accuracy"),
     }
     for filename, (what, points, train_key, val_key) in curves.items():
         fig, ax = plt.subplots(figsize=(5, 3))
@@ -25,7 +27,7 @@ def plot_history(history: dict, run_dir: Path) -> None:
             ax.plot(seen, [p[val_key] for p in points], linestyle="-.", label=f"Validation {what}")
             ax.legend()
         ax.set_xlabel("Examples seen")
-        ax.set_ylabel(what.capitalize())
+        ax.set_ylabel(what[:1].upper() + what[1:])
         fig.tight_layout()
         with atomic_path(run_dir / filename) as tmp:
             fig.savefig(tmp, format="png", dpi=100)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..data.batches import length_sorted_batches
 from ..distributed import gather_shards
+from .tasks import loss_fn, multi_label_report, regression_report
 
 
 def classification_report(y_true, y_pred, labels: list[str], loss: float | None = None) -> dict:
@@ -45,18 +46,32 @@ def split_logits(dataset, lengths: list[int], batch_size: int, collate, logits_f
     """Logits and targets of a whole split, in the split's order. `dataset` is this process's
     share of the split's `n_global` examples; batches group examples of similar length."""
     logits = torch.zeros(len(dataset), num_classes)
-    targets = torch.zeros(len(dataset), dtype=torch.long)
+    targets = None  # class ids, 0/1 rows or numbers: shaped by the first batch's
     for rows in length_sorted_batches(lengths, batch_size):
         inputs, target, lens = collate([dataset[i] for i in rows])
         logits[rows] = logits_fn(inputs.to(device), lens.to(device)).float().cpu()
+        if targets is None:
+            targets = torch.zeros((len(dataset), *target.shape[1:]), dtype=target.dtype)
         targets[rows] = target
+    if targets is None:  # this process holds none of the split
+        targets = torch.zeros(0, dtype=torch.long)
     return gather_shards(logits, n_global), gather_shards(targets, n_global)
 
 
-def logits_report(logits: torch.Tensor, targets: torch.Tensor, labels: list[str]) -> dict:
-    """Full-set metrics (loss per example, accuracy, per-class, confusion) of a split's logits."""
-    loss = F.cross_entropy(logits, targets).item()
-    return classification_report(targets.numpy(), logits.argmax(-1).numpy(), labels, loss)
+def logits_report(logits: torch.Tensor, targets: torch.Tensor, labels: list[str], task: str = "single-label",
+                  thresholds: list[float] | None = None, target_scale: tuple[float, float] | None = None,
+                  huber: bool = False) -> dict:
+    """Full-set metrics of a split's logits: for classes, loss per example, accuracy, per-class,
+    confusion; for label sets, F1s, subset accuracy and Hamming loss at each label's threshold; for
+    numbers, errors and correlations in the target's own units (`target_scale`: its mean and std)."""
+    if task == "single-label":
+        loss = F.cross_entropy(logits, targets).item()
+        return classification_report(targets.numpy(), logits.argmax(-1).numpy(), labels, loss)
+    loss = loss_fn(logits, targets, huber=huber).item()
+    if task == "multi-label":
+        return multi_label_report(torch.sigmoid(logits), targets, labels, thresholds or [0.5] * len(labels), loss)
+    mean, std = target_scale or (0.0, 1.0)
+    return regression_report(logits.reshape(-1) * std + mean, targets * std + mean, loss)
 
 
 # Texts per batch of a whole-split pass: the same as training's final metrics use, so that `evaluate`

@@ -30,5 +30,6 @@ def cmd_train(args) -> None:
         metrics = train_run(args.model, args.weights, args.data, cfg, args.out)
     if not current().is_main:
         return
-    summary = {s: {k: metrics[s][k] for k in ("accuracy", "macro_f1", "loss")} for s in ("train", "validation", "test")}
+    headline = ("accuracy", "macro_f1", "micro_f1", "subset_accuracy", "rmse", "mae", "r2", "loss")  # what each task has
+    summary = {s: {k: metrics[s][k] for k in headline if k in metrics[s]} for s in ("train", "validation", "test")}
     print(json.dumps({**summary, "training": metrics["training"]}, indent=2))

@@ -48,7 +48,13 @@ class Collate:
         for row, s in enumerate(seqs):
             ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-        return ids, torch.tensor(labels, dtype=torch.long), lengths
+        return ids, label_tensor(labels), lengths
+
+
+def label_tensor(labels) -> torch.Tensor:
+    """Class ids as int64; numbers (regression) and 0/1 rows (multi-label) as float32."""
+    floats = len(labels) > 0 and isinstance(labels[0], (float, list))
+    return torch.tensor(labels, dtype=torch.float32 if floats else torch.long)
 
 
 def length_sorted_batches(lengths: list[int], batch_size: int, max_tokens: int | None = None) -> list[list[int]]:

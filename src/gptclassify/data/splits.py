@@ -21,7 +21,7 @@ from ..download import cache_dir, fetch
 from ..errors import UserError
 from ..files import atomic_path, read_json, write_json
 from ..hub import sha256_file
-from .tasks import multi_label_split, parse_label_cell, regression_split, target_summary
+from .tasks import TASKS, multi_label_split, parse_label_cell, regression_split, target_summary
 
 SPLITS = ("train", "validation", "test")
 SMS_URLS = [
@@ -266,11 +266,11 @@ def split_regression(df: pd.DataFrame, options: SplitOptions) -> Prepared:
         raise UserError(f"need at least 10 rows to split a regression target, found {len(df)}")
     df = df.assign(label=df["label"].astype(float))
     splits = regression_split(df, options.val_frac, options.test_frac, options.seed)
-    info = {"labels": [], "target": {name: target_summary(part["label"]) for name, part in splits.items()},
+    info = {"labels": ["value"], "target": {name: target_summary(part["label"]) for name, part in splits.items()},
             "duplicates": duplicate_report(df, splits), "options": asdict(options)}
     for part in splits.values():
         part["label"] = [repr(float(v)) for v in part["label"]]
-    return Prepared(labels=[], splits=splits, info=info)
+    return Prepared(labels=["value"], splits=splits, info=info)
 
 
 def check_fractions(options: SplitOptions) -> None:
@@ -380,22 +380,43 @@ def read_split(data_dir: Path, split: str) -> pd.DataFrame:
     return df
 
 
-def dataset_labels(data_dir: Path) -> list[str]:
+def dataset_info(data_dir: Path) -> tuple[str, list[str], str]:
+    """The task, the labels and (multi-label) the label separator that `prepare` recorded."""
     path = Path(data_dir) / "dataset.json"
     if not path.is_file():
         raise UserError(f"{data_dir}: no dataset.json (make the directory with `gptclassify prepare`)")
     info = read_json(path)
     task = info.get("task", "single-label")
-    if task != "single-label":
-        raise UserError(f"{data_dir} holds {task} data, which training does not read yet (single-label only, so far)")
-    return list(info["labels"])
+    if task not in TASKS:
+        raise UserError(f"{path}: unknown task {task!r} (known: {', '.join(TASKS)})")
+    return task, list(info["labels"]), str(info.get("label_separator", "|"))
 
 
-def load_data_split(data_dir: Path, split: str, labels: list[str]) -> tuple[list[str], list[int]]:
-    """Texts and label ids of one split, the ids in the order of `labels` (a model's)."""
+def dataset_labels(data_dir: Path) -> list[str]:
+    return dataset_info(data_dir)[1]
+
+
+def load_data_split(data_dir: Path, split: str, labels: list[str], task: str = "single-label",
+                    separator: str = "|") -> tuple[list[str], list]:
+    """Texts and targets of one split: class ids in the order of `labels` (a model's), 0/1 rows
+    over `labels` (multi-label), or numbers (regression)."""
     df = read_split(data_dir, split)
+    where = f"{data_dir}/{split}.csv"
+    if task == "regression":
+        return df["text"].tolist(), [parse_label_cell(where, i + 2, "label", v, task, separator)
+                                     for i, v in enumerate(df["label"])]
     label2id = {label: i for i, label in enumerate(labels)}
+    if task == "multi-label":
+        sets = [[n for n in v.split(separator) if n] for v in df["label"]]
+        unknown = sorted({n for names in sets for n in names} - set(label2id))
+        if unknown:
+            raise UserError(f"{where}: label {unknown[0]!r} is not among the model's labels ({', '.join(labels)})")
+        rows = [[0.0] * len(labels) for _ in sets]
+        for row, names in zip(rows, sets):
+            for n in names:
+                row[label2id[n]] = 1.0
+        return df["text"].tolist(), rows
     unknown = sorted(set(df["label"]) - set(label2id))
     if unknown:
-        raise UserError(f"{data_dir}/{split}.csv: label {unknown[0]!r} is not among the model's labels ({', '.join(labels)})")
+        raise UserError(f"{where}: label {unknown[0]!r} is not among the model's labels ({', '.join(labels)})")
     return df["text"].tolist(), [label2id[label] for label in df["label"]]

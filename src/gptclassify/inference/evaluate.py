@@ -8,12 +8,13 @@ from pathlib import Path
 import torch
 
 from ..data.batches import Collate, TextDataset
-from ..data.splits import SPLITS, load_data_split
+from ..data.splits import SPLITS, dataset_info, load_data_split
 from ..device import autocast_for, resolve_device
 from ..distributed import current
 from ..errors import UserError
 from ..classifier.metrics import SPLIT_BATCH_SIZE, logits_report, split_logits
 from ..classifier.prefix import run_logits, run_prefix
+from ..classifier.tasks import head_size
 from ..rundir import load_run
 
 
@@ -26,7 +27,17 @@ def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str
     dev = resolve_device(device)
     model, tokenizer, config = load_run(run_dir, str(dev))
     labels, policy = config.labels, config.policy
-    texts, targets = load_data_split(data_dir, split, labels)
+    # The task `prepare` recorded; CSV files made by hand (no dataset.json) are read as the run's task.
+    task, _, separator = dataset_info(data_dir) if (Path(data_dir) / "dataset.json").is_file() else \
+        (config.task, [], "|")
+    if task != config.task:
+        raise UserError(f"{data_dir} holds {task} data; the run was trained for {config.task}")
+    if task == "regression":
+        texts, values = load_data_split(data_dir, split, labels, task, separator)
+        mean, std = config.target_scale or (0.0, 1.0)
+        targets = [(v - mean) / std for v in values]  # as the run trained: reported in the target's units
+    else:
+        texts, targets = load_data_split(data_dir, split, labels, task, separator)
     shard = current().shard(len(texts))
     ds = TextDataset([texts[i] for i in shard], [targets[i] for i in shard], tokenizer, policy.max_length,
                      truncation=policy.truncation)
@@ -40,5 +51,6 @@ def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str
     with torch.inference_mode():
         logits, gathered = split_logits(ds, [len(e) for e in ds.encoded], batch_size,
                                         Collate(tokenizer.pad_id, policy.pad_to), logits_fn, dev,
-                                        len(labels), len(texts))
-    return logits_report(logits, gathered, labels)
+                                        head_size(task, labels), len(texts))
+    return logits_report(logits, gathered, labels, task, config.thresholds, config.target_scale,
+                         config.training.loss == "huber")

@@ -14,6 +14,7 @@ import torch
 from ..data.batches import Collate, length_sorted_batches
 from ..device import autocast_for, no_grad_batching, resolve_device
 from ..classifier.prefix import run_logits, run_prefix
+from ..classifier.tasks import head_size, probabilities as task_probabilities
 from ..config import RunConfig
 from ..rundir import load_run
 from ..data.tokenizer import keep
@@ -46,35 +47,53 @@ class Classifier:
                    len(self.tokenizer.prefix))
         return ids or [self.tokenizer.pad_id]  # an empty text is read as the end-of-text token
 
+    @property
+    def task(self) -> str:
+        return self.config.task
+
     @torch.inference_mode()
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
-        """(len(texts), num_classes) class probabilities, in the order given. Batches of `batch_size`
-        texts; by default 32 on a CPU, and on CUDA as many as fill `device.GPU_BATCH_TOKENS` positions."""
+        """(len(texts), num_classes) class probabilities (a softmax; for multi-label, a sigmoid per
+        label; for regression, (len(texts), 1) values in the target's units), in the order given.
+        Batches of `batch_size` texts; by default 32 on a CPU, and on CUDA as many as fill
+        `device.GPU_BATCH_TOKENS` positions."""
         encoded = [self.encode(t) for t in texts]
-        probs = torch.empty(len(texts), len(self.labels))
+        probs = torch.empty(len(texts), head_size(self.task, self.labels))
         collate = Collate(self.tokenizer.pad_id, self.pad_to)
         texts_per_batch, tokens_per_batch = (batch_size, None) if batch_size else no_grad_batching(self.device, 32)
         for rows in length_sorted_batches([len(e) for e in encoded], texts_per_batch, tokens_per_batch):
             ids, _, lengths = collate([(encoded[i], 0) for i in rows])
             with self.autocast():
                 logits = run_logits(self.model, self.prefix, ids.to(self.device), lengths.to(self.device), self.pooling)
-            probs[rows] = torch.softmax(logits.float(), dim=-1).cpu()
+            probs[rows] = task_probabilities(self.task, logits).cpu()
+        if self.task == "regression":
+            mean, std = self.config.target_scale or (0.0, 1.0)
+            probs = probs * std + mean
         return probs
 
     def predict(self, texts: str | list[str], batch_size: int | None = None):
-        """Per text: {"label", "score", "probabilities": {label: p}}; a single string gives one dict."""
+        """Per text: {"label", "score", "probabilities": {label: p}} (multi-label: {"labels": the
+        labels over their thresholds, "scores": {label: p}}; regression: {"value": x}); a single
+        string gives one dict."""
         single = isinstance(texts, str)
         probs = self.probabilities([texts] if single else list(texts), batch_size)
-        out = []
-        for row in probs.tolist():
-            best = max(range(len(row)), key=row.__getitem__)
-            out.append({"label": self.labels[best], "score": row[best],
-                        "probabilities": dict(zip(self.labels, row))})
+        out = [self.prediction(row) for row in probs.tolist()]
         return out[0] if single else out
+
+    def prediction(self, row: list[float]) -> dict:
+        if self.task == "regression":
+            return {"value": row[0]}
+        if self.task == "multi-label":
+            thresholds = self.config.thresholds or [0.5] * len(self.labels)
+            return {"labels": [label for label, p, t in zip(self.labels, row, thresholds) if p >= t],
+                    "scores": dict(zip(self.labels, row))}
+        best = max(range(len(row)), key=row.__getitem__)
+        return {"label": self.labels[best], "score": row[best], "probabilities": dict(zip(self.labels, row))}
 
 
 def classify_text(text: str, classifier: Classifier | str | Path) -> str:
     """The book's `classify_review`, for any run: the predicted label of one text."""
     if not isinstance(classifier, Classifier):
         classifier = Classifier.load(classifier)
-    return classifier.predict(text)["label"]
+    prediction = classifier.predict(text)
+    return prediction.get("label", prediction.get("labels", prediction.get("value")))

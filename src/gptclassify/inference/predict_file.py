@@ -39,7 +39,8 @@ def output_format(fmt: str | None, output: Path | None) -> str:
     return SUFFIX_FORMATS.get(output.suffix.lower(), "jsonl") if output else "jsonl"
 
 
-def format_predictions(texts: list[str], predictions: list[dict], labels: list[str], fmt: str, header: bool) -> str:
+def format_predictions(texts: list[str], predictions: list[dict], labels: list[str], fmt: str, header: bool,
+                       task: str = "single-label") -> str:
     out = io.StringIO()
     if fmt == "jsonl":
         for text, p in zip(texts, predictions):
@@ -47,15 +48,39 @@ def format_predictions(texts: list[str], predictions: list[dict], labels: list[s
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         if header:
-            writer.writerow(["text", "label", "score", *(f"p_{label}" for label in labels)])
+            writer.writerow(csv_header(labels, task))
         for text, p in zip(texts, predictions):
-            writer.writerow([text, p["label"], f"{p['score']:.6f}", *(f"{v:.6f}" for v in p["probabilities"].values())])
+            writer.writerow([text, *csv_values(p, task)])
     else:
         width = max(len(label) for label in labels)
         for text, p in zip(texts, predictions):
             shown = text if len(text) <= 70 else text[:67] + "..."
-            out.write(f"{p['label']:<{width}}  {p['score']:6.1%}  {shown}\n")
+            out.write(f"{text_summary(p, task, width)}  {shown}\n")
     return out.getvalue()
+
+
+def csv_header(labels: list[str], task: str) -> list[str]:
+    if task == "regression":
+        return ["text", "value"]
+    if task == "multi-label":
+        return ["text", "labels", *(f"p_{label}" for label in labels)]
+    return ["text", "label", "score", *(f"p_{label}" for label in labels)]
+
+
+def csv_values(p: dict, task: str) -> list[str]:
+    if task == "regression":
+        return [f"{p['value']:.6g}"]
+    if task == "multi-label":
+        return ["|".join(p["labels"]), *(f"{v:.6f}" for v in p["scores"].values())]
+    return [p["label"], f"{p['score']:.6f}", *(f"{v:.6f}" for v in p["probabilities"].values())]
+
+
+def text_summary(p: dict, task: str, width: int) -> str:
+    if task == "regression":
+        return f"{p['value']:>10.4g}"
+    if task == "multi-label":
+        return f"{','.join(p['labels']) or '(none)':<{width}}"
+    return f"{p['label']:<{width}}  {p['score']:6.1%}"
 
 
 def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int | None = None) -> None:
@@ -76,7 +101,7 @@ def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int
         count = index + 1
         if index % world.size == world.rank and not (parts and parts.done(index)):
             text = format_predictions(chunk, classifier.predict(chunk, batch_size=batch_size), classifier.labels,
-                                      fmt, header=index == 0)
+                                      fmt, header=index == 0, task=classifier.task)
             if parts:
                 parts.write(index, text)
                 failpoint("predict-chunk")
@@ -87,7 +112,7 @@ def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int
         seen = now
     progress.close()
     if count == 0:  # no texts: a CSV still gets its header
-        header = format_predictions([], [], classifier.labels, fmt, True)
+        header = format_predictions([], [], classifier.labels, fmt, True, classifier.task)
         if parts is None:
             sys.stdout.write(header)
         elif world.is_main:

@@ -49,8 +49,29 @@ class Prediction(BaseModel):
     probabilities: dict[str, float]
 
 
+class LabelSetPrediction(BaseModel):
+    labels: list[str]  # the labels at or over their thresholds
+    scores: dict[str, float]
+
+
+class ValuePrediction(BaseModel):
+    value: float
+
+
 class ClassifyResponse(BaseModel):
     predictions: list[Prediction]
+
+
+class LabelSetResponse(BaseModel):
+    predictions: list[LabelSetPrediction]
+
+
+class ValueResponse(BaseModel):
+    predictions: list[ValuePrediction]
+
+
+# The answer's shape for each task: the OpenAPI schema says which one a service gives.
+RESPONSES = {"single-label": ClassifyResponse, "multi-label": LabelSetResponse, "regression": ValueResponse}
 
 
 class ModelFailed(Exception):
@@ -242,7 +263,7 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
 
-    @app.post("/v1/classify", response_model=ClassifyResponse,
+    @app.post("/v1/classify", response_model=RESPONSES[classifier.task],
               responses={401: {"description": "missing or wrong API key (when the service has one)"},
                          413: {"description": "the body, the number of texts or a text is too large"},
                          422: {"description": "the body is not {\"texts\": [strings]}"},
@@ -257,7 +278,7 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
     @app.get("/v1/model")
     async def model_info():
         c = classifier.config
-        return {"labels": classifier.labels, "model_name": c.model_name, "weights": c.weights,
+        return {"labels": classifier.labels, "task": classifier.task, "model_name": c.model_name, "weights": c.weights,
                 "max_length": c.policy.max_length, "pooling": c.policy.pooling, "metrics": metrics,
                 "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
                 "batches_run": batcher.batches}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.batches import Collate, TextDataset, length_sorted_batches
+from ..data.batches import Collate, TextDataset, label_tensor, length_sorted_batches
 from ..classifier.pooling import needs_fixed_width, stored_width
 from ..errors import env_number
 from ..failpoints import failpoint
@@ -143,7 +143,7 @@ def collate_features(batch):
     x = states[0].new_zeros(len(states), width, states[0].shape[1], dtype=torch.float32)
     for r, s in enumerate(states):
         x[r, : s.shape[0]] = s
-    labels, lengths = torch.tensor(labels, dtype=torch.long), torch.tensor(lengths, dtype=torch.long)
+    labels, lengths = label_tensor(labels), torch.tensor(lengths, dtype=torch.long)
     if x.is_cuda:
         labels, lengths = labels.pin_memory(), lengths.pin_memory()
     return x, labels, lengths

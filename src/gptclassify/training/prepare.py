@@ -19,7 +19,8 @@ from ..classifier.lora import add_lora
 from ..classifier.prefix import FrozenPrefix, describe_cpu, resolve_prefix_dtype
 from ..config import DEFAULT_MAX_LENGTH, TrainConfig, with_family_defaults
 from ..data.batches import ShardedLoader, TextDataset
-from ..data.splits import SPLITS, dataset_labels, load_data_split
+from ..classifier.tasks import head_size
+from ..data.splits import SPLITS, dataset_info, load_data_split
 from ..data.tokenizer import Tokenizer
 from ..device import autocast_for, resolve_device
 from ..distributed import World, all_max, all_reduce_sum, current, launched
@@ -65,13 +66,15 @@ class Prepared:
     world: World
     device: torch.device
     labels: list[str]
-    texts: dict[str, tuple[list[str], list[int]]]  # every split's texts and label ids (all of them)
+    texts: dict[str, tuple[list[str], list]]  # every split's texts and targets (all of them; see tasks.py)
     classifier: Classifier
     tokens: Tokenized
     inputs: Inputs  # what the trainable suffix reads: cached states, or token ids
     loaders: dict[str, ShardedLoader]
     logits_fn: object  # (inputs, lengths) -> class logits
     log: object
+    task: str = "single-label"  # classifier/tasks.py
+    target_scale: tuple[float, float] | None = None  # regression: the training targets' mean and std
 
     @property
     def cfg(self) -> TrainConfig:
@@ -92,12 +95,17 @@ def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainCo
     world = current()
     log = log if world.is_main else quiet
     data_dir, run_dir, weights = Path(data_dir), Path(run_dir), weights or model or "gpt2"
-    labels = dataset_labels(data_dir)
-    texts = {split: load_data_split(data_dir, split, labels) for split in SPLITS}
+    task, labels, separator = dataset_info(data_dir)
+    check_task_settings(task, cfg)
+    texts = {split: load_data_split(data_dir, split, labels, task, separator) for split in SPLITS}
     if len(texts["train"][0]) < world.size:
         raise UserError(f"{len(texts['train'][0])} training examples cannot be shared by {world.size} processes")
+    texts, target_scale = standardized(texts) if task == "regression" else (texts, None)
+    if target_scale:
+        log(f"regression target: mean {target_scale[0]:.4g}, std {target_scale[1]:.4g} over the training split "
+            "(trained standardized, reported in its own units)")
     device = resolve_device(cfg.device)
-    classifier = build_classifier(model, weights, cfg, len(labels), device, log)
+    classifier = build_classifier(model, weights, cfg, head_size(task, labels), device, log)
     if world.is_main and not has_checkpoint(run_dir):  # from here on, a killed run can be resumed
         save_start(run_dir / "checkpoint", classifier.cfg,
                    {"model_name": classifier.model_name, "model": model, "weights": weights, "data": str(data_dir)})
@@ -110,7 +118,27 @@ def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainCo
     logits_fn = make_logits_fn(classifier.model, classifier.start, classifier.cfg.pooling, inputs.cached,
                                autocast_for(device), classifier.prefix, classifier.cfg.recompute_blocks)
     return Prepared(model, weights, data_dir, run_dir, world, device, labels, texts, classifier, tokens, inputs,
-                    loaders, logits_fn, log)
+                    loaders, logits_fn, log, task, target_scale)
+
+
+def check_task_settings(task: str, cfg: TrainConfig) -> None:
+    """Settings that mean nothing for the data's task, refused in one line."""
+    if task != "single-label" and cfg.epoch_eval_iter is not None:
+        raise UserError(f"the book's first-batches accuracy (the book preset) is for single-label data, not {task}")
+    if task == "regression" and cfg.class_weight:
+        raise UserError("--class-weight weighs classes: a regression target has none")
+    if task == "regression" and cfg.select_by == "macro-f1":
+        raise UserError("--select-by macro-f1 needs classes: a regression run selects by loss or accuracy (R²)")
+    if task != "regression" and cfg.loss == "huber":
+        raise UserError(f"--loss huber is for a regression target, not {task} data")
+
+
+def standardized(texts: dict) -> tuple[dict, tuple[float, float]]:
+    """Regression targets as (value - mean) / std of the training split's."""
+    train = torch.tensor(texts["train"][1], dtype=torch.float64)
+    mean, std = train.mean().item(), train.std(correction=0).item() if len(train) > 1 else 1.0
+    std = std or 1.0
+    return {s: (t, [(v - mean) / std for v in y]) for s, (t, y) in texts.items()}, (mean, std)
 
 
 def build_classifier(model_name: str | None, weights: str, cfg: TrainConfig, num_classes: int, device, log) -> Classifier:

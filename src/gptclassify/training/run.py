@@ -20,6 +20,8 @@ from tqdm import tqdm
 
 from ..classifier.lora import adapter_state, merge_lora
 from ..classifier.metrics import SPLIT_BATCH_SIZE, logits_report, split_logits
+from ..classifier.tasks import (balanced_positive_weights, choose_thresholds, head_size, headline, loss_fn,
+                                multi_label_report)
 from ..config import TOKENIZERS, Policy, RunConfig, TrainConfig
 from ..data.splits import SPLITS
 from ..distributed import barrier, same_rng_everywhere, sum_gradients
@@ -59,22 +61,27 @@ def train(p: Prepared, resume: bool = False) -> dict:
                              f"after epoch {state.epoch} (step {state.global_step})"))
     weight = None
     if cfg.class_weight == "balanced":  # from every training label, the same on every process
-        weight = balanced_class_weights(p.texts["train"][1], len(p.labels)).to(p.device)
-        p.log("class weights (balanced): " + ", ".join(f"{label} {w:.3f}" for label, w in zip(p.labels, weight)))
+        weight = balanced_positive_weights(p.texts["train"][1]) if p.task == "multi-label" else \
+            balanced_class_weights(p.texts["train"][1], len(p.labels))
+        weight = weight.to(p.device)
+        p.log(f"{'positive' if p.task == 'multi-label' else 'class'} weights (balanced): "
+              + ", ".join(f"{label} {w:.3f}" for label, w in zip(p.labels, weight)))
     state = fit(p, optimizer, scheduler, state, order, weight)
     barrier()  # rank 0's last checkpoint is on disk
     if cfg.keep_best and (ckpt / "best.safetensors").is_file():
         load_trainable(model, ckpt / "best.safetensors")
         p.log(f"kept the best epoch by validation {cfg.select_by}: {state.best_epoch}")
     model.eval()
-    metrics = {split: logits_report(*full_logits(p, split), p.labels) for split in SPLITS}
+    thresholds = label_thresholds(p) if p.task == "multi-label" else None
+    metrics = {split: logits_report(*full_logits(p, split), p.labels, p.task, thresholds, p.target_scale,
+                                    cfg.loss == "huber") for split in SPLITS}
     metrics["training"] = training_summary(p, state)
     failpoint("evaluation")
     if p.world.is_main:
         if cfg.trainable == "lora":  # the adapters kept apart, then folded in: a plain classifier is saved
             save_safetensors(adapter_state(model), p.run_dir / "adapter.safetensors", metadata=adapter_metadata(p))
             merge_lora(model)
-        write_run(p.run_dir, model, p.classifier.tokenizer, run_config(p), state.history, metrics)
+        write_run(p.run_dir, model, p.classifier.tokenizer, run_config(p, thresholds), state.history, metrics)
     barrier()  # nobody reports success before the run is written
     return metrics
 
@@ -96,7 +103,8 @@ def fit(p: Prepared, optimizer, scheduler, state: TrainState, order, class_weigh
             optimizer.zero_grad()  # one step: forward, loss, backward, all-reduce, clip, update
             loss = None
             if batch is not None:  # this process's share of the global batch (none for a short last batch)
-                loss = calc_loss_batch(batch, p.logits_fn, p.device, share_of(loader, size), class_weight)
+                loss = calc_loss_batch(batch, p.logits_fn, p.device, share_of(loader, size), class_weight,
+                                       cfg.loss == "huber")
                 loss.backward()
             state.pending.append(sum_gradients(params, loss))
             if cfg.grad_clip:
@@ -156,7 +164,7 @@ def save(p: Prepared, optimizer, scheduler, state: TrainState, order=None) -> No
 def estimate_losses(p: Prepared, state: TrainState) -> None:
     """The book's loss estimate on the first `eval_iter` batches of each split, into the history."""
     train_loss, val_loss = evaluate_model(p.model, p.loaders["train"], p.loaders["validation"], p.logits_fn, p.device,
-                                          p.cfg.eval_iter)
+                                          p.cfg.eval_iter, p.cfg.loss == "huber")
     state.history["eval"].append({"step": state.global_step, "examples_seen": state.examples_seen,
                                   "train_loss": train_loss, "val_loss": val_loss})
 
@@ -165,6 +173,8 @@ def end_of_epoch(p: Prepared, state: TrainState) -> bool:
     """The epoch's accuracies and validation loss (whole splits, or the book's first batches) into the
     history and the log; whether this epoch is the best so far by `cfg.select_by`."""
     cfg, train_loader, val_loader = p.cfg, p.loaders["train"], p.loaders["validation"]
+    if p.task != "single-label":
+        return end_of_epoch_scored(p, state)
     if cfg.epoch_eval_iter is None:  # whole splits, read from the cache: no random draw
         logits, targets = full_logits(p, "train")
         train_acc = (logits.argmax(-1) == targets).sum().item() / len(targets)
@@ -193,11 +203,44 @@ def end_of_epoch(p: Prepared, state: TrainState) -> bool:
     return improved
 
 
+def end_of_epoch_scored(p: Prepared, state: TrainState) -> bool:
+    """`end_of_epoch` for label sets and numbers: the task's headline score (micro-F1, R²) on the
+    whole train and validation splits, kept under the history's accuracy keys beside its name."""
+    cfg, huber = p.cfg, p.cfg.loss == "huber"
+    name, train_score = headline(p.task, *full_logits(p, "train"))
+    logits, targets = full_logits(p, "validation")
+    _, val_score = headline(p.task, logits, targets)
+    val_loss = loss_fn(logits, targets, huber=huber).item()
+    epoch = {"epoch": state.epoch, "examples_seen": state.examples_seen, "metric": name, "train_accuracy": train_score,
+             "val_accuracy": val_score, "val_loss": val_loss, "seconds": state.seconds}
+    if cfg.select_by == "macro-f1":
+        epoch["val_macro_f1"] = multi_label_report(torch.sigmoid(logits), targets, p.labels, [0.5] * len(p.labels),
+                                                   val_loss)["macro_f1"]
+    score = {"loss": -val_loss, "accuracy": val_score, "macro-f1": epoch.get("val_macro_f1")}[cfg.select_by or "loss"]
+    improved = state.best_score is None or score > state.best_score
+    if improved:
+        state.best_val_loss, state.best_epoch, state.best_score = val_loss, state.epoch, score
+    state.history["epochs"].append(epoch)
+    p.log(f"epoch {state.epoch}: train {name} {train_score:.4f}, validation {name} {val_score:.4f}, "
+          f"validation loss {val_loss:.4f} ({state.seconds:.1f}s)")
+    return improved
+
+
+def label_thresholds(p: Prepared) -> list[float]:
+    """Each label's decision threshold, chosen on the validation split (see tasks.choose_thresholds)."""
+    logits, targets = full_logits(p, "validation")
+    thresholds, notes = choose_thresholds(torch.sigmoid(logits), targets, p.labels)
+    p.log("label thresholds (validation F1): " + ", ".join(f"{label} {t:.3f}" for label, t in zip(p.labels, thresholds)))
+    for note in notes:
+        p.log(f"  {note}")
+    return thresholds
+
+
 def full_logits(p: Prepared, split: str):
     """A whole split's logits and targets (every process's share, joined), in larger batches."""
     lengths = [len(e) for e in p.tokens.datasets[split].encoded]
     return split_logits(p.inputs.sets[split], lengths, max(p.cfg.batch_size, SPLIT_BATCH_SIZE), p.inputs.collate,
-                        p.logits_fn, p.device, len(p.labels), len(p.texts[split][0]))
+                        p.logits_fn, p.device, head_size(p.task, p.labels), len(p.texts[split][0]))
 
 
 def training_summary(p: Prepared, state: TrainState) -> dict:
@@ -215,11 +258,12 @@ def adapter_metadata(p: Prepared) -> dict[str, str]:
             "blocks": str(blocks), "head": cfg.lora_head, "model_name": p.classifier.model_name, "weights": p.weights}
 
 
-def run_config(p: Prepared) -> RunConfig:
+def run_config(p: Prepared, thresholds: list[float] | None = None) -> RunConfig:
     c = p.classifier
     policy = Policy(c.cfg.pooling, p.tokens.max_length, c.cfg.truncation, p.tokens.pad_to, c.tokenizer.pad_id,
                     c.prefix.dtype, c.start)
     tokenizer = TOKENIZERS[0] if c.tokenizer.name == "gpt2" else TOKENIZERS[1]
     data = {"dir": str(p.data_dir), "dataset": read_json(p.data_dir / "dataset.json")}
     return RunConfig(c.model_name, p.weights, p.model.cfg.to_dict(), p.labels, policy, dict(tokenizer), c.cfg, data,
-                     c.trainable, c.total, p.inputs.cached)
+                     c.trainable, c.total, p.inputs.cached, task=p.task, thresholds=thresholds,
+                     target_scale=list(p.target_scale) if p.target_scale else None)

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..classifier.head import suffix_logits
 from ..config import TrainConfig
+from ..classifier.tasks import loss_fn
 from ..distributed import all_reduce_sum
 from ..errors import UserError
 
@@ -39,15 +40,17 @@ def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast, pref
     return logits_fn
 
 
-def calc_loss_batch(batch, logits_fn, device, divide_by: int | None = None, weight: torch.Tensor | None = None):
-    """The batch's mean cross-entropy; under torchrun, with `divide_by` the global batch size,
-    this process's share of the global batch's mean (the shares add up to it). With class weights,
-    each example's loss is weighted by its class's weight and divided by the batch size."""
+def calc_loss_batch(batch, logits_fn, device, divide_by: int | None = None, weight: torch.Tensor | None = None,
+                    huber: bool = False):
+    """The batch's mean loss (cross-entropy for class ids; for other targets, `tasks.loss_fn`'s);
+    under torchrun, with `divide_by` the global batch size, this process's share of the global
+    batch's mean (the shares add up to it). With class weights, each example's loss is weighted by
+    its class's weight and divided by the batch size (multi-label: each label's positives weighted)."""
     inputs, targets, lengths = (t.to(device, non_blocking=True) for t in batch)
     logits = logits_fn(inputs, lengths)
-    if divide_by is None and weight is None:
+    if divide_by is None and weight is None and not targets.is_floating_point():
         return F.cross_entropy(logits, targets)
-    summed = F.cross_entropy(logits, targets, weight=weight, reduction="sum")
+    summed = loss_fn(logits, targets, weight, "sum", huber)
     return summed / (divide_by or len(targets))
 
 
@@ -82,7 +85,7 @@ def first_batches(loader, num_batches):
         yield item
 
 
-def calc_loss_loader(loader, logits_fn, device, num_batches=None):
+def calc_loss_loader(loader, logits_fn, device, num_batches=None, huber: bool = False):
     """Mean loss over the first `num_batches` global batches of a `ShardedLoader`."""
     if len(loader) == 0:
         return float("nan")
@@ -91,7 +94,7 @@ def calc_loss_loader(loader, logits_fn, device, num_batches=None):
     with torch.no_grad():
         for batch, size in first_batches(loader, num_batches):
             if batch is not None:
-                total += calc_loss_batch(batch, logits_fn, device, share_of(loader, size)).item()
+                total += calc_loss_batch(batch, logits_fn, device, share_of(loader, size), huber=huber).item()
     return all_reduce_sum(total).item() / num_batches
 
 
@@ -107,10 +110,10 @@ def calc_accuracy_loader(loader, logits_fn, device, num_batches=None):
     return correct / seen if seen else float("nan")
 
 
-def evaluate_model(model, train_loader, val_loader, logits_fn, device, eval_iter):
+def evaluate_model(model, train_loader, val_loader, logits_fn, device, eval_iter, huber: bool = False):
     model.eval()
-    train_loss = calc_loss_loader(train_loader, logits_fn, device, num_batches=eval_iter)
-    val_loss = calc_loss_loader(val_loader, logits_fn, device, num_batches=eval_iter)
+    train_loss = calc_loss_loader(train_loader, logits_fn, device, num_batches=eval_iter, huber=huber)
+    val_loss = calc_loss_loader(val_loader, logits_fn, device, num_batches=eval_iter, huber=huber)
     model.train()
     return train_loss, val_loss
 
