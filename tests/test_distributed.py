@@ -264,24 +264,29 @@ def test_commands_that_run_alone_refuse_torchrun(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-@pytest.mark.parametrize("task", ["multi-label", "regression"])
+@pytest.mark.parametrize("task", ["multi-label", "regression", "pairs"])
 def test_label_shapes_take_the_same_steps_on_two_processes_and_after_a_resume(task, weights_dir, tmp_path, monkeypatch):
-    """A set of labels and a number per text: 2 processes take the single-process steps, and a run
-    interrupted after its first epoch resumes to the same weights bit for bit."""
-    from test_tasks import sms_rows, tags_of, write_csv
+    """A set of labels, a number per text, a pair of texts: 2 processes take the single-process
+    steps, and a run interrupted after its first epoch resumes to the same weights bit for bit."""
+    from test_tasks import pair_rows, sms_rows, tags_of, write_csv
 
     from gptclassify.config import make_config
     from gptclassify.training.run import train_run
 
-    rows = [(t, tags_of(t) if task == "multi-label" else str(len(t.split()))) for t in sms_rows()]
-    src = write_csv(tmp_path / "data.csv", rows)
-    assert main(["prepare", "csv", str(src), "--label-column", "tags", "--task", task, "--out", str(tmp_path / "d")]) == 0
+    if task == "pairs":
+        src = write_csv(tmp_path / "data.csv", pair_rows(), ("text", "other", "label"))
+        prepare = ["--text-pair-column", "other"]
+    else:
+        rows = [(t, tags_of(t) if task == "multi-label" else str(len(t.split()))) for t in sms_rows()]
+        src, prepare = write_csv(tmp_path / "data.csv", rows), ["--label-column", "tags", "--task", task]
+    assert main(["prepare", "csv", str(src), *prepare, "--out", str(tmp_path / "d")]) == 0
     data, extra = tmp_path / "d", ["--epochs", "2", "--eval-freq", "5", "--lr", "1e-3"]
     assert main(train_args(data, weights_dir, tmp_path / "one", *extra)) == 0
     run_ok(*train_args(data, weights_dir, tmp_path / "two", *extra))
     la, lb = history(tmp_path / "one")["step_loss"], history(tmp_path / "two")["step_loss"]
     assert len(la) == len(lb) > 0 and max(abs(x - y) for x, y in zip(la, lb)) < 1e-5
     texts = sms_texts()[:100]
+    texts = list(zip(texts, reversed(texts))) if task == "pairs" else texts
     pa, pb = (Classifier.load(tmp_path / r, "cpu").probabilities(texts) for r in ("one", "two"))
     assert (pa - pb).abs().max().item() < 1e-4
     ma, mb = (json.loads((tmp_path / r / "metrics.json").read_text())["test"] for r in ("one", "two"))
@@ -296,4 +301,4 @@ def test_label_shapes_take_the_same_steps_on_two_processes_and_after_a_resume(ta
     a, b = (load_file(tmp_path / r / "model.safetensors") for r in ("straight", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     ca, cb = (json.loads((tmp_path / r / "config.json").read_text()) for r in ("straight", "resumed"))
-    assert (ca["thresholds"], ca["target_scale"]) == (cb["thresholds"], cb["target_scale"])
+    assert (ca["thresholds"], ca["target_scale"], ca["task"]) == (cb["thresholds"], cb["target_scale"], cb["task"])

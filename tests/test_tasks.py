@@ -206,3 +206,87 @@ def test_the_service_answers_in_the_runs_shape_and_its_schema_says_so(multi_labe
             assert schema["paths"]["/v1/classify"]["post"]["responses"]["200"]["content"]["application/json"][
                 "schema"]["$ref"].endswith(shape)
             assert client.get("/v1/model").json()["task"] == clf.task
+
+
+# ---------------------------------------------------------------- pairs of texts
+
+
+def pair_rows(n=160):
+    """(text, text_pair, same?): a message with itself reworded, or with another message."""
+    texts = sms_rows(n)
+    return [(t, t.lower() if i % 2 else texts[(i * 7 + 3) % n], "same" if i % 2 else "different")
+            for i, t in enumerate(texts)]
+
+
+@pytest.fixture(scope="module")
+def pair_dir(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("pairs")
+    src = write_csv(tmp / "pairs.csv", pair_rows(), ("question", "answer", "label"))
+    assert main(["prepare", "csv", str(src), "--text-column", "question", "--text-pair-column", "answer",
+                 "--out", str(tmp / "d")]) == 0
+    return tmp / "d"
+
+
+def test_pairs_train_predict_from_python_files_and_the_service(pair_dir, weights_dir, tmp_path, capsys):
+    from fastapi.testclient import TestClient
+
+    from gptclassify.data.splits import load_data_split
+    from gptclassify.errors import UserError
+    from gptclassify.inference.predict import Classifier
+    from gptclassify.inference.serve import create_app
+
+    texts, _ = load_data_split(pair_dir, "test", ["different", "same"])
+    assert all(isinstance(t, tuple) and len(t) == 2 for t in texts)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(pair_dir), "--weights", str(weights_dir), "--out", str(run),
+                 "--epochs", "1", "--max-steps", "3"]) == 0
+    clf = Classifier.load(run, "cpu")
+    assert clf.pairs
+    ids = clf.encode(("Call now", "later"))
+    sep = clf.tokenizer.pad_id  # GPT-2's end-of-text token joins the two
+    assert ids == clf.tokenizer.encode("Call now") + [sep] + clf.tokenizer.encode("later")
+    one = clf.predict(("Call now", "later"))
+    assert set(one) == {"label", "score", "probabilities"}
+    with pytest.raises(UserError, match="this run classifies pairs"):
+        clf.predict("Call now")
+    src = write_csv(tmp_path / "in.csv", [(a, b) for a, b, _ in pair_rows(30)], ("q", "a"))
+    capsys.readouterr()
+    assert main(["predict", str(run), "--input", str(src), "--text-column", "q", "--text-pair-column", "a",
+                 "--format", "jsonl"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = clf.predict([(a, b) for a, b, _ in pair_rows(30)])
+    assert [(r["text"], r["text_pair"]) for r in lines] == [(a, b) for a, b, _ in pair_rows(30)]
+    assert [r["probabilities"] for r in lines] == json.loads(json.dumps([p["probabilities"] for p in expected]))
+    with TestClient(create_app(clf, run)) as client:
+        answer = client.post("/v1/classify", json={"pairs": [["Call now", "later"]]})
+        assert answer.status_code == 200 and answer.json()["predictions"][0]["label"] == one["label"]
+        refused = client.post("/v1/classify", json={"texts": ["Call now"]})
+        assert refused.status_code == 422 and "this run classifies pairs" in refused.json()["error"]
+
+
+def test_the_longer_of_a_pair_is_cut_first_as_transformers_cuts_it():
+    """Our joining against transformers' own `truncate_sequences(..., "longest_first")` (its slow
+    tokenizers' code, called on the same token ids): the same ids kept of each text."""
+    from types import SimpleNamespace
+
+    from hypothesis import given, settings, strategies as st
+
+    from gptclassify.data.tokenizer import get_tokenizer
+
+    python_backend = pytest.importorskip("transformers.tokenization_python").PythonBackend
+    ours = get_tokenizer("gpt2")
+    words = st.lists(st.sampled_from(["spam", "call", "now", "free", "prize", "ok", "later", "see", "you", "!"]),
+                     min_size=1, max_size=40).map(" ".join)  # empty texts are refused where they are read
+
+    @settings(max_examples=200, deadline=None)
+    @given(words, words, st.integers(2, 50))
+    def check(a, b, max_length):
+        raw = ours.encode_raw((a, b))
+        got = ours.fit(raw, max_length)
+        excess = max(0, len(raw[0]) + len(raw[1]) - (max_length - 1))  # one position for the separator
+        first, second, _ = python_backend.truncate_sequences(SimpleNamespace(truncation_side="right"), list(raw[0]),
+                                                             list(raw[1]), num_tokens_to_remove=excess,
+                                                             truncation_strategy="longest_first")
+        assert got == [*first, ours.pad_id, *second]
+
+    check()

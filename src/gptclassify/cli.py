@@ -51,6 +51,8 @@ def add_prepare(sub) -> None:
     p.add_argument("file", type=Path, help="CSV, TSV or JSONL (by extension), any number of classes")
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the data directory to write")
     p.add_argument("--text-column", default="text", help="the column of texts")
+    p.add_argument("--text-pair-column", metavar="COLUMN", help="a second text per row (a pair task: duplicates, "
+                   "entailment); joined to the first with the model's end-of-text token")
     p.add_argument("--label-column", default="label", help="the column of labels")
     p.add_argument("--seed", type=int, default=123, help="the shuffle before the stratified split")
     p.add_argument("--val-frac", type=float, default=0.1, help="share of each class for validation")
@@ -96,6 +98,7 @@ def add_evaluate_and_predict(sub) -> None:
     p.add_argument("texts", nargs="*", help="texts to classify; '-' reads standard input, one text per line")
     p.add_argument("--input", type=Path, help="a file: one text per line, or CSV/TSV/JSONL with --text-column")
     p.add_argument("--text-column", help="the column of texts, for CSV/TSV/JSONL input")
+    p.add_argument("--text-pair-column", metavar="COLUMN", help="the column of each text's pair, for a pair run")
     p.add_argument("--output", type=Path, help="write the predictions to this file (atomically) instead of standard output")
     p.add_argument("--format", choices=["jsonl", "csv", "table"],
                    help="default: by --output's extension (.csv, .jsonl, .txt), else jsonl")

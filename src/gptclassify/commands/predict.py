@@ -32,7 +32,8 @@ def read_texts(args) -> list[str]:
         if args.input.suffix.lower() in (".csv", ".tsv", ".tab", ".jsonl", ".ndjson"):
             if not args.text_column:
                 raise UserError(f"{args.input}: name the column of texts with --text-column")
-            texts.extend(read_table(args.input, args.text_column, None)["text"].tolist())
+            df = read_table(args.input, args.text_column, None, pair_column=args.text_pair_column)
+            texts.extend(zip(df["text"], df["text_pair"]) if args.text_pair_column else df["text"].tolist())
         else:
             if not args.input.is_file():
                 raise UserError(f"{args.input}: no such file")
@@ -46,10 +47,10 @@ def read_texts(args) -> list[str]:
 
 def cmd_predict(args) -> None:
     if args.input and not args.texts:  # a file, read as it goes: memory stays flat however long it is
-        texts = InputFile(args.input, args.text_column)
+        texts = InputFile(args.input, args.text_column, args.text_pair_column)
         if next(iter(texts), None) is None:
             raise UserError(f"{args.input}: no texts")
-        texts = InputFile(args.input, args.text_column)
+        texts = InputFile(args.input, args.text_column, args.text_pair_column)
     else:
         texts = read_texts(args)
     if args.batch_size is not None and args.batch_size < 1:

@@ -22,7 +22,7 @@ def cmd_prepare_csv(args) -> None:
     options = SplitOptions(seed=args.seed, val_frac=args.val_frac, test_frac=args.test_frac,
                            balance="undersample" if args.balance else "none", split="stratified")
     prepared = prepare_table(args.file, args.text_column, args.label_column, options=options, encoding=args.encoding,
-                             task=args.task, separator=args.label_separator)
+                             task=args.task, separator=args.label_separator, pair_column=args.text_pair_column)
     write_prepared(prepared, args.out, params=vars_of(args))
     print_prepared(prepared, args.out)
 

@@ -15,16 +15,20 @@ class TextDataset(Dataset):
     """Texts encoded once and truncated to `max_length` tokens by a truncation policy (`keep`),
     with integer labels; `cut` and `dropped` count the texts cut and the tokens they lost."""
 
-    def __init__(self, texts: list[str], labels: list[int], tokenizer, max_length: int | None = None,
+    def __init__(self, texts: list, labels: list, tokenizer, max_length: int | None = None,
                  context_length: int | None = None, truncation: str = "head"):
-        full = [tokenizer.encode(t, max_length or context_length, truncation) for t in texts]
-        longest = max((len(e) for e in full), default=1)
+        pairs = any(isinstance(t, tuple) for t in texts)  # (text, text_pair): joined and cut by `Tokenizer.fit`
+        full = [tokenizer.encode_raw(t, max_length or context_length, truncation) if pairs else
+                tokenizer.encode(t, max_length or context_length, truncation) for t in texts]
+        sizes = [tokenizer.raw_length(e) for e in full] if pairs else [len(e) for e in full]
+        longest = max(sizes, default=1)
         if max_length is None:  # the book: the longest example, capped by the model's context
             max_length = longest if context_length is None else min(longest, context_length)
         self.max_length = max_length
-        self.encoded = [keep(e, max_length, truncation, len(getattr(tokenizer, "prefix", ()))) for e in full]
-        self.cut = sum(len(e) > max_length for e in full)
-        self.dropped = sum(max(0, len(e) - max_length) for e in full)
+        self.encoded = [tokenizer.fit(e, max_length, truncation) for e in full] if pairs else \
+            [keep(e, max_length, truncation, len(getattr(tokenizer, "prefix", ()))) for e in full]
+        self.cut = sum(n > max_length for n in sizes)
+        self.dropped = sum(max(0, n - max_length) for n in sizes)
         self.labels = list(labels)
 
     def __len__(self):

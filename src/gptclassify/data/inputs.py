@@ -17,13 +17,15 @@ TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson")
 class InputFile:
     """Iterate to get the texts; `bytes_read` and `blank` say how far it got and what it skipped."""
 
-    def __init__(self, path: Path, text_column: str | None = None):
-        self.path, self.text_column = Path(path), text_column
+    def __init__(self, path: Path, text_column: str | None = None, pair_column: str | None = None):
+        self.path, self.text_column, self.pair_column = Path(path), text_column, pair_column
         if not self.path.is_file():
             raise UserError(f"{self.path}: no such file")
         self.suffix = self.path.suffix.lower()
         if self.suffix in TABLE_SUFFIXES and not text_column:
             raise UserError(f"{self.path}: name the column of texts with --text-column")
+        if pair_column and self.suffix not in TABLE_SUFFIXES:
+            raise UserError(f"{self.path}: pairs come in two columns of a CSV, TSV or JSONL file")
         stat = self.path.stat()
         self.size, self.mtime_ns = stat.st_size, stat.st_mtime_ns
         self.bytes_read, self.blank = 0, 0
@@ -31,7 +33,7 @@ class InputFile:
     def identity(self) -> dict:
         """What must not change for an interrupted prediction to be continued."""
         return {"input": str(self.path.resolve()), "bytes": self.size, "mtime_ns": self.mtime_ns,
-                "text_column": self.text_column}
+                "text_column": self.text_column, **({"text_pair_column": self.pair_column} if self.pair_column else {})}
 
     def lines(self):
         """Decoded lines with their line ends (UTF-8; a byte-order mark at the start is dropped)."""
@@ -47,11 +49,12 @@ class InputFile:
                         from None
 
     def __iter__(self):
+        columns = [c for c in (self.text_column, self.pair_column) if c]
         if self.suffix in (".jsonl", ".ndjson"):
-            rows = jsonl_rows(self.path, (line.rstrip("\n") for line in self.lines()), [self.text_column])
+            rows = jsonl_rows(self.path, (line.rstrip("\n") for line in self.lines()), columns)
         elif self.suffix in TABLE_SUFFIXES:
             csv.field_size_limit(sys.maxsize >> 1)  # a text may be as long as the file
-            rows = delimited_rows(self.path, self.lines(), "," if self.suffix == ".csv" else "\t", [self.text_column])
+            rows = delimited_rows(self.path, self.lines(), "," if self.suffix == ".csv" else "\t", columns)
         else:
             for line in self.lines():
                 text = line.removesuffix("\n").removesuffix("\r")
@@ -60,7 +63,8 @@ class InputFile:
                 else:
                     self.blank += 1
             return
-        for line, (text,) in rows:
-            if not text.strip():
-                raise UserError(f"{self.path}: line {line}, column {self.text_column!r}: empty text")
-            yield text
+        for line, values in rows:
+            for column, text in zip(columns, values):
+                if not text.strip():
+                    raise UserError(f"{self.path}: line {line}, column {column!r}: empty text")
+            yield tuple(values) if self.pair_column else values[0]

@@ -110,10 +110,10 @@ def prepare_sms_spam(source: str | None = None, *, exact: bool = False, balance:
 
 
 def read_table(path: Path, text_column: str, label_column: str | None, encoding: str = "utf-8",
-               task: str = "single-label", separator: str = "|") -> pd.DataFrame:
+               task: str = "single-label", separator: str = "|", pair_column: str | None = None) -> pd.DataFrame:
     """A CSV, TSV or JSONL file (by extension) as a frame with columns `text` and `label`
-    (just `text` when no label column is named), each label read as `task` reads it
-    (`data/tasks.py`: a class, a sorted list of classes, a number).
+    (just `text` when no label column is named; and `text_pair` with a `pair_column`), each label
+    read as `task` reads it (`data/tasks.py`: a class, a sorted list of classes, a number).
 
     Every row is read or the file is refused with one line naming it, the line and the column:
     undecodable bytes, a row with too many or too few fields, a duplicated or missing column, an
@@ -127,7 +127,8 @@ def read_table(path: Path, text_column: str, label_column: str | None, encoding:
     if suffix not in (".csv", ".tsv", ".tab", ".jsonl", ".ndjson"):
         raise UserError(f"{path}: unknown file type {suffix!r} (expected .csv, .tsv or .jsonl)")
     text = decode_file(path, encoding)
-    columns = [c for c in (text_column, label_column) if c is not None]
+    named = [(n, c) for n, c in (("text", text_column), ("label", label_column), ("text_pair", pair_column)) if c]
+    names, columns = [n for n, _ in named], [c for _, c in named]
     if suffix in (".jsonl", ".ndjson"):
         rows = list(jsonl_rows(path, text.split("\n"), columns, lists_in=label_column if task == "multi-label" else None))
         if not rows:
@@ -137,10 +138,10 @@ def read_table(path: Path, text_column: str, label_column: str | None, encoding:
         # The whole file is in memory already, so a field may be as long as the file.
         csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
         rows = list(delimited_rows(path, io.StringIO(text, newline=""), "," if suffix == ".csv" else "\t", columns))
-    names = ["text", "label"][: len(columns)]
     for line, row in rows:
-        if not row[0].strip():
-            raise UserError(f"{path}: line {line}, column {text_column!r}: empty text")
+        for name, column, value in zip(names, columns, row):
+            if name != "label" and not value.strip():
+                raise UserError(f"{path}: line {line}, column {column!r}: empty text")
         if label_column is not None:
             row[1] = parse_label_cell(path, line, label_column, row[1], task, separator)
     return pd.DataFrame([row for _, row in rows], columns=names, dtype=object)
@@ -231,8 +232,9 @@ def jsonl_rows(path: Path, lines, columns: list[str], lists_in: str | None = Non
 
 
 def prepare_table(path: Path, text_column: str, label_column: str, *, options: SplitOptions,
-                  encoding: str = "utf-8", task: str = "single-label", separator: str = "|") -> Prepared:
-    df = read_table(path, text_column, label_column, encoding, task, separator)
+                  encoding: str = "utf-8", task: str = "single-label", separator: str = "|",
+                  pair_column: str | None = None) -> Prepared:
+    df = read_table(path, text_column, label_column, encoding, task, separator, pair_column)
     if task == "multi-label":
         prepared = split_multi_label(df, options, separator)
     elif task == "regression":
@@ -240,7 +242,7 @@ def prepare_table(path: Path, text_column: str, label_column: str, *, options: S
     else:
         prepared = split_frame(df, labels=sorted(df["label"].unique()), options=options)
     prepared.info.update(task=task, source=str(path), source_sha256=sha256_file(path),
-                         text_column=text_column, label_column=label_column)
+                         text_column=text_column, label_column=label_column, text_pair_column=pair_column)
     return prepared
 
 
@@ -347,11 +349,12 @@ def stratified_split(df: pd.DataFrame, labels: list[str], options: SplitOptions)
 
 def duplicate_report(df: pd.DataFrame, splits: dict[str, pd.DataFrame]) -> dict:
     """Texts that occur more than once, and texts shared between splits (leakage)."""
-    train = set(splits["train"]["text"])
+    key = lambda part: part["text"] + "\0" + part["text_pair"] if "text_pair" in part else part["text"]  # noqa: E731
+    train = set(key(splits["train"]))
     return {
-        "duplicate_texts": int(df["text"].duplicated().sum()),
-        "validation_texts_in_train": int(splits["validation"]["text"].isin(train).sum()),
-        "test_texts_in_train": int(splits["test"]["text"].isin(train).sum()),
+        "duplicate_texts": int(key(df).duplicated().sum()),
+        "validation_texts_in_train": int(key(splits["validation"]).isin(train).sum()),
+        "test_texts_in_train": int(key(splits["test"]).isin(train).sum()),
     }
 
 
@@ -363,7 +366,8 @@ def write_prepared(prepared: Prepared, out: Path, params: dict) -> None:
     for name, part in prepared.splits.items():
         with atomic_path(out / f"{name}.csv") as tmp:
             # Every field quoted: unquoted, a lone carriage return inside a text would read back as a line end.
-            part[["text", "label"]].to_csv(tmp, index=False, encoding="utf-8", quoting=csv.QUOTE_ALL)
+            columns = ["text", "label", "text_pair"] if "text_pair" in part else ["text", "label"]
+            part[columns].to_csv(tmp, index=False, encoding="utf-8", quoting=csv.QUOTE_ALL)
     write_json(out / "dataset.json", {**prepared.info, "parameters": params})
 
 
@@ -402,9 +406,9 @@ def load_data_split(data_dir: Path, split: str, labels: list[str], task: str = "
     over `labels` (multi-label), or numbers (regression)."""
     df = read_split(data_dir, split)
     where = f"{data_dir}/{split}.csv"
+    texts = list(zip(df["text"], df["text_pair"])) if "text_pair" in df else df["text"].tolist()
     if task == "regression":
-        return df["text"].tolist(), [parse_label_cell(where, i + 2, "label", v, task, separator)
-                                     for i, v in enumerate(df["label"])]
+        return texts, [parse_label_cell(where, i + 2, "label", v, task, separator) for i, v in enumerate(df["label"])]
     label2id = {label: i for i, label in enumerate(labels)}
     if task == "multi-label":
         sets = [[n for n in v.split(separator) if n] for v in df["label"]]
@@ -415,8 +419,8 @@ def load_data_split(data_dir: Path, split: str, labels: list[str], task: str = "
         for row, names in zip(rows, sets):
             for n in names:
                 row[label2id[n]] = 1.0
-        return df["text"].tolist(), rows
+        return texts, rows
     unknown = sorted(set(df["label"]) - set(label2id))
     if unknown:
         raise UserError(f"{where}: label {unknown[0]!r} is not among the model's labels ({', '.join(labels)})")
-    return df["text"].tolist(), [label2id[label] for label in df["label"]]
+    return texts, [label2id[label] for label in df["label"]]

@@ -30,6 +30,7 @@ class Tokenizer:
     source: str = ""  # where the vocabulary came from, for the run's config.json
     hf: object = None  # the `tokenizers.Tokenizer` behind a non-GPT-2 tokenizer, saved with a run
     prefix: tuple = ()  # ids the model expects before every text (Gemma's and Llama 3's BOS); `keep` keeps them
+    sep_id: int | None = None  # between the two texts of a pair: the model's end-of-text token (None: pad_id)
 
     def encode(self, text: str, max_length: int | None = None, truncation: str = "head") -> list[int]:
         """Token ids of any Python string (lone surrogates become U+FFFD). With `max_length`, a text
@@ -45,6 +46,32 @@ class Tokenizer:
 
     def decode(self, ids) -> str:
         return self.decode_fn(list(ids))
+
+    def encode_raw(self, text, max_length: int | None = None, truncation: str = "head"):
+        """`encode(text)` for a text; for a pair (a, b), the ids of each, uncut (`fit` joins them)."""
+        if not isinstance(text, tuple):
+            return self.encode(text, max_length, truncation)
+        budget = 2 * max(4096, 64 * max_length) if max_length is not None else None
+        return tuple(self.encode_fn(clean_text(t[:budget] if budget else t)) for t in text)
+
+    def raw_length(self, raw) -> int:
+        return len(self.prefix) + len(raw[0]) + 1 + len(raw[1]) if isinstance(raw, tuple) else len(raw)
+
+    def fit(self, raw, max_length: int, truncation: str = "head") -> list[int]:
+        """At most `max_length` ids of an `encode_raw` result: a text cut by `truncation` (`keep`);
+        a pair joined as prefix + a + separator + b, the longer of the two cut from its end first
+        until it fits (transformers' `longest_first`)."""
+        if not isinstance(raw, tuple):
+            return keep(raw, max_length, truncation, len(self.prefix))
+        a, b = raw
+        room, la, lb = max(max_length - len(self.prefix) - 1, 0), len(raw[0]), len(raw[1])
+        if la + lb > room:  # the longer down to the shorter, then in turns (a tie cuts b): transformers' order
+            if min(la, lb) <= room - min(la, lb):
+                la, lb = (room - lb, lb) if la > lb else (la, room - la)
+            else:
+                la, lb = (room + 1) // 2, room // 2
+        sep = self.pad_id if self.sep_id is None else self.sep_id
+        return [*self.prefix, *a[:la], sep, *b[:lb]]
 
 
 TRUNCATIONS = ("head", "tail", "head+tail")
@@ -135,8 +162,12 @@ def wrap_hf_tokenizer(tok, pad_id: int, source: str) -> Tokenizer:
     def decode(ids: list[int]) -> str:
         return tok.decode(ids, skip_special_tokens=False)
 
+    sep = next((tok.token_to_id(t) for t in SEP_CANDIDATES if tok.token_to_id(t) is not None), None)
     return Tokenizer("hf", encode, decode, pad_id=pad_id, vocab_size=tok.get_vocab_size(), source=source, hf=tok,
-                     prefix=added_prefix(tok))
+                     prefix=added_prefix(tok), sep_id=sep)
+
+
+SEP_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "<|im_end|>")  # end-of-text tokens
 
 
 def added_prefix(tok) -> tuple:

@@ -18,6 +18,7 @@ from ..classifier.tasks import head_size, probabilities as task_probabilities
 from ..config import RunConfig
 from ..rundir import load_run
 from ..data.tokenizer import keep
+from ..errors import UserError
 
 
 class Classifier:
@@ -42,7 +43,10 @@ class Classifier:
         classifier.run_dir = Path(run_dir)
         return classifier
 
-    def encode(self, text: str) -> list[int]:
+    def encode(self, text) -> list[int]:
+        """A text's ids as the run cut them; a pair (text, text_pair) joined as the run joined them."""
+        if isinstance(text, (tuple, list)):
+            return self.tokenizer.fit(self.tokenizer.encode_raw(tuple(text), self.max_length), self.max_length)
         ids = keep(self.tokenizer.encode(text, self.max_length, self.truncation), self.max_length, self.truncation,
                    len(self.tokenizer.prefix))
         return ids or [self.tokenizer.pad_id]  # an empty text is read as the end-of-text token
@@ -51,12 +55,20 @@ class Classifier:
     def task(self) -> str:
         return self.config.task
 
+    @property
+    def pairs(self) -> bool:
+        """Whether the run was trained on pairs of texts (prepare's --text-pair-column)."""
+        return bool(self.config.data.get("dataset", {}).get("text_pair_column"))
+
     @torch.inference_mode()
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
         """(len(texts), num_classes) class probabilities (a softmax; for multi-label, a sigmoid per
         label; for regression, (len(texts), 1) values in the target's units), in the order given.
         Batches of `batch_size` texts; by default 32 on a CPU, and on CUDA as many as fill
         `device.GPU_BATCH_TOKENS` positions."""
+        if any(isinstance(t, (tuple, list)) != self.pairs for t in texts):
+            raise UserError("this run classifies pairs of texts: give (text, text_pair) tuples" if self.pairs else
+                            "this run classifies single texts, not pairs")
         encoded = [self.encode(t) for t in texts]
         probs = torch.empty(len(texts), head_size(self.task, self.labels))
         collate = Collate(self.tokenizer.pad_id, self.pad_to)
@@ -75,7 +87,7 @@ class Classifier:
         """Per text: {"label", "score", "probabilities": {label: p}} (multi-label: {"labels": the
         labels over their thresholds, "scores": {label: p}}; regression: {"value": x}); a single
         string gives one dict."""
-        single = isinstance(texts, str)
+        single = isinstance(texts, (str, tuple))  # a text, or one (text, text_pair)
         probs = self.probabilities([texts] if single else list(texts), batch_size)
         out = [self.prediction(row) for row in probs.tolist()]
         return out[0] if single else out

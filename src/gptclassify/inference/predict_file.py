@@ -42,18 +42,22 @@ def output_format(fmt: str | None, output: Path | None) -> str:
 def format_predictions(texts: list[str], predictions: list[dict], labels: list[str], fmt: str, header: bool,
                        task: str = "single-label") -> str:
     out = io.StringIO()
+    pairs = any(isinstance(t, tuple) for t in texts)
     if fmt == "jsonl":
         for text, p in zip(texts, predictions):
-            out.write(json.dumps({"text": text, **p}, ensure_ascii=False) + "\n")
+            shown = {"text": text[0], "text_pair": text[1]} if pairs else {"text": text}
+            out.write(json.dumps({**shown, **p}, ensure_ascii=False) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         if header:
-            writer.writerow(csv_header(labels, task))
+            head = csv_header(labels, task)
+            writer.writerow(head[:1] + ["text_pair"] + head[1:] if pairs else head)
         for text, p in zip(texts, predictions):
-            writer.writerow([text, *csv_values(p, task)])
+            writer.writerow([*(text if pairs else [text]), *csv_values(p, task)])
     else:
         width = max(len(label) for label in labels)
         for text, p in zip(texts, predictions):
+            text = " ‖ ".join(text) if pairs else text
             shown = text if len(text) <= 70 else text[:67] + "..."
             out.write(f"{text_summary(p, task, width)}  {shown}\n")
     return out.getvalue()
@@ -139,7 +143,9 @@ def manifest(classifier, texts, fmt: str) -> dict:
     else:
         h = hashlib.sha256()
         for t in texts:
-            h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+            for part in (t if isinstance(t, tuple) else (t,)):
+                h.update(part.encode("utf-8", "surrogatepass") + b"\0")
+            h.update(b"\1" if isinstance(t, tuple) else b"")
         source = {"texts_sha256": h.hexdigest(), "count": len(texts)}
     run = getattr(classifier, "run_dir", None)
     weights = Path(run) / "model.safetensors" if run else None

@@ -19,11 +19,12 @@ import os
 import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Annotated
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import UserError
@@ -40,7 +41,8 @@ class Busy(Exception):
 
 class ClassifyRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
-    texts: list[str]
+    texts: list[str] | None = None
+    pairs: list[Annotated[list[str], Field(min_length=2, max_length=2)]] | None = None  # [[text, text_pair], ...]
 
 
 class Prediction(BaseModel):
@@ -209,13 +211,25 @@ class ApiKey:
         await self.app(scope, receive, send)
 
 
-async def answer(texts: list[str], request: Request, batcher: Batcher, limits: Limits):
+def request_texts(body: ClassifyRequest, pairs: bool) -> list | JSONResponse:
+    """The texts (or pairs, for a pair run) of a request, or the 422 that says which it lacks."""
+    if (body.texts is None) == (body.pairs is None):
+        return error(422, "body: give either 'texts' or 'pairs'")
+    if pairs != (body.pairs is not None):
+        return error(422, "body: this run classifies pairs: send {\"pairs\": [[text, text_pair], ...]}" if pairs
+                     else "body: this run classifies single texts: send {\"texts\": [...]}")
+    return [tuple(p) for p in body.pairs] if pairs else body.texts
+
+
+async def answer(texts: list, request: Request, batcher: Batcher, limits: Limits):
     """POST /v1/classify: the predictions, or the JSON error that says why there are none."""
     if len(texts) > limits.max_texts:
         return error(413, f"at most {limits.max_texts} texts per request, got {len(texts)}")
     for i, text in enumerate(texts):
-        if len(text) > limits.max_chars:
-            return error(413, f"texts.{i}: at most {limits.max_chars} characters, got {len(text)}")
+        if max(map(len, text if isinstance(text, tuple) else (text,))) > limits.max_chars:
+            where = f"pairs.{i}" if isinstance(text, tuple) else f"texts.{i}"
+            return error(413, f"{where}: at most {limits.max_chars} characters a text, got "
+                              f"{max(map(len, text if isinstance(text, tuple) else (text,)))}")
     if not texts:
         return {"predictions": []}
     work = asyncio.ensure_future(batcher.classify(texts))
@@ -269,7 +283,8 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
                          422: {"description": "the body is not {\"texts\": [strings]}"},
                          503: {"description": "the queue is full or the answer took too long; see Retry-After"}})
     async def classify(body: ClassifyRequest, request: Request):
-        return await answer(body.texts, request, batcher, limits)
+        texts = request_texts(body, classifier.pairs)
+        return texts if isinstance(texts, JSONResponse) else await answer(texts, request, batcher, limits)
 
     @app.get("/healthz")
     async def healthz():
@@ -278,7 +293,8 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
     @app.get("/v1/model")
     async def model_info():
         c = classifier.config
-        return {"labels": classifier.labels, "task": classifier.task, "model_name": c.model_name, "weights": c.weights,
+        return {"labels": classifier.labels, "task": classifier.task, "pairs": classifier.pairs,
+                "model_name": c.model_name, "weights": c.weights,
                 "max_length": c.policy.max_length, "pooling": c.policy.pooling, "metrics": metrics,
                 "limits": {"max_texts": limits.max_texts, "max_chars": limits.max_chars},
                 "batches_run": batcher.batches}
