@@ -290,3 +290,19 @@ def test_the_longer_of_a_pair_is_cut_first_as_transformers_cuts_it():
         assert got == [*first, ours.pad_id, *second]
 
     check()
+
+
+@pytest.mark.parametrize("rows,args,message", [
+    ([("a", "b", "x")] * 12, ["--text-pair-column", "nope"], "no column 'nope' (columns: q, a, label)"),
+    ([("a", " ", "x")] * 12, ["--text-pair-column", "a"], "line 2, column 'a': empty text"),
+    ([("a", "b", "inf")] * 12, ["--text-pair-column", "a", "--task", "regression"], "not a finite number: 'inf'"),
+    ([("a", "b", "x")] * 12, ["--task", "multi-label", "--balance"], "--balance undersamples classes"),
+    ([("a", "b", "x")] * 12, ["--task", "multi-label", "--label-separator", ""], "--label-separator must not be empty"),
+])
+def test_bad_task_input_is_one_line(tmp_path, capsys, rows, args, message):
+    src = write_csv(tmp_path / "in.csv", rows, ("q", "a", "label"))
+    capsys.readouterr()
+    assert main(["prepare", "csv", str(src), "--text-column", "q", *args, "--out", str(tmp_path / "d")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "d").exists()
