@@ -306,3 +306,17 @@ def test_bad_task_input_is_one_line(tmp_path, capsys, rows, args, message):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
     assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("recipe", [["--trainable", "lora", "--lora-rank", "4"], ["--trainable", "last-2-blocks"],
+                                    ["--no-cache"]])
+def test_every_recipe_trains_each_shape(multi_label_dir, regression_dir, weights_dir, tmp_path, recipe):
+    from gptclassify.inference.predict import Classifier
+
+    for data in (multi_label_dir, regression_dir):
+        run = tmp_path / data.parent.name
+        assert main(["train", "--data", str(data), "--weights", str(weights_dir), "--out", str(run), "--epochs", "1",
+                     "--max-steps", "3", *recipe]) == 0
+        metrics = json.loads((run / "metrics.json").read_text())["test"]
+        assert ("micro_f1" in metrics) == (data == multi_label_dir) and ("rmse" in metrics) == (data == regression_dir)
+        assert Classifier.load(run, "cpu").predict(["Call 0800 now?"])
