@@ -165,9 +165,10 @@ FAMILY_DEFAULTS = {
 }
 
 
-def with_family_defaults(cfg: TrainConfig, family: str) -> TrainConfig:
-    """`cfg` with the settings it leaves open (None) taken from the model family's defaults."""
-    defaults = FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["gpt2"])
+def with_family_defaults(cfg: TrainConfig, family: str, model_type: str | None = None) -> TrainConfig:
+    """`cfg` with the settings it leaves open (None) taken from the model's defaults: its
+    architecture's (`model_type`) where one was chosen for it, else its family's."""
+    defaults = FAMILY_DEFAULTS.get(model_type) or FAMILY_DEFAULTS.get(family, FAMILY_DEFAULTS["gpt2"])
     return replace(cfg, **{k: v for k, v in defaults.items() if getattr(cfg, k) is None})
 
 

@@ -275,6 +275,9 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
     async def invalid(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        if first.get("type") == "extra_forbidden":  # a misspelt key: say what the body holds
+            return error(422, f"{where}: unknown field; the body is {{\"texts\": [...]}} "
+                              f"(or {{\"pairs\": [[text, text_pair], ...]}} for a run trained on pairs)")
         return error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
 
     @app.post("/v1/classify", response_model=RESPONSES[classifier.task],

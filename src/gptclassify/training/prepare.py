@@ -147,7 +147,7 @@ def build_classifier(model_name: str | None, weights: str, cfg: TrainConfig, num
     started = time.perf_counter()
     model, tokenizer, name = load_model_and_tokenizer(model_name, weights)
     load_seconds = time.perf_counter() - started
-    cfg = with_family_defaults(cfg, model.cfg.family)  # the rate the model family trains with
+    cfg = with_family_defaults(cfg, model.cfg.family, getattr(model.cfg, "model_type", None))  # the model's rate
     if cfg.trainable == "lora" and cfg.lora_rank > model.cfg.emb_dim:
         raise UserError(f"--lora-rank {cfg.lora_rank} is over the model's width ({model.cfg.emb_dim}): "
                         "an update of that rank is a full matrix")
