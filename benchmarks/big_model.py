@@ -1,7 +1,8 @@
 """A 1.5B-parameter decoder on this machine: loading never holds two full copies, and its last block
-trains. Qwen2.5-1.5B's shape (28 blocks of width 1,536, GQA 12/2, q/k/v biases, untied 151,936-token
-head: 1.54B parameters) with random weights, written as the hub ships it (bfloat16, sharded,
-config.json + model.safetensors.index.json) and GPT-2's tokenizer.json standing in for Qwen's.
+trains. Qwen2.5-1.5B's shape (28 blocks of width 1,536, GQA 12/2, q/k/v biases, 151,936-token
+vocabulary) with its head untied (so 1.78B parameters, not 1.54B: a harder case) and random
+weights, written as the hub ships it (bfloat16, sharded, config.json + model.safetensors.index.json)
+and GPT-2's tokenizer.json standing in for Qwen's.
 
     ../.venv/bin/python big_model.py
 
@@ -84,17 +85,25 @@ def write_checkpoint(out: Path) -> int:
     return count
 
 
+def peak_mb() -> float:
+    """This process's own peak RSS (VmHWM: unlike ru_maxrss, not inherited from the parent across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def load_only(path: Path) -> None:
     """In a child: load, report the peak RSS as JSON."""
     from gptclassify import load_pretrained
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_mb()
     started = time.perf_counter()
     model = load_pretrained(path)
     seconds = time.perf_counter() - started
     params = sum(p.numel() for p in model.parameters())
     print(json.dumps({"params": params, "model_mb": params * 4 / 2**20, "seconds": seconds, "rss_before_mb": before,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_rss_mb": peak_mb()}))
 
 
 def child_peak(cmd: list[str], env=None) -> tuple[float, float, str]:
