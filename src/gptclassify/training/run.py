@@ -192,11 +192,7 @@ def end_of_epoch(p: Prepared, state: TrainState) -> bool:
              "val_accuracy": val_acc, "val_loss": val_loss, "seconds": state.seconds}
     if cfg.select_by == "macro-f1":
         epoch["val_macro_f1"] = macro_f1(logits.argmax(-1), targets, logits.shape[-1])
-    score = {"loss": -val_loss, "accuracy": val_acc, "macro-f1": epoch.get("val_macro_f1")}[cfg.select_by or "loss"]
-    improved = state.best_score is None or score > state.best_score
-    if improved:
-        state.best_val_loss, state.best_epoch, state.best_score = val_loss, state.epoch, score
-    state.history["epochs"].append(epoch)
+    improved = record_epoch(state, cfg, epoch)
     p.log(f"epoch {state.epoch}: train accuracy {train_acc:.2%}, validation accuracy {val_acc:.2%}, "
           f"validation loss {val_loss:.4f}" + (f", validation macro-F1 {epoch['val_macro_f1']:.4f}"
                                                if "val_macro_f1" in epoch else "") + f" ({state.seconds:.1f}s)")
@@ -216,13 +212,20 @@ def end_of_epoch_scored(p: Prepared, state: TrainState) -> bool:
     if cfg.select_by == "macro-f1":
         epoch["val_macro_f1"] = multi_label_report(torch.sigmoid(logits), targets, p.labels, [0.5] * len(p.labels),
                                                    val_loss)["macro_f1"]
-    score = {"loss": -val_loss, "accuracy": val_score, "macro-f1": epoch.get("val_macro_f1")}[cfg.select_by or "loss"]
-    improved = state.best_score is None or score > state.best_score
-    if improved:
-        state.best_val_loss, state.best_epoch, state.best_score = val_loss, state.epoch, score
-    state.history["epochs"].append(epoch)
+    improved = record_epoch(state, cfg, epoch)
     p.log(f"epoch {state.epoch}: train {name} {train_score:.4f}, validation {name} {val_score:.4f}, "
           f"validation loss {val_loss:.4f} ({state.seconds:.1f}s)")
+    return improved
+
+
+def record_epoch(state: TrainState, cfg: TrainConfig, epoch: dict) -> bool:
+    """The epoch into the history; whether it is the best so far by `cfg.select_by` (kept in `state`)."""
+    score = {"loss": -epoch["val_loss"], "accuracy": epoch["val_accuracy"],
+             "macro-f1": epoch.get("val_macro_f1")}[cfg.select_by or "loss"]
+    improved = state.best_score is None or score > state.best_score
+    if improved:
+        state.best_val_loss, state.best_epoch, state.best_score = epoch["val_loss"], state.epoch, score
+    state.history["epochs"].append(epoch)
     return improved
 
 
