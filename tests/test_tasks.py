@@ -320,3 +320,41 @@ def test_every_recipe_trains_each_shape(multi_label_dir, regression_dir, weights
         metrics = json.loads((run / "metrics.json").read_text())["test"]
         assert ("micro_f1" in metrics) == (data == multi_label_dir) and ("rmse" in metrics) == (data == regression_dir)
         assert Classifier.load(run, "cpu").predict(["Call 0800 now?"])
+
+
+def test_any_label_sets_and_numbers_survive_prepare_and_read_back(tmp_path_factory):
+    """Random tag sets (any printable text but the separator) and random numbers: what `prepare`
+    writes, `load_data_split` reads back as the same sets and values."""
+    from hypothesis import given, settings, strategies as st
+
+    from gptclassify.data.splits import dataset_info, load_data_split
+
+    tag = st.text(st.characters(codec="utf-8", exclude_characters="|\r\n\x00"), min_size=1, max_size=8).map(str.strip) \
+        .filter(bool)
+    rows = st.lists(st.tuples(st.lists(tag, max_size=3), st.floats(-1e6, 1e6, allow_nan=False)), min_size=12,
+                    max_size=30)
+
+    @settings(max_examples=25, deadline=None)
+    @given(rows)
+    def check(rows):
+        tmp = tmp_path_factory.mktemp("fuzz")
+        src = tmp / "in.jsonl"
+        src.write_text("\n".join(json.dumps({"text": f"text {i}", "tags": tags, "value": v})
+                                 for i, (tags, v) in enumerate(rows)) + "\n")
+        if not any(tags for tags, _ in rows):
+            return
+        assert main(["prepare", "csv", str(src), "--label-column", "tags", "--task", "multi-label",
+                     "--out", str(tmp / "ml")]) == 0
+        assert main(["prepare", "csv", str(src), "--label-column", "value", "--task", "regression",
+                     "--out", str(tmp / "reg")]) == 0
+        _, labels, sep = dataset_info(tmp / "ml")
+        expected = {f"text {i}": sorted(set(tags)) for i, (tags, _) in enumerate(rows)}
+        values = {f"text {i}": v for i, (_, v) in enumerate(rows)}
+        for split in ("train", "validation", "test"):
+            texts, targets = load_data_split(tmp / "ml", split, labels, "multi-label", sep)
+            for text, row in zip(texts, targets):
+                assert [label for label, on in zip(labels, row) if on] == expected[text]
+            texts, numbers = load_data_split(tmp / "reg", split, ["value"], "regression")
+            assert all(numbers[k] == values[t] for k, t in enumerate(texts))
+
+    check()
