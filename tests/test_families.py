@@ -205,3 +205,17 @@ def test_llama_cpp_rope_factors_are_llama3_scaling(tmp_path):
     ids, mask = padded([12, 3], 12)
     with torch.no_grad():
         assert (as_gguf(ids) - hf(ids, attention_mask=mask.long()).logits)[mask].abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("weight_map,message", [
+    ({"model.embed_tokens.weight": "../elsewhere.safetensors"}, "is not a file name beside the index"),
+    ({"model.embed_tokens.weight": "/etc/x.safetensors"}, "is not a file name beside the index"),
+    ([], "not a shard index"),
+    ({"model.embed_tokens.weight": 3}, "not a shard index"),
+])
+def test_a_shard_index_may_only_name_files_beside_it(tmp_path, weight_map, message):
+    path, _ = save_tiny(tmp_path, "llama3", max_shard_size="1MB")
+    index = path / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    with pytest.raises(UserError, match=message):
+        load_pretrained(path)

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..files import read_json
 from ..models.gpt2 import GPT2_CONFIGS, GPTConfig
 
 # Buffers that older Hugging Face checkpoints carry; they hold no learned weights.
@@ -57,8 +58,8 @@ def read_hf_config(directory: Path) -> GPTConfig | None:
     if not path.is_file():
         return None
     try:
-        return config_from_hf(json.loads(path.read_text()))
-    except (json.JSONDecodeError, KeyError) as e:
+        return config_from_hf(read_json(path))
+    except KeyError as e:
         raise UserError(f"{path}: not a GPT-2 config.json ({e})") from None
 
 

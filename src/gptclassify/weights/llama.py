@@ -4,17 +4,17 @@ projections split, every tensor converted to float32 as it is read (never two fu
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import torch
 
 from ..errors import UserError
+from ..files import read_json
 from ..hub import hub_file
 from ..models.llama import LLAMA_CONFIGS, LlamaConfig, LlamaModel
 from .llama_config import config_from_hf
-from .tensors import build_model, read_checkpoint
+from .tensors import build_model, read_checkpoint, read_shard_index
 
 __all__ = ["config_from_hf", "load_from_directory", "load_from_hub", "read_hf_config", "tie_head"]
 
@@ -95,12 +95,11 @@ def read_hf_config(directory: Path) -> LlamaConfig | None:
     path = Path(directory) / "config.json"
     if not path.is_file():
         return None
+    hf = read_json(path)
     try:
-        return config_from_hf(json.loads(path.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not readable JSON ({e})") from None
+        return config_from_hf(hf)
     except (KeyError, TypeError) as e:
-        raise UserError(f"{path}: lacks or mistypes {e} for a {json.loads(path.read_text()).get('model_type')} model") from None
+        raise UserError(f"{path}: lacks or mistypes {e} for a {hf.get('model_type')} model") from None
 
 
 def infer_config(tensors: dict) -> LlamaConfig:
@@ -126,6 +125,6 @@ def load_from_hub(repo: str, *, cache_dir=None, endpoint=None) -> LlamaModel:
     weights = hub_file(repo, "model.safetensors", cache_dir=cache_dir, endpoint=endpoint, required=False)
     if weights is None:
         weights = hub_file(repo, "model.safetensors.index.json", cache_dir=cache_dir, endpoint=endpoint)
-        for shard in sorted(set(json.loads(weights.read_text())["weight_map"].values())):
+        for shard in sorted(set(read_shard_index(weights).values())):
             hub_file(repo, shard, cache_dir=cache_dir, endpoint=endpoint)
     return load_from_directory(weights, config.parent)

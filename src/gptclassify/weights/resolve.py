@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from ..files import safetensors_names
+from ..files import read_json, safetensors_names
 from ..models.gpt2 import GPT2_CONFIGS
 from .fetch import PACKAGED_GGUF
+from .tensors import read_shard_index
 
 
 @dataclass(frozen=True)
@@ -110,12 +111,7 @@ def resolve_directory(name: str, path: Path) -> Source:
 def first_shard_names(path: Path) -> list[str]:
     """Tensor names in a safetensors file's header, or in the first shard an index names."""
     if path.name.endswith(".index.json"):
-        import json
-
-        try:
-            return list(json.loads(path.read_text())["weight_map"])
-        except (OSError, ValueError, KeyError) as e:
-            raise UserError(f"{path}: not a readable shard index ({type(e).__name__}: {e})") from None
+        return list(read_shard_index(path))
     return safetensors_names(path)
 
 
@@ -123,8 +119,6 @@ def architecture(source: Source, *, cache_dir=None, endpoint=None) -> str:
     """"gpt2", or the model_type of a Llama-style checkpoint, read from the checkpoint itself:
     config.json's model_type (downloaded first for a hub id), GGUF's general.architecture, or
     for a bare safetensors file the names of its tensors."""
-    import json
-
     if source.kind == "tf-checkpoint" or source.short_name in GPT2_CONFIGS:
         return "gpt2"
     if source.kind in ("gguf", "gguf-package"):
@@ -136,8 +130,5 @@ def architecture(source: Source, *, cache_dir=None, endpoint=None) -> str:
     else:
         config = source.directory / "config.json"
     if config.is_file():
-        try:
-            return str(json.loads(config.read_text()).get("model_type", "gpt2"))
-        except (ValueError, UnicodeDecodeError, AttributeError) as e:
-            raise UserError(f"{config}: not readable JSON ({e})") from None
+        return str(read_json(config).get("model_type", "gpt2"))
     return "llama" if "model.embed_tokens.weight" in first_shard_names(source.path) else "gpt2"

@@ -4,7 +4,6 @@ initialising it, and assign every tensor after checking it by name and shape."""
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 import torch
@@ -12,8 +11,9 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..files import load_safetensors as read_safetensors
+from ..files import read_json
 
-__all__ = ["assign_checked", "build_model", "read_checkpoint", "read_safetensors", "uninitialised"]
+__all__ = ["assign_checked", "build_model", "read_checkpoint", "read_safetensors", "read_shard_index", "uninitialised"]
 
 
 @contextlib.contextmanager
@@ -56,6 +56,18 @@ def assign_checked(model: nn.Module, state: dict[str, torch.Tensor], where: str)
     model.load_state_dict(state, assign=True)
 
 
+def read_shard_index(path: Path) -> dict[str, str]:
+    """The weight_map of a `model.safetensors.index.json` (tensor name -> shard file beside it), or
+    a one-line error; a shard named by a path rather than a file name is refused."""
+    weight_map = read_json(path).get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise UserError(f"{path}: not a shard index (no weight_map from tensor names to shard files)")
+    for shard in set(weight_map.values()):
+        if Path(shard).name != shard or shard in ("", ".", ".."):
+            raise UserError(f"{path}: shard {shard!r} is not a file name beside the index")
+    return weight_map
+
+
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """The float32 tensors of a safetensors file, or of every shard a `model.safetensors.index.json`
     names; each tensor converted as it is read, so a bfloat16 checkpoint never sits in memory
@@ -64,11 +76,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     if path.name.endswith(".index.json"):
-        try:
-            shards = sorted(set(json.loads(path.read_text())["weight_map"].values()))
-        except (OSError, ValueError, KeyError, AttributeError) as e:
-            raise UserError(f"{path}: not a readable shard index ({type(e).__name__}: {e})") from None
-        files = [path.parent / s for s in shards]
+        files = [path.parent / s for s in sorted(set(read_shard_index(path).values()))]
     else:
         files = [path]
     tensors = {}
