@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..data.batches import length_sorted_batches
 from ..distributed import gather_shards
-from .tasks import loss_fn, multi_label_report, regression_report
+from .tasks import in_target_units, loss_fn, multi_label_report, regression_report
 
 
 def classification_report(y_true, y_pred, labels: list[str], loss: float | None = None) -> dict:
@@ -70,8 +70,8 @@ def logits_report(logits: torch.Tensor, targets: torch.Tensor, labels: list[str]
     loss = loss_fn(logits, targets, huber=huber).item()
     if task == "multi-label":
         return multi_label_report(torch.sigmoid(logits), targets, labels, thresholds or [0.5] * len(labels), loss)
-    mean, std = target_scale or (0.0, 1.0)
-    return regression_report(logits.reshape(-1) * std + mean, targets * std + mean, loss)
+    return regression_report(in_target_units(logits.reshape(-1), target_scale), in_target_units(targets, target_scale),
+                             loss)
 
 
 # Texts per batch of a whole-split pass: the same as training's final metrics use, so that `evaluate`

@@ -17,7 +17,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-TASKS = ("single-label", "multi-label", "regression")
 MIN_POSITIVES_FOR_THRESHOLD = 5  # fewer validation positives of a label than this: its threshold stays 0.5
 
 
@@ -52,6 +51,18 @@ def balanced_positive_weights(targets: list[list[float]]) -> torch.Tensor:
     t = torch.tensor(targets, dtype=torch.float32)
     positives = t.sum(0)
     return torch.where(positives > 0, (len(t) - positives) / positives.clamp(min=1), torch.ones_like(positives))
+
+
+def standardize(values: list[float], scale) -> list[float]:
+    """Regression targets as the run trains on them: (value - mean) / std, `scale` = (mean, std)."""
+    mean, std = scale or (0.0, 1.0)
+    return [(v - mean) / std for v in values]
+
+
+def in_target_units(outputs: torch.Tensor, scale) -> torch.Tensor:
+    """The head's standardized outputs (or targets) back in the target's own units."""
+    mean, std = scale or (0.0, 1.0)
+    return outputs * std + mean
 
 
 def probabilities(task: str, logits: torch.Tensor) -> torch.Tensor:

@@ -64,7 +64,7 @@ class Tokenizer:
         if not isinstance(raw, tuple):
             return keep(raw, max_length, truncation, len(self.prefix))
         a, b = raw
-        room, la, lb = max(max_length - len(self.prefix) - 1, 0), len(raw[0]), len(raw[1])
+        room, la, lb = max(max_length - len(self.prefix) - 1, 0), len(a), len(b)
         if la + lb > room:  # the longer down to the shorter, then in turns (a tie cuts b): transformers' order
             if min(la, lb) <= room - min(la, lb):
                 la, lb = (room - lb, lb) if la > lb else (la, room - la)
@@ -162,12 +162,16 @@ def wrap_hf_tokenizer(tok, pad_id: int, source: str) -> Tokenizer:
     def decode(ids: list[int]) -> str:
         return tok.decode(ids, skip_special_tokens=False)
 
-    sep = next((tok.token_to_id(t) for t in SEP_CANDIDATES if tok.token_to_id(t) is not None), None)
     return Tokenizer("hf", encode, decode, pad_id=pad_id, vocab_size=tok.get_vocab_size(), source=source, hf=tok,
-                     prefix=added_prefix(tok), sep_id=sep)
+                     prefix=added_prefix(tok), sep_id=first_token(tok, SEP_CANDIDATES, None))
 
 
 SEP_CANDIDATES = ("<|endoftext|>", "</s>", "<eos>", "<|end_of_text|>", "<|im_end|>")  # end-of-text tokens
+
+
+def first_token(tok, candidates: tuple, default):
+    """The id of the first of `candidates` the vocabulary has, else `default`."""
+    return next((tok.token_to_id(t) for t in candidates if tok.token_to_id(t) is not None), default)
 
 
 def added_prefix(tok) -> tuple:
@@ -190,5 +194,5 @@ def tokenizer_from_json(path: str | os.PathLike, pad_id: int | None = None) -> T
     except Exception as e:  # tokenizers raises a bare Exception on bad files
         raise UserError(f"{path}: not a readable tokenizer.json ({str(e)[:100]})") from None
     if pad_id is None:  # the model's own pad token, else its end-of-text token (padding is never attended to)
-        pad_id = next((tok.token_to_id(t) for t in PAD_CANDIDATES if tok.token_to_id(t) is not None), 0)
+        pad_id = first_token(tok, PAD_CANDIDATES, 0)
     return wrap_hf_tokenizer(tok, pad_id, str(path))

@@ -14,7 +14,7 @@ from ..distributed import current
 from ..errors import UserError
 from ..classifier.metrics import SPLIT_BATCH_SIZE, logits_report, split_logits
 from ..classifier.prefix import run_logits, run_prefix
-from ..classifier.tasks import head_size
+from ..classifier.tasks import head_size, standardize
 from ..rundir import load_run
 
 
@@ -34,8 +34,7 @@ def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str
         raise UserError(f"{data_dir} holds {task} data; the run was trained for {config.task}")
     if task == "regression":
         texts, values = load_data_split(data_dir, split, labels, task, separator)
-        mean, std = config.target_scale or (0.0, 1.0)
-        targets = [(v - mean) / std for v in values]  # as the run trained: reported in the target's units
+        targets = standardize(values, config.target_scale)  # as the run trained: reported in the target's units
     else:
         texts, targets = load_data_split(data_dir, split, labels, task, separator)
     shard = current().shard(len(texts))

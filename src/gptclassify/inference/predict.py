@@ -14,7 +14,7 @@ import torch
 from ..data.batches import Collate, length_sorted_batches
 from ..device import autocast_for, no_grad_batching, resolve_device
 from ..classifier.prefix import run_logits, run_prefix
-from ..classifier.tasks import head_size, probabilities as task_probabilities
+from ..classifier.tasks import head_size, in_target_units, probabilities as task_probabilities
 from ..config import RunConfig
 from ..rundir import load_run
 from ..data.tokenizer import keep
@@ -78,10 +78,7 @@ class Classifier:
             with self.autocast():
                 logits = run_logits(self.model, self.prefix, ids.to(self.device), lengths.to(self.device), self.pooling)
             probs[rows] = task_probabilities(self.task, logits).cpu()
-        if self.task == "regression":
-            mean, std = self.config.target_scale or (0.0, 1.0)
-            probs = probs * std + mean
-        return probs
+        return in_target_units(probs, self.config.target_scale) if self.task == "regression" else probs
 
     def predict(self, texts: str | list[str], batch_size: int | None = None):
         """Per text: {"label", "score", "probabilities": {label: p}} (multi-label: {"labels": the

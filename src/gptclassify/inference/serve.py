@@ -226,10 +226,11 @@ async def answer(texts: list, request: Request, batcher: Batcher, limits: Limits
     if len(texts) > limits.max_texts:
         return error(413, f"at most {limits.max_texts} texts per request, got {len(texts)}")
     for i, text in enumerate(texts):
-        if max(map(len, text if isinstance(text, tuple) else (text,))) > limits.max_chars:
-            where = f"pairs.{i}" if isinstance(text, tuple) else f"texts.{i}"
-            return error(413, f"{where}: at most {limits.max_chars} characters a text, got "
-                              f"{max(map(len, text if isinstance(text, tuple) else (text,)))}")
+        pair = isinstance(text, tuple)
+        longest = max(map(len, text)) if pair else len(text)
+        if longest > limits.max_chars:
+            return error(413, f"{'pairs' if pair else 'texts'}.{i}: at most {limits.max_chars} characters a text, "
+                              f"got {longest}")
     if not texts:
         return {"predictions": []}
     work = asyncio.ensure_future(batcher.classify(texts))

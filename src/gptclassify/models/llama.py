@@ -183,10 +183,10 @@ class GroupedQueryAttention(nn.Module):
         super().__init__()
         self.n_heads, self.n_kv_heads, self.head_dim = cfg.n_heads, cfg.n_kv_heads, cfg.head_size
         self.window = cfg.sliding_window if cfg.is_sliding(layer) else 0
-        base = cfg.rope_local_base if self.window and cfg.rope_local_base else cfg.rope_base
-        local = self.window and cfg.rope_local_base  # Gemma 3's local layers: their own base, unscaled
-        self.rope = (cfg.rotary_dims or self.head_dim, base, None if local else cfg.rope_scaling,
-                     None if local else cfg.rope_factors)  # computed per call: a few dozen numbers
+        if self.window and cfg.rope_local_base:  # Gemma 3's local layers: their own base, unscaled
+            self.rope = (cfg.rotary_dims or self.head_dim, cfg.rope_local_base, None, None)
+        else:  # computed per call: a few dozen numbers
+            self.rope = (cfg.rotary_dims or self.head_dim, cfg.rope_base, cfg.rope_scaling, cfg.rope_factors)
         self.scale, self.softcap = cfg.attn_scale or None, cfg.attn_softcap
         self.W_query = nn.Linear(cfg.emb_dim, cfg.n_heads * self.head_dim, bias=cfg.qkv_bias)
         self.W_key = nn.Linear(cfg.emb_dim, cfg.n_kv_heads * self.head_dim, bias=cfg.qkv_bias)

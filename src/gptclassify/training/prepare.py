@@ -19,7 +19,7 @@ from ..classifier.lora import add_lora
 from ..classifier.prefix import FrozenPrefix, describe_cpu, resolve_prefix_dtype
 from ..config import DEFAULT_MAX_LENGTH, TrainConfig, with_family_defaults
 from ..data.batches import ShardedLoader, TextDataset
-from ..classifier.tasks import head_size
+from ..classifier.tasks import head_size, standardize
 from ..data.splits import SPLITS, dataset_info, load_data_split
 from ..data.tokenizer import Tokenizer
 from ..device import autocast_for, resolve_device
@@ -138,7 +138,7 @@ def standardized(texts: dict) -> tuple[dict, tuple[float, float]]:
     train = torch.tensor(texts["train"][1], dtype=torch.float64)
     mean, std = train.mean().item(), train.std(correction=0).item() if len(train) > 1 else 1.0
     std = std or 1.0
-    return {s: (t, [(v - mean) / std for v in y]) for s, (t, y) in texts.items()}, (mean, std)
+    return {s: (t, standardize(y, (mean, std))) for s, (t, y) in texts.items()}, (mean, std)
 
 
 def build_classifier(model_name: str | None, weights: str, cfg: TrainConfig, num_classes: int, device, log) -> Classifier:

@@ -72,8 +72,9 @@ def train(p: Prepared, resume: bool = False) -> dict:
         load_trainable(model, ckpt / "best.safetensors")
         p.log(f"kept the best epoch by validation {cfg.select_by}: {state.best_epoch}")
     model.eval()
-    thresholds = label_thresholds(p) if p.task == "multi-label" else None
-    metrics = {split: logits_report(*full_logits(p, split), p.labels, p.task, thresholds, p.target_scale,
+    outputs = {split: full_logits(p, split) for split in SPLITS}  # each split's pass once
+    thresholds = label_thresholds(p, *outputs["validation"]) if p.task == "multi-label" else None
+    metrics = {split: logits_report(*outputs[split], p.labels, p.task, thresholds, p.target_scale,
                                     cfg.loss == "huber") for split in SPLITS}
     metrics["training"] = training_summary(p, state)
     failpoint("evaluation")
@@ -229,9 +230,8 @@ def record_epoch(state: TrainState, cfg: TrainConfig, epoch: dict) -> bool:
     return improved
 
 
-def label_thresholds(p: Prepared) -> list[float]:
-    """Each label's decision threshold, chosen on the validation split (see tasks.choose_thresholds)."""
-    logits, targets = full_logits(p, "validation")
+def label_thresholds(p: Prepared, logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
+    """Each label's decision threshold, chosen on the validation split's outputs (tasks.choose_thresholds)."""
     thresholds, notes = choose_thresholds(torch.sigmoid(logits), targets, p.labels)
     p.log("label thresholds (validation F1): " + ", ".join(f"{label} {t:.3f}" for label, t in zip(p.labels, thresholds)))
     for note in notes:
