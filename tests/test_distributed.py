@@ -264,35 +264,43 @@ def test_commands_that_run_alone_refuse_torchrun(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-@pytest.mark.parametrize("task", ["multi-label", "regression", "pairs"])
+@pytest.mark.parametrize("task", ["multi-label", "regression", "pairs", "chunks", "chunks-multi-label"])
 def test_label_shapes_take_the_same_steps_on_two_processes_and_after_a_resume(task, weights_dir, tmp_path, monkeypatch):
-    """A set of labels, a number per text, a pair of texts: 2 processes take the single-process
-    steps, and a run interrupted after its first epoch resumes to the same weights bit for bit."""
+    """A set of labels, a number per text, a pair of texts, long texts read in windows: 2 processes
+    take the single-process steps, and a run interrupted after its first epoch resumes to the same
+    weights bit for bit."""
+    from test_chunks import long_rows
     from test_tasks import pair_rows, sms_rows, tags_of, write_csv
 
     from gptclassify.config import make_config
     from gptclassify.training.run import train_run
 
+    chunks = {"truncation": "chunks", "max_length": 24, "max_chunks": 3} if task.startswith("chunks") else {}
     if task == "pairs":
         src = write_csv(tmp_path / "data.csv", pair_rows(), ("text", "other", "label"))
         prepare = ["--text-pair-column", "other"]
+    elif task.startswith("chunks"):
+        shape = "multi-label" if task == "chunks-multi-label" else "single-label"
+        src, prepare = write_csv(tmp_path / "data.csv", long_rows(shape)), ["--label-column", "tags", "--task", shape]
     else:
         rows = [(t, tags_of(t) if task == "multi-label" else str(len(t.split()))) for t in sms_rows()]
         src, prepare = write_csv(tmp_path / "data.csv", rows), ["--label-column", "tags", "--task", task]
     assert main(["prepare", "csv", str(src), *prepare, "--out", str(tmp_path / "d")]) == 0
     data, extra = tmp_path / "d", ["--epochs", "2", "--eval-freq", "5", "--lr", "1e-3"]
+    extra += [a for k, v in chunks.items() for a in (f"--{k.replace('_', '-')}", str(v))]
     assert main(train_args(data, weights_dir, tmp_path / "one", *extra)) == 0
     run_ok(*train_args(data, weights_dir, tmp_path / "two", *extra))
     la, lb = history(tmp_path / "one")["step_loss"], history(tmp_path / "two")["step_loss"]
     assert len(la) == len(lb) > 0 and max(abs(x - y) for x, y in zip(la, lb)) < 1e-5
     texts = sms_texts()[:100]
     texts = list(zip(texts, reversed(texts))) if task == "pairs" else texts
+    texts = [" ".join(texts[i:i + 6]) for i in range(0, 100, 4)] if chunks else texts
     pa, pb = (Classifier.load(tmp_path / r, "cpu").probabilities(texts) for r in ("one", "two"))
     assert (pa - pb).abs().max().item() < 1e-4
     ma, mb = (json.loads((tmp_path / r / "metrics.json").read_text())["test"] for r in ("one", "two"))
     assert abs(ma["loss"] - mb["loss"]) < 1e-5
 
-    cfg = make_config(None, epochs=2, lr=1e-3, prefix_dtype="float32")
+    cfg = make_config(None, epochs=2, lr=1e-3, prefix_dtype="float32", **chunks)
     train_run(None, str(weights_dir), data, cfg, tmp_path / "straight", log=lambda *a: None)
     interrupt_after_epoch(monkeypatch, 1)
     with pytest.raises(KeyboardInterrupt):

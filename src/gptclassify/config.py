@@ -14,6 +14,7 @@ from .classifier.lora import LORA_HEADS
 from .classifier.pooling import POOLINGS, needs_fixed_width
 from .classifier.prefix import PREFIX_DTYPES
 from .classifier.head import TRAINABLE, valid_trainable
+from .data.chunks import DEFAULT_MAX_CHUNKS, Chunking
 from .data.tokenizer import TRUNCATIONS
 from .errors import UserError
 from .options import check_settings, setting
@@ -66,9 +67,15 @@ class TrainConfig:
                                      "says how many, and how many tokens that drops); beyond the model's context, "
                                      "the context is kept", at_least=1,
                                      default_text=f"the longest training text, at most {DEFAULT_MAX_LENGTH}")
-    truncation: str = setting(DEFAULT_TRUNCATION, "which tokens of a longer text are kept: its start, its end, or "
-                              "half of each; predictions cut the same way", choices=TRUNCATIONS,
-                              default_text=f"{DEFAULT_TRUNCATION} (the book preset: head)")
+    truncation: str = setting(DEFAULT_TRUNCATION, "which tokens of a longer text are kept: its start, its end, "
+                              "half of each, or all of it in windows of --max-length whose logits are combined "
+                              "(chunks: mean, or max per label for multi-label); predictions cut the same way",
+                              choices=TRUNCATIONS, default_text=f"{DEFAULT_TRUNCATION} (the book preset: head)")
+    max_chunks: int | None = setting(None, "--truncation chunks: windows per text at most; a longer text's are "
+                                     "spread evenly from its start to its end (the cost, in windows and positions, "
+                                     "is said before the frozen pass)", at_least=1, default_text=str(DEFAULT_MAX_CHUNKS))
+    chunk_overlap: int | None = setting(None, "--truncation chunks: tokens neighbouring windows share", at_least=0,
+                                        default_text="an eighth of --max-length")
     pad_to_max: bool = setting(False, "pad every batch to max_length, as the book does", cli=False)
     drop_last: bool = setting(False, "drop the last, smaller training batch, as the book does", cli=False)
     eval_freq: int = setting(50, "steps between the book's loss estimates (0: none)", at_least=0)
@@ -108,11 +115,21 @@ class TrainConfig:
                                  "last-position, drop_last, eval 50/5, lr 5e-5 constant, head truncation)",
                                  choices=("book",))
 
+    @property
+    def chunking(self) -> Chunking | None:
+        """The windows of --truncation chunks (None for the other policies)."""
+        if self.truncation != "chunks":
+            return None
+        return Chunking(self.max_chunks or DEFAULT_MAX_CHUNKS, self.chunk_overlap)
+
     def __post_init__(self):
         check_settings(self)
         if self.trainable != "lora" and not valid_trainable(self.trainable):
             raise UserError(f"--trainable must be one of {', '.join(TRAINABLE)}, lora (N a number), "
                             f"not {self.trainable!r}")
+        if self.truncation != "chunks" and (self.max_chunks is not None or self.chunk_overlap is not None):
+            raise UserError("--max-chunks and --chunk-overlap shape the windows of --truncation chunks, "
+                            f"not {self.truncation} truncation")
         if self.select_by or self.early_stopping:
             self.keep_best = True
         if self.keep_best and self.select_by is None:
@@ -201,6 +218,12 @@ class Policy:
     pad_id: int
     prefix_dtype: str  # the frozen layers' precision
     first_trainable_block: int | None  # where the frozen prefix ends (None: runs from before it was recorded)
+    max_chunks: int | None = None  # truncation `chunks`: windows per text at most, and their overlap
+    chunk_overlap: int | None = None
+
+    @property
+    def chunking(self) -> Chunking | None:
+        return Chunking(self.max_chunks, self.chunk_overlap) if self.truncation == "chunks" else None
 
 
 TOKENIZERS = ({"kind": "tiktoken", "name": "gpt2"}, {"kind": "tokenizers", "file": "tokenizer.json"})
@@ -258,7 +281,8 @@ class RunConfig:
                 raise UserError(f"{where}: {message}")
         id2label = config["id2label"]
         policy = Policy(config["pooling"], config["max_length"], config["truncation"], config.get("pad_to"),
-                        config["pad_id"], config.get("prefix_dtype", "float32"), config.get("first_trainable_block"))
+                        config["pad_id"], config.get("prefix_dtype", "float32"), config.get("first_trainable_block"),
+                        config.get("max_chunks"), config.get("chunk_overlap"))
         training = TrainConfig.from_json(config.get("training", {}), where)
         return cls(str(config.get("model_name", "")), str(config.get("weights", "")), config["model"],
                    [id2label[str(i)] for i in range(len(id2label))], policy, config["tokenizer"], training,
@@ -296,6 +320,10 @@ def run_config_checks(config: dict) -> list[tuple[bool, str]]:
         (config.get("prefix_dtype", "float32") in PREFIX_DTYPES, f"'prefix_dtype' must be one of "
                                                                   f"{', '.join(PREFIX_DTYPES)}"),
         (start is None or is_int(start) and start >= -1, "'first_trainable_block' must be a block index or null"),
+        (config["truncation"] != "chunks" or is_int(config.get("max_chunks")) and config["max_chunks"] > 0,
+         "'max_chunks' must be a positive integer with truncation chunks"),
+        (config.get("chunk_overlap") is None or is_int(config["chunk_overlap"]) and config["chunk_overlap"] >= 0,
+         "'chunk_overlap' must be a token count or null"),
     ]
 
 

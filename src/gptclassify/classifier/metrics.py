@@ -48,8 +48,8 @@ def split_logits(dataset, lengths: list[int], batch_size: int, collate, logits_f
     logits = torch.zeros(len(dataset), num_classes)
     targets = None  # class ids, 0/1 rows or numbers: shaped by the first batch's
     for rows in length_sorted_batches(lengths, batch_size):
-        inputs, target, lens = collate([dataset[i] for i in rows])
-        logits[rows] = logits_fn(inputs.to(device), lens.to(device)).float().cpu()
+        inputs, target, *rest = collate([dataset[i] for i in rows])  # lengths (and windows' texts)
+        logits[rows] = logits_fn(inputs.to(device), *(t.to(device) for t in rest)).float().cpu()
         if targets is None:
             targets = torch.zeros((len(dataset), *target.shape[1:]), dtype=target.dtype)
         targets[rows] = target

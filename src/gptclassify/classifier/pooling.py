@@ -51,3 +51,22 @@ def pooled_positions(x: torch.Tensor, lengths: torch.Tensor, pooling: str) -> to
     if needs_fixed_width(pooling):
         return torch.full_like(lengths, x.shape[1] - 1)
     return lengths - 1
+
+
+WINDOW_COMBINES = ("mean", "max")
+
+
+def combine_windows(logits: torch.Tensor, owners: torch.Tensor, how: str) -> torch.Tensor:
+    """(windows, k) logits -> (texts, k): each text's windows' logits averaged (`mean`), or their
+    largest per output (`max`: a label present in any window is present in the text). `owners`
+    numbers each window's text, 0..texts-1, in order. Gradients reach every window (mean) or the
+    one that gave each maximum (max)."""
+    n = int(owners[-1]) + 1 if len(owners) else 0
+    if how == "mean":
+        counts = torch.bincount(owners, minlength=n).to(logits.dtype)
+        return logits.new_zeros(n, logits.shape[1]).index_add(0, owners, logits) / counts[:, None]
+    if how == "max":
+        index = owners[:, None].expand_as(logits)
+        return logits.new_full((n, logits.shape[1]), float("-inf")).scatter_reduce(0, index, logits, "amax",
+                                                                                  include_self=False)
+    raise ValueError(f"combine must be one of {WINDOW_COMBINES}")

@@ -4,55 +4,98 @@ that pads each batch only to its own longest member (or to a fixed length, as th
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..errors import UserError
+from .chunks import Chunking, dropped_tokens, windows
 from .tokenizer import keep
 
 
 class TextDataset(Dataset):
     """Texts encoded once and truncated to `max_length` tokens by a truncation policy (`keep`),
-    with integer labels; `cut` and `dropped` count the texts cut and the tokens they lost."""
+    with integer labels; `cut` and `dropped` count the texts cut and the tokens they lost.
+
+    With `truncation="chunks"`, a longer text becomes up to `chunking.max_chunks` windows
+    (`chunks.windows`): `encoded` then holds every window, text after text, `spans[i]` the range
+    of text i's windows, and an item is (its windows, its label)."""
 
     def __init__(self, texts: list, labels: list, tokenizer, max_length: int | None = None,
-                 context_length: int | None = None, truncation: str = "head"):
+                 context_length: int | None = None, truncation: str = "head", chunking: Chunking | None = None):
         pairs = any(isinstance(t, tuple) for t in texts)  # (text, text_pair): joined and cut by `Tokenizer.fit`
-        full = [tokenizer.encode_raw(t, max_length or context_length, truncation) if pairs else
-                tokenizer.encode(t, max_length or context_length, truncation) for t in texts]
+        chunked = truncation == "chunks"
+        if pairs and chunked:
+            raise UserError("--truncation chunks reads one long text in windows; pairs of texts are cut by "
+                            "--truncation head, tail or head+tail")
+        chunking = chunking or Chunking()
+        budget = (max_length or context_length) * chunking.max_chunks if chunked and (max_length or context_length) \
+            else max_length or context_length
+        full = [tokenizer.encode_raw(t, budget, truncation) if pairs else
+                tokenizer.encode(t, budget, "head+tail" if chunked else truncation) for t in texts]
         sizes = [tokenizer.raw_length(e) for e in full] if pairs else [len(e) for e in full]
         longest = max(sizes, default=1)
         if max_length is None:  # the book: the longest example, capped by the model's context
             max_length = longest if context_length is None else min(longest, context_length)
-        self.max_length = max_length
-        self.encoded = [tokenizer.fit(e, max_length, truncation) for e in full] if pairs else \
-            [keep(e, max_length, truncation, len(getattr(tokenizer, "prefix", ()))) for e in full]
+        self.max_length, self.spans = max_length, None
+        fixed = len(getattr(tokenizer, "prefix", ()))
+        if chunked:
+            per_text = [windows(e, max_length, chunking, fixed) for e in full]
+            ends = list(accumulate(len(w) for w in per_text))
+            self.spans = [(end - len(w), end) for w, end in zip(per_text, ends)]
+            self.encoded = [w for ws in per_text for w in ws]
+            self.dropped = sum(dropped_tokens(n, max_length, chunking, fixed) for n in sizes)
+        else:
+            self.encoded = [tokenizer.fit(e, max_length, truncation) for e in full] if pairs else \
+                [keep(e, max_length, truncation, fixed) for e in full]
+            self.dropped = sum(max(0, n - max_length) for n in sizes)
         self.cut = sum(n > max_length for n in sizes)
-        self.dropped = sum(max(0, n - max_length) for n in sizes)
         self.labels = list(labels)
 
     def __len__(self):
-        return len(self.encoded)
+        return len(self.labels)
 
     def __getitem__(self, i):
-        return self.encoded[i], self.labels[i]
+        if self.spans is None:
+            return self.encoded[i], self.labels[i]
+        start, end = self.spans[i]
+        return self.encoded[start:end], self.labels[i]
+
+    @property
+    def sizes(self) -> list[int]:
+        """Token positions of each text (all its windows'): what batching by length sorts on."""
+        if self.spans is None:
+            return [len(e) for e in self.encoded]
+        return [sum(len(e) for e in self.encoded[start:end]) for start, end in self.spans]
+
+    @property
+    def windows(self) -> int:
+        return len(self.encoded)
 
 
 @dataclass
 class Collate:
-    """Pad a batch with `pad_id` to its longest sequence, or to `pad_to` when given."""
+    """Pad a batch with `pad_id` to its longest sequence, or to `pad_to` when given. Texts held as
+    windows (`TextDataset` with chunks) are batched window after window, and a fourth tensor says
+    which text of the batch each window belongs to."""
 
     pad_id: int
     pad_to: int | None = None
 
     def __call__(self, batch):
         seqs, labels = zip(*batch)
+        owners = None
+        if seqs and isinstance(seqs[0], list) and seqs[0] and isinstance(seqs[0][0], list):
+            owners = torch.tensor([i for i, ws in enumerate(seqs) for _ in ws], dtype=torch.long)
+            seqs = [w for ws in seqs for w in ws]
         width = self.pad_to or max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         for row, s in enumerate(seqs):
             ids[row, : len(s)] = torch.tensor(s, dtype=torch.long)
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
-        return ids, label_tensor(labels), lengths
+        batch = ids, label_tensor(labels), lengths
+        return batch if owners is None else (*batch, owners)
 
 
 def label_tensor(labels) -> torch.Tensor:

@@ -74,7 +74,8 @@ class Tokenizer:
         return [*self.prefix, *a[:la], sep, *b[:lb]]
 
 
-TRUNCATIONS = ("head", "tail", "head+tail")
+# `chunks`: every window of a long text is read (data/chunks.py); `keep` alone keeps its first.
+TRUNCATIONS = ("head", "tail", "head+tail", "chunks")
 
 
 def keep(ids: list[int], max_length: int, truncation: str = "head", fixed: int = 0) -> list[int]:
@@ -86,7 +87,7 @@ def keep(ids: list[int], max_length: int, truncation: str = "head", fixed: int =
         return ids
     if 0 < fixed < max_length:
         return ids[:fixed] + keep(ids[fixed:], max_length - fixed, truncation)
-    if truncation == "head":
+    if truncation in ("head", "chunks"):
         return ids[:max_length]
     if truncation == "tail":
         return ids[len(ids) - max_length:]

@@ -14,7 +14,8 @@ from ..distributed import current
 from ..errors import UserError
 from ..classifier.metrics import SPLIT_BATCH_SIZE, logits_report, split_logits
 from ..classifier.prefix import run_logits, run_prefix
-from ..classifier.tasks import head_size, standardize
+from ..classifier.pooling import combine_windows
+from ..classifier.tasks import head_size, standardize, window_combine
 from ..rundir import load_run
 
 
@@ -39,16 +40,17 @@ def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str
         texts, targets = load_data_split(data_dir, split, labels, task, separator)
     shard = current().shard(len(texts))
     ds = TextDataset([texts[i] for i in shard], [targets[i] for i in shard], tokenizer, policy.max_length,
-                     truncation=policy.truncation)
+                     truncation=policy.truncation, chunking=policy.chunking)
     prefix = run_prefix(model, policy.first_trainable_block, config.training.trainable, policy.prefix_dtype, dev)
     autocast = autocast_for(dev)
 
-    def logits_fn(ids, lengths):
+    def logits_fn(ids, lengths, owners=None):
         with autocast():
-            return run_logits(model, prefix, ids, lengths, policy.pooling)
+            logits = run_logits(model, prefix, ids, lengths, policy.pooling)
+        return logits if owners is None else combine_windows(logits.float(), owners, window_combine(task))
 
     with torch.inference_mode():
-        logits, gathered = split_logits(ds, [len(e) for e in ds.encoded], batch_size,
+        logits, gathered = split_logits(ds, ds.sizes, batch_size,
                                         Collate(tokenizer.pad_id, policy.pad_to), logits_fn, dev,
                                         head_size(task, labels), len(texts))
     return logits_report(logits, gathered, labels, task, config.thresholds, config.target_scale,

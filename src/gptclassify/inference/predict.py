@@ -14,9 +14,11 @@ import torch
 from ..data.batches import Collate, length_sorted_batches
 from ..device import autocast_for, no_grad_batching, resolve_device
 from ..classifier.prefix import run_logits, run_prefix
-from ..classifier.tasks import head_size, in_target_units, probabilities as task_probabilities
+from ..classifier.pooling import combine_windows
+from ..classifier.tasks import head_size, in_target_units, probabilities as task_probabilities, window_combine
 from ..config import RunConfig
 from ..rundir import load_run
+from ..data.chunks import windows
 from ..data.tokenizer import keep
 from ..errors import UserError
 
@@ -29,6 +31,7 @@ class Classifier:
         self.truncation = config.policy.truncation
         self.pad_to = config.policy.pad_to
         self.pooling = config.policy.pooling
+        self.chunking = config.policy.chunking  # --truncation chunks: a long text is read in windows
         self.autocast = autocast_for(device)
         self.run_dir = None  # set by load()
         self.prefix = run_prefix(model, config.policy.first_trainable_block, config.training.trainable,
@@ -51,6 +54,14 @@ class Classifier:
                    len(self.tokenizer.prefix))
         return ids or [self.tokenizer.pad_id]  # an empty text is read as the end-of-text token
 
+    def encode_windows(self, text) -> list[list[int]]:
+        """A text's windows as the run cut them (one, unless the run read long texts in chunks)."""
+        if self.chunking is None or isinstance(text, (tuple, list)):
+            return [self.encode(text)]
+        ids = self.tokenizer.encode(text, self.max_length * self.chunking.max_chunks, "head+tail")
+        return [w or [self.tokenizer.pad_id] for w in windows(ids, self.max_length, self.chunking,
+                                                                len(self.tokenizer.prefix))]
+
     @property
     def task(self) -> str:
         return self.config.task
@@ -69,15 +80,20 @@ class Classifier:
         if any(isinstance(t, (tuple, list)) != self.pairs for t in texts):
             raise UserError("this run classifies pairs of texts: give (text, text_pair) tuples" if self.pairs else
                             "this run classifies single texts, not pairs")
-        encoded = [self.encode(t) for t in texts]
-        probs = torch.empty(len(texts), head_size(self.task, self.labels))
+        per_text = [self.encode_windows(t) for t in texts]
+        encoded = [w for ws in per_text for w in ws]  # every window; a text is one unless read in chunks
+        logits = torch.empty(len(encoded), head_size(self.task, self.labels))
         collate = Collate(self.tokenizer.pad_id, self.pad_to)
         texts_per_batch, tokens_per_batch = (batch_size, None) if batch_size else no_grad_batching(self.device, 32)
         for rows in length_sorted_batches([len(e) for e in encoded], texts_per_batch, tokens_per_batch):
             ids, _, lengths = collate([(encoded[i], 0) for i in rows])
             with self.autocast():
-                logits = run_logits(self.model, self.prefix, ids.to(self.device), lengths.to(self.device), self.pooling)
-            probs[rows] = task_probabilities(self.task, logits).cpu()
+                out = run_logits(self.model, self.prefix, ids.to(self.device), lengths.to(self.device), self.pooling)
+            logits[rows] = out.float().cpu()
+        if len(encoded) > len(texts):
+            owners = torch.tensor([i for i, ws in enumerate(per_text) for _ in ws])
+            logits = combine_windows(logits, owners, window_combine(self.task))
+        probs = task_probabilities(self.task, logits)
         return in_target_units(probs, self.config.target_scale) if self.task == "regression" else probs
 
     def predict(self, texts: str | list[str], batch_size: int | None = None):

@@ -92,7 +92,7 @@ def build_feature_store(prefix, dataset: TextDataset, *, pad_id: int, pad_to: in
     store = store_from(flat, widths)
     collate = Collate(pad_id, pad_to if needs_fixed_width(pooling) else None)
     for rows in length_sorted_batches(widths, batch_size, max_tokens):
-        ids, _, _ = collate([dataset[i] for i in rows])
+        ids, _, _ = collate([(dataset.encoded[i], 0) for i in rows])  # windows, for a text held as several
         states = prefix(ids.to(device, non_blocking=True))
         src, dest = scatter_indices(rows, widths, store.offsets, ids.shape[1])
         kept = states.reshape(-1, states.shape[-1])[src.to(states.device)]  # the real positions, row after row
@@ -121,24 +121,33 @@ def store_from(flat: torch.Tensor, widths: list[int]) -> FeatureStore:
 
 
 class FeatureDataset(torch.utils.data.Dataset):
-    """Cached hidden states with their labels and true token lengths."""
+    """Cached hidden states with their labels and true token lengths; a text held as windows
+    (`TextDataset.spans`) is the list of its windows' states and lengths."""
 
     def __init__(self, store: FeatureStore, dataset: TextDataset):
-        self.store, self.labels = store, dataset.labels
+        self.store, self.labels, self.spans = store, dataset.labels, dataset.spans
         self.lengths = [len(e) for e in dataset.encoded]
 
     def __len__(self):
-        return len(self.store)
+        return len(self.labels)
 
     def __getitem__(self, i):
-        return self.store.get(i), self.labels[i], self.lengths[i]
+        if self.spans is None:
+            return self.store.get(i), self.labels[i], self.lengths[i]
+        start, end = self.spans[i]
+        return [self.store.get(j) for j in range(start, end)], self.labels[i], self.lengths[start:end]
 
 
 def collate_features(batch):
     """Pad hidden states with zeros to the batch's widest; causal attention never reads them. States
     kept on a GPU are batched there; labels and lengths stay in host memory like every batch's, pinned
-    then, so that their copy to the GPU (`non_blocking`) does not make the CPU wait for the GPU."""
+    then, so that their copy to the GPU (`non_blocking`) does not make the CPU wait for the GPU.
+    Texts held as windows are batched window after window, with which text each window is of."""
     states, labels, lengths = zip(*batch)
+    owners = None
+    if isinstance(states[0], list):
+        owners = torch.tensor([i for i, ws in enumerate(states) for _ in ws], dtype=torch.long)
+        states, lengths = [w for ws in states for w in ws], [n for ns in lengths for n in ns]
     width = max(s.shape[0] for s in states)
     x = states[0].new_zeros(len(states), width, states[0].shape[1], dtype=torch.float32)
     for r, s in enumerate(states):
@@ -146,7 +155,8 @@ def collate_features(batch):
     labels, lengths = label_tensor(labels), torch.tensor(lengths, dtype=torch.long)
     if x.is_cuda:
         labels, lengths = labels.pin_memory(), lengths.pin_memory()
-    return x, labels, lengths
+        owners = owners.pin_memory() if owners is not None else None
+    return (x, labels, lengths) if owners is None else (x, labels, lengths, owners)
 
 
 # Share of the GPU's free memory the cached states may take when they are moved there.

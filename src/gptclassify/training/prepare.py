@@ -19,7 +19,7 @@ from ..classifier.lora import add_lora
 from ..classifier.prefix import FrozenPrefix, describe_cpu, resolve_prefix_dtype
 from ..config import DEFAULT_MAX_LENGTH, TrainConfig, with_family_defaults
 from ..data.batches import ShardedLoader, TextDataset
-from ..classifier.tasks import head_size, standardize
+from ..classifier.tasks import head_size, standardize, window_combine
 from ..data.splits import SPLITS, dataset_info, load_data_split
 from ..data.tokenizer import Tokenizer
 from ..device import autocast_for, resolve_device
@@ -116,7 +116,8 @@ def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainCo
                                                                    "data_dir": data_dir})
     loaders = make_loaders(inputs, texts, classifier.cfg, world)
     logits_fn = make_logits_fn(classifier.model, classifier.start, classifier.cfg.pooling, inputs.cached,
-                               autocast_for(device), classifier.prefix, classifier.cfg.recompute_blocks)
+                               autocast_for(device), classifier.prefix, classifier.cfg.recompute_blocks,
+                               window_combine(task))
     return Prepared(model, weights, data_dir, run_dir, world, device, labels, texts, classifier, tokens, inputs,
                     loaders, logits_fn, log, task, target_scale)
 
@@ -185,15 +186,25 @@ def tokenize(texts: dict, classifier: Classifier, world: World, log) -> Tokenize
         split_texts, labels = texts[split]
         shard = world.shard(len(split_texts))
         out[split] = TextDataset([split_texts[i] for i in shard], [labels[i] for i in shard], classifier.tokenizer,
-                                 cfg.max_length if split == "train" else max_length, cap, cfg.truncation)
+                                 cfg.max_length if split == "train" else max_length, cap, cfg.truncation,
+                                 cfg.chunking)
         if split == "train":  # the longest training example over every process's share
             max_length = out["train"].max_length = all_max(out["train"].max_length)
-    counts = all_reduce_sum(torch.tensor([[ds.cut, ds.dropped, len(texts[s][0])] for s, ds in out.items()]))
+    counts = all_reduce_sum(torch.tensor([[ds.cut, ds.dropped, len(texts[s][0]), ds.windows]
+                                          for s, ds in out.items()])).tolist()
     why = "--max-length" if cfg.max_length else \
         f"the default cap of {cap} tokens; --max-length to change it" if max_length == cap else \
         f"the longest training text, within the default cap of {cap}"
-    cuts = ", ".join(f"{s} {c:,} of {n:,} texts ({d:,} tokens dropped)" for s, (c, d, n) in zip(out, counts.tolist()))
-    log(f"length: {max_length} tokens ({why}); {cfg.truncation} truncation cuts {cuts}")
+    if cfg.chunking:
+        chunking = cfg.chunking
+        overlap = chunking.overlap_for(max_length, len(classifier.tokenizer.prefix))
+        split = ", ".join(f"{s} {n:,} texts in {w:,} windows ({c:,} cut, {d:,} tokens past {chunking.max_chunks} "
+                          "windows dropped)" for s, (c, d, n, w) in zip(out, counts))
+        log(f"length: windows of {max_length} tokens ({why}) overlapping by {overlap}, at most "
+            f"{chunking.max_chunks} per text (--max-chunks); {split}")
+    else:
+        cuts = ", ".join(f"{s} {c:,} of {n:,} texts ({d:,} tokens dropped)" for s, (c, d, n, _) in zip(out, counts))
+        log(f"length: {max_length} tokens ({why}); {cfg.truncation} truncation cuts {cuts}")
     return Tokenized(out, max_length, max_length if cfg.pad_to_fixed else None)
 
 

@@ -241,8 +241,7 @@ def label_thresholds(p: Prepared, logits: torch.Tensor, targets: torch.Tensor) -
 
 def full_logits(p: Prepared, split: str):
     """A whole split's logits and targets (every process's share, joined), in larger batches."""
-    lengths = [len(e) for e in p.tokens.datasets[split].encoded]
-    return split_logits(p.inputs.sets[split], lengths, max(p.cfg.batch_size, SPLIT_BATCH_SIZE), p.inputs.collate,
+    return split_logits(p.inputs.sets[split], p.tokens.datasets[split].sizes, max(p.cfg.batch_size, SPLIT_BATCH_SIZE), p.inputs.collate,
                         p.logits_fn, p.device, head_size(p.task, p.labels), len(p.texts[split][0]))
 
 
@@ -263,8 +262,11 @@ def adapter_metadata(p: Prepared) -> dict[str, str]:
 
 def run_config(p: Prepared, thresholds: list[float] | None = None) -> RunConfig:
     c = p.classifier
+    chunking = c.cfg.chunking  # the windows as used, their overlap worked out
+    windows = (chunking.max_chunks, chunking.overlap_for(p.tokens.max_length, len(c.tokenizer.prefix))) \
+        if chunking else (None, None)
     policy = Policy(c.cfg.pooling, p.tokens.max_length, c.cfg.truncation, p.tokens.pad_to, c.tokenizer.pad_id,
-                    c.prefix.dtype, c.start)
+                    c.prefix.dtype, c.start, *windows)
     tokenizer = TOKENIZERS[0] if c.tokenizer.name == "gpt2" else TOKENIZERS[1]
     data = {"dir": str(p.data_dir), "dataset": read_json(p.data_dir / "dataset.json")}
     return RunConfig(c.model_name, p.weights, p.model.cfg.to_dict(), p.labels, policy, dict(tokenizer), c.cfg, data,

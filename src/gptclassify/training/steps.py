@@ -16,18 +16,21 @@ import torch
 import torch.nn.functional as F
 
 from ..classifier.head import suffix_logits
+from ..classifier.pooling import combine_windows
 from ..config import TrainConfig
 from ..classifier.tasks import loss_fn
 from ..distributed import all_reduce_sum
 from ..errors import UserError
 
 
-def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast, prefix=None, recompute: bool = False):
+def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast, prefix=None, recompute: bool = False,
+                   combine: str = "mean"):
     """A function from a batch's inputs (token ids, or cached states entering block `start`) and
     true lengths to class logits. The frozen prefix (`prefix.FrozenPrefix`, in its own precision)
-    runs without gradients; with `recompute`, the trained blocks keep only their inputs for backward."""
+    runs without gradients; with `recompute`, the trained blocks keep only their inputs for backward.
+    A batch of windows (`owners`: each window's text) gives its texts' logits, `combine`d."""
 
-    def logits_fn(inputs, lengths):
+    def logits_fn(inputs, lengths, owners=None):
         with autocast():
             if cached:
                 x = inputs
@@ -35,7 +38,8 @@ def make_logits_fn(model, start: int, pooling: str, cached: bool, autocast, pref
                 x = model.embed(inputs)
             else:
                 x = prefix(inputs).float()
-            return suffix_logits(model, x, lengths, start, pooling, recompute).float()
+            logits = suffix_logits(model, x, lengths, start, pooling, recompute).float()
+        return logits if owners is None else combine_windows(logits, owners, combine)
 
     return logits_fn
 
@@ -46,8 +50,8 @@ def calc_loss_batch(batch, logits_fn, device, divide_by: int | None = None, weig
     under torchrun, with `divide_by` the global batch size, this process's share of the global
     batch's mean (the shares add up to it). With class weights, each example's loss is weighted by
     its class's weight and divided by the batch size (multi-label: each label's positives weighted)."""
-    inputs, targets, lengths = (t.to(device, non_blocking=True) for t in batch)
-    logits = logits_fn(inputs, lengths)
+    inputs, targets, lengths, *owners = (t.to(device, non_blocking=True) for t in batch)
+    logits = logits_fn(inputs, lengths, *owners)
     if divide_by is None and weight is None and not targets.is_floating_point():
         return F.cross_entropy(logits, targets)
     summed = loss_fn(logits, targets, weight, "sum", huber)
@@ -103,9 +107,9 @@ def calc_accuracy_loader(loader, logits_fn, device, num_batches=None):
     with torch.no_grad():
         for batch, _ in first_batches(loader, num_batches):
             if batch is not None:
-                inputs, targets, lengths = batch
-                predicted = logits_fn(inputs.to(device), lengths.to(device)).argmax(dim=-1)
-                counts += torch.tensor([(predicted == targets.to(device)).sum().item(), predicted.shape[0]])
+                inputs, targets, lengths, *owners = (t.to(device) for t in batch)
+                predicted = logits_fn(inputs, lengths, *owners).argmax(dim=-1)
+                counts += torch.tensor([(predicted == targets).sum().item(), predicted.shape[0]])
     correct, seen = all_reduce_sum(counts).tolist()
     return correct / seen if seen else float("nan")
 

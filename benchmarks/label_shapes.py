@@ -1,0 +1,307 @@
+"""Every label shape on real public data (datasets.py): gptclassify's default recipe with SmolLM2-135M
+against a TF-IDF baseline of the same shape and the Hugging Face transformers peer with the same
+weights and recipe, by the shape's headline metric, wall time and peak memory.
+
+    ../.venv/bin/python datasets.py debtags vader-tweets simlex conventions   # once: pinned downloads
+    ../.venv/bin/python label_shapes.py                                       # every row (about an hour)
+    ../.venv/bin/python label_shapes.py --only conventions                    # one dataset; others kept
+
+debtags: multi-label (micro-F1), a stratified subset of 1,500 / 300 / 600 programs.
+vader-tweets: regression (R², Pearson, Spearman; RMSE in rating points), all 4,200 tweets.
+simlex: word pairs, regression (Spearman, SimLex-999's own measure, and R²), all 999 pairs.
+conventions: long documents (accuracy, macro-F1), all 189 speeches: our default head+tail at 256
+tokens, chunks (windows of 256, up to 4 each), head+tail at 1,024 tokens (the chunks' positions in
+one window), and the peer at head+tail 256.
+
+Each gptclassify row is its own `gptclassify train` process in a fresh feature cache (wall time and
+peak RSS are that process's, its frozen pass included); the peer runs in its own process too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from common import RESULTS, save, scratch_dir
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE / "data"
+GPTCLASSIFY = str(HERE.parent / ".venv" / "bin" / "gptclassify")
+MODEL, WEIGHTS = "smollm2-135m", "smollm2-135m-instruct-gguf"
+SPLITS = ("train", "validation", "test")
+TASKS = {"debtags": "multi-label", "vader-tweets": "regression", "simlex": "regression", "conventions": "single-label"}
+SUBSETS = {"debtags": (1500, 300, 600)}
+OURS = {  # rows of gptclassify per dataset: extra train options
+    "debtags": {"default": []}, "vader-tweets": {"default": []}, "simlex": {"default": []},
+    "conventions": {"default": [], "chunks": ["--truncation", "chunks", "--max-length", "256", "--max-chunks", "4"],
+                    "head+tail-1024": ["--max-length", "1024"]},
+}
+
+
+def read(data: Path, split: str) -> pd.DataFrame:
+    return pd.read_csv(data / f"{split}.csv", keep_default_na=False, dtype=str)
+
+
+def subset(name: str) -> Path:
+    """The dataset, or a seeded sample of each of its splits (SUBSETS)."""
+    full = DATA / name
+    if name not in SUBSETS:
+        return full
+    out = DATA / f"{name}-small"
+    if not (out / "dataset.json").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for split, n in zip(SPLITS, SUBSETS[name]):
+            read(full, split).sample(n, random_state=0).to_csv(out / f"{split}.csv", index=False, quoting=1)
+        info = json.loads((full / "dataset.json").read_text())
+        (out / "dataset.json").write_text(json.dumps({**info, "subset_of": str(full)}, indent=2))
+    return out
+
+
+def targets(df: pd.DataFrame, task: str, labels: list[str]):
+    if task == "regression":
+        return df["label"].astype(float).to_numpy()
+    if task == "multi-label":
+        sets = [set(x.split("|")) if x else set() for x in df["label"]]
+        return np.array([[float(label in s) for label in labels] for s in sets])
+    return np.array([labels.index(y) for y in df["label"]])
+
+
+def scores(task: str, truth, predicted) -> dict:
+    """The shape's metrics: micro/macro-F1 and subset accuracy; R², correlations, RMSE; accuracy, macro-F1."""
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, mean_squared_error, r2_score
+
+    if task == "multi-label":
+        return {"micro_f1": f1_score(truth, predicted, average="micro", zero_division=0),
+                "macro_f1": f1_score(truth, predicted, average="macro", zero_division=0),
+                "subset_accuracy": float((truth == predicted).all(1).mean())}
+    if task == "regression":
+        return {"r2": r2_score(truth, predicted), "pearson": pearsonr(truth, predicted)[0],
+                "spearman": spearmanr(truth, predicted)[0], "rmse": mean_squared_error(truth, predicted) ** 0.5}
+    return {"accuracy": accuracy_score(truth, predicted), "macro_f1": f1_score(truth, predicted, average="macro")}
+
+
+def measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, list[str]]:
+    """Wall seconds, peak RSS (MB) and output lines of one child process (which must succeed)."""
+    started = time.perf_counter()
+    child = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in child.stdout:
+        lines.append(line)
+        if line.startswith(("frozen pass:", "length:", "epoch ", "    peer")):
+            print("   ", line.rstrip()[:200], flush=True)
+    _, status, usage = os.wait4(child.pid, 0)
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])}: failed ({status}):\n{''.join(lines[-20:])}")
+    return time.perf_counter() - started, usage.ru_maxrss / 1024, lines
+
+
+def ours(name: str, row: str, data: Path, work: Path) -> dict:
+    run = work / f"{name}-{row}"
+    env = {**os.environ, "GPTCLASSIFY_FEATURE_CACHE": str(work / f"cache-{name}-{row}")}
+    cmd = [GPTCLASSIFY, "train", "--data", str(data), "--model", MODEL, "--weights", WEIGHTS, "--out", str(run),
+           "--overwrite", *OURS[name][row]]
+    wall, rss, lines = measured(cmd, env)
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    task = TASKS[name]
+    keep = {"multi-label": ("micro_f1", "macro_f1", "subset_accuracy"), "regression": ("r2", "pearson", "spearman", "rmse"),
+            "single-label": ("accuracy", "macro_f1")}[task]
+    frozen = next((line.strip() for line in lines if line.startswith("frozen pass:")), "")
+    return {**{k: test[k] for k in keep}, "wall_seconds": wall, "peak_rss_mb": rss, "frozen_pass": frozen[:300]}
+
+
+def tfidf(name: str, data: Path) -> dict:
+    """TF-IDF of word 1-2-grams: one-vs-rest linear SVMs (label sets), ridge regression (numbers; for
+    pairs, the two texts' vectors side by side), a linear SVM (classes). Reads every word of a text."""
+    from scipy.sparse import hstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import Ridge
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.svm import LinearSVC
+
+    task, info = TASKS[name], json.loads((data / "dataset.json").read_text())
+    labels = info.get("labels", [])
+    train, test = read(data, "train"), read(data, "test")
+    started = time.perf_counter()
+    vec = TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True)
+    if "text_pair" in train:
+        vec.fit(pd.concat([train["text"], train["text_pair"]]))
+        x_train = hstack([vec.transform(train["text"]), vec.transform(train["text_pair"])]).tocsr()
+        x_test = hstack([vec.transform(test["text"]), vec.transform(test["text_pair"])]).tocsr()
+    else:
+        x_train, x_test = vec.fit_transform(train["text"]), vec.transform(test["text"])
+    model = {"multi-label": OneVsRestClassifier(LinearSVC()), "regression": Ridge(alpha=1.0),
+             "single-label": LinearSVC()}[task]
+    model.fit(x_train, targets(train, task, labels))
+    got = scores(task, targets(test, task, labels), model.predict(x_test))
+    return {**got, "wall_seconds": time.perf_counter() - started}
+
+
+def peer(name: str, data: Path, epochs: int = 5, batch_size: int = 8, seed: int = 123, cap: int = 256) -> dict:
+    """transformers' LlamaForSequenceClassification with the same SmolLM2 weights and token ids (pairs
+    joined by the same separator, long texts cut head+tail as our default), our default recipe:
+    last block + final norm + a new head trained, AdamW (lr 8e-4, cosine to zero, weight decay 0.1),
+    batch 8, 5 epochs; problem_type multi_label_classification (thresholds 0.5, and also each label's
+    best on validation as ours) or regression (targets standardized as ours). Every step runs the
+    whole network."""
+    import torch
+    import transformers
+
+    from gptclassify.classifier.tasks import choose_thresholds
+    from gptclassify.weights import load_pretrained, load_tokenizer
+
+    task, info = TASKS[name], json.loads((data / "dataset.json").read_text())
+    labels = info.get("labels", [])
+    ours_model, tok = load_pretrained(WEIGHTS), load_tokenizer(WEIGHTS)
+    c = ours_model.cfg
+    problem = {"multi-label": "multi_label_classification", "regression": "regression",
+               "single-label": "single_label_classification"}[task]
+    hf_cfg = transformers.LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.emb_dim, intermediate_size=c.hidden_dim,
+                                      num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
+                                      num_key_value_heads=c.n_kv_heads, rope_theta=c.rope_base, rms_norm_eps=c.norm_eps,
+                                      max_position_embeddings=c.context_length, tie_word_embeddings=True,
+                                      num_labels=1 if task == "regression" else len(labels), problem_type=problem,
+                                      pad_token_id=tok.pad_id)
+    torch.manual_seed(seed)
+    model = transformers.LlamaForSequenceClassification(hf_cfg)
+    names = {"tok_emb.weight": "model.embed_tokens.weight", "final_norm.weight": "model.norm.weight"}
+    hf_block = {"norm1.weight": "input_layernorm.weight", "att.W_query.weight": "self_attn.q_proj.weight",
+                "att.W_key.weight": "self_attn.k_proj.weight", "att.W_value.weight": "self_attn.v_proj.weight",
+                "att.out_proj.weight": "self_attn.o_proj.weight", "norm2.weight": "post_attention_layernorm.weight",
+                "ff.gate.weight": "mlp.gate_proj.weight", "ff.up.weight": "mlp.up_proj.weight",
+                "ff.down.weight": "mlp.down_proj.weight"}
+    state = {}
+    for k, v in ours_model.state_dict().items():
+        if k in names:
+            state[names[k]] = v
+        elif k.startswith("trf_blocks."):
+            _, i, rest = k.split(".", 2)
+            if rest in hf_block:
+                state[f"model.layers.{i}.{hf_block[rest]}"] = v
+    missing = model.load_state_dict(state, strict=False).missing_keys
+    assert set(missing) <= {"score.weight"}, missing
+    del ours_model
+    for p in model.parameters():
+        p.requires_grad = False
+    for p in [*model.model.layers[-1].parameters(), *model.model.norm.parameters(), *model.score.parameters()]:
+        p.requires_grad = True
+
+    def encode(split):
+        df = read(data, split)
+        if "text_pair" in df:
+            ids = [tok.fit(tok.encode_raw((a, b), cap), cap) for a, b in zip(df["text"], df["text_pair"])]
+        else:
+            from gptclassify.data.tokenizer import keep
+            ids = [keep(tok.encode(t, cap, "head+tail"), cap, "head+tail", len(tok.prefix)) or [tok.pad_id]
+                   for t in df["text"]]
+        return ids, targets(df, task, labels)
+
+    def batch(ids_list):
+        width = max(len(i) for i in ids_list)
+        ids = torch.full((len(ids_list), width), tok.pad_id)
+        mask = torch.zeros((len(ids_list), width), dtype=torch.long)
+        for r, i in enumerate(ids_list):
+            ids[r, : len(i)], mask[r, : len(i)] = torch.tensor(i), 1
+        return ids, mask
+
+    def outputs(xs):
+        out = []
+        with torch.no_grad():
+            for b in range(0, len(xs), 32):
+                ids, mask = batch(xs[b: b + 32])
+                out.append(model(input_ids=ids, attention_mask=mask).logits.float())
+        return torch.cat(out)
+
+    started = time.perf_counter()
+    train_x, train_y = encode("train")
+    mean, std = (train_y.mean(), train_y.std()) if task == "regression" else (0.0, 1.0)
+    label_of = (lambda y: torch.tensor((y - mean) / std, dtype=torch.float32)) if task == "regression" else \
+        (lambda y: torch.tensor(y, dtype=torch.float32)) if task == "multi-label" else torch.tensor
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=8e-4, weight_decay=0.1)
+    steps = epochs * ((len(train_x) + batch_size - 1) // batch_size)
+    schedule = transformers.get_cosine_schedule_with_warmup(optimizer, 0, steps)
+    rng = random.Random(seed)
+    model.train()
+    for epoch in range(epochs):
+        order = list(range(len(train_x)))
+        rng.shuffle(order)
+        for b in range(0, len(order), batch_size):
+            rows = order[b: b + batch_size]
+            ids, mask = batch([train_x[i] for i in rows])
+            loss = model(input_ids=ids, attention_mask=mask, labels=label_of(train_y[rows])).loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+        print(f"    peer epoch {epoch + 1}: {time.perf_counter() - started:.0f}s", flush=True)
+    model.eval()
+    test_x, test_y = encode("test")
+    logits = outputs(test_x)
+    if task == "regression":
+        return {**scores(task, test_y, logits.reshape(-1).numpy() * std + mean),
+                "wall_seconds": time.perf_counter() - started}
+    if task == "single-label":
+        return {**scores(task, test_y, logits.argmax(-1).numpy()), "wall_seconds": time.perf_counter() - started}
+    val_x, val_y = encode("validation")
+    thresholds, _ = choose_thresholds(torch.sigmoid(outputs(val_x)), torch.tensor(val_y, dtype=torch.float32), labels)
+    probs = torch.sigmoid(logits).numpy()
+    tuned = scores(task, test_y, (probs >= np.array(thresholds)).astype(float))
+    return {**scores(task, test_y, (probs >= 0.5).astype(float)), "tuned_thresholds": tuned,
+            "wall_seconds": time.perf_counter() - started}
+
+
+def token_lengths(data: Path) -> dict:
+    from gptclassify.weights import load_tokenizer
+
+    tok = load_tokenizer(WEIGHTS)
+    n = np.array([len(tok.encode(t)) for t in read(data, "train")["text"]])
+    return {"median": float(np.median(n)), "p90": float(np.percentile(n, 90)), "max": int(n.max()),
+            "over_256": float((n > 256).mean()), "over_1024": float((n > 1024).mean())}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=sorted(TASKS), help="these datasets; the others' rows are kept")
+    parser.add_argument("--rows", nargs="+", help="of each dataset, only these rows: tfidf, peer, lengths, or "
+                                                   "gptclassify's (default, chunks, head+tail-1024)")
+    parser.add_argument("--peer-in-process", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.peer_in_process:
+        print(json.dumps(peer(args.peer_in_process, subset(args.peer_in_process))))
+        return
+    previous = RESULTS / "label_shapes.json"
+    results = json.loads(previous.read_text()).get("results", {}) if previous.is_file() else {}
+    work = scratch_dir("gptclassify-shapes-")
+    for name in args.only or list(TASKS):
+        if not (DATA / name / "dataset.json").is_file():
+            sys.exit(f"run `../.venv/bin/python datasets.py {name}` first")
+        data = subset(name)
+        rows = args.rows or ["lengths", "tfidf", *OURS[name], "peer"]
+        for row in rows:
+            print(f"== {name}: {row}", flush=True)
+            if row == "lengths":
+                got = token_lengths(data)
+            elif row == "tfidf":
+                got = tfidf(name, data)
+            elif row == "peer":
+                wall, rss, lines = measured([sys.executable, __file__, "--peer-in-process", name])
+                got = {**json.loads(lines[-1]), "process_wall_seconds": wall, "peak_rss_mb": rss}
+            elif row in OURS[name]:
+                got = ours(name, row, data, work)
+            else:
+                continue
+            results.setdefault(name, {"task": TASKS[name], "data": str(data)})[row] = got
+            print(json.dumps(got), flush=True)
+            save("label_shapes", {"weights": WEIGHTS, "model": MODEL, "results": results})
+
+
+if __name__ == "__main__":
+    main()
