@@ -144,3 +144,49 @@ def test_files_read_as_meant(tmp_path):
     path.write_text('{"text": "a", "label": 1}\n\n{"text": "b\\u2028c", "label": 2.5}\n', encoding="utf-8")
     df = read_table(path, "text", "label")
     assert df["text"].tolist() == ["a", "b\u2028c"] and df["label"].tolist() == ["1", "2.5"]
+
+
+# ---------------------------------------------------------------- the label shapes' columns
+
+label_name = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="|"), min_size=1,
+                     max_size=20).filter(lambda t: t.strip() == t and t)
+
+
+@CI
+@given(rows=st.lists(st.tuples(field, st.lists(label_name, max_size=3, unique=True)), min_size=1, max_size=15),
+       fmt=st.sampled_from(["csv", "jsonl"]))
+def test_label_sets_and_text_pairs_are_read_back_exactly(tmp_path_factory, rows, fmt):
+    """Any label names (quotes, commas, newlines, NaN-like words), any texts: a set of labels and a
+    pair of texts arrive as written, the set sorted, an empty set kept."""
+    tmp = tmp_path_factory.mktemp("s")
+    as_cell = (lambda labels: labels) if fmt == "jsonl" else "|".join
+    path = write(tmp / f"sets.{fmt}", [(t, as_cell(labels)) for t, labels in rows], fmt)
+    df = read_table(path, "text", "label", task="multi-label")
+    assert list(df["text"]) == [t for t, _ in rows] and [list(x) for x in df["label"]] == [sorted(x) for _, x in rows]
+    pairs = write(tmp / f"pairs.{fmt}", [(t, t[::-1] or "x", "same") for t, _ in rows], fmt,
+                  header=("text", "other", "label"))
+    df = read_table(pairs, "text", "label", pair_column="other")
+    assert list(zip(df["text"], df["text_pair"])) == [(t, t[::-1] or "x") for t, _ in rows]
+
+
+BROKEN_SHAPES = [
+    ("word.csv", b"text,label\na,1\nb,high\n", ["--task", "regression"], "line 3, column 'label': not a number: 'high'"),
+    ("nan.csv", b"text,label\na,1\nb,nan\n", ["--task", "regression"], "line 3, column 'label': not a finite number"),
+    ("inf.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": "-inf"}\n', ["--task", "regression"],
+     "line 2, column 'label': not a finite number"),
+    ("null.jsonl", b'{"text": "a", "label": ["x", null]}\n', ["--task", "multi-label"],
+     "line 1, column 'label': expected text, got [\"x\", null]"),
+    ("sep.jsonl", b'{"text": "a", "label": ["x|y"]}\n', ["--task", "multi-label"], "line 1, column 'label'"),
+    ("pair.csv", b"text,other,label\na,,x\nb,c,y\n", ["--text-pair-column", "other"], "line 2, column 'other': empty text"),
+    ("nopair.csv", b"text,label\na,x\n", ["--text-pair-column", "other"], "no column 'other' (columns: text, label)"),
+]
+
+
+@pytest.mark.parametrize("name, content, args, message", BROKEN_SHAPES, ids=[b[0] for b in BROKEN_SHAPES])
+def test_broken_label_shapes_are_refused_with_file_line_and_column(tmp_path, capsys, name, content, args, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["prepare", "csv", str(path), *args, "--out", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and message in err, err
+    assert not (tmp_path / "out").exists()
