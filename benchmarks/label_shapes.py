@@ -2,16 +2,16 @@
 against a TF-IDF baseline of the same shape and the Hugging Face transformers peer with the same
 weights and recipe, by the shape's headline metric, wall time and peak memory.
 
-    ../.venv/bin/python datasets.py debtags vader-tweets simlex conventions   # once: pinned downloads
+    ../.venv/bin/python datasets.py debtags vader-tweets simlex conventions spam-assassin-long  # once
     ../.venv/bin/python label_shapes.py                                       # every row (about an hour)
     ../.venv/bin/python label_shapes.py --only conventions                    # one dataset; others kept
 
 debtags: multi-label (micro-F1), a stratified subset of 1,500 / 300 / 600 programs.
 vader-tweets: regression (R², Pearson, Spearman; RMSE in rating points), all 4,200 tweets.
 simlex: word pairs, regression (Spearman, SimLex-999's own measure, and R²), all 999 pairs.
-conventions: long documents (accuracy, macro-F1), all 189 speeches: our default head+tail at 256
-tokens, chunks (windows of 256, up to 4 each), head+tail at 1,024 tokens (the chunks' positions in
-one window), and the peer at head+tail 256.
+spam-assassin-long and conventions: long documents (accuracy, macro-F1), all 1,322 e-mails and
+all 189 speeches: our default head+tail at 256 tokens, chunks (windows of 256, up to 4 each),
+head+tail at 1,024 tokens (the chunks' positions in one window), and the peer at head+tail 256.
 
 Each gptclassify row is its own `gptclassify train` process in a fresh feature cache (wall time and
 peak RSS are that process's, its frozen pass included); the peer runs in its own process too.
@@ -37,12 +37,14 @@ DATA = HERE / "data"
 GPTCLASSIFY = str(HERE.parent / ".venv" / "bin" / "gptclassify")
 MODEL, WEIGHTS = "smollm2-135m", "smollm2-135m-instruct-gguf"
 SPLITS = ("train", "validation", "test")
-TASKS = {"debtags": "multi-label", "vader-tweets": "regression", "simlex": "regression", "conventions": "single-label"}
+TASKS = {"debtags": "multi-label", "vader-tweets": "regression", "simlex": "regression",
+         "spam-assassin-long": "single-label", "conventions": "single-label"}
+LONG_ROWS = {"default": [], "chunks": ["--truncation", "chunks", "--max-length", "256", "--max-chunks", "4"],
+             "head+tail-1024": ["--max-length", "1024"]}
 SUBSETS = {"debtags": (1500, 300, 600)}
 OURS = {  # rows of gptclassify per dataset: extra train options
     "debtags": {"default": []}, "vader-tweets": {"default": []}, "simlex": {"default": []},
-    "conventions": {"default": [], "chunks": ["--truncation", "chunks", "--max-length", "256", "--max-chunks", "4"],
-                    "head+tail-1024": ["--max-length", "1024"]},
+    "spam-assassin-long": LONG_ROWS, "conventions": LONG_ROWS,
 }
 
 

@@ -104,6 +104,9 @@ def add_evaluate_and_predict(sub) -> None:
                    help="default: by --output's extension (.csv, .jsonl, .txt), else jsonl")
     p.add_argument("--batch-size", type=int,
                    help="texts per forward pass (default: 32 on a CPU; on CUDA, as many as fill 16,384 positions)")
+    p.add_argument("--min-score", type=float, metavar="P",
+                   help="leave a text unlabelled (label null) when its top calibrated score is under P: the texts "
+                        "to pass to a person (single-label runs)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     p.set_defaults(func="predict.cmd_predict")
 

@@ -252,6 +252,7 @@ class RunConfig:
     task: str = "single-label"  # classifier/tasks.py: single-label, multi-label, regression
     thresholds: list[float] | None = None  # multi-label: each label's decision threshold
     target_scale: list[float] | None = None  # regression: [mean, std] of the training targets
+    temperature: float | list[float] | None = None  # calibration: the logits' divisor (multi-label: per label)
 
     def to_json(self) -> dict:
         return {
@@ -263,7 +264,7 @@ class RunConfig:
             "trainable_parameters": self.trainable_parameters, "total_parameters": self.total_parameters,
             "training": asdict(self.training), "data": self.data, "feature_cache": self.feature_cache,
             "task": self.task, "problem_type": PROBLEM_TYPES[self.task], "thresholds": self.thresholds,
-            "target_scale": self.target_scale,
+            "target_scale": self.target_scale, "temperature": self.temperature,
         }
 
     @classmethod
@@ -289,7 +290,7 @@ class RunConfig:
                    config.get("data") if isinstance(config.get("data"), dict) else {},
                    config.get("trainable_parameters"), config.get("total_parameters"), config.get("feature_cache"),
                    str(config.get("gptclassify_version", "")), config.get("task", "single-label"),
-                   config.get("thresholds"), config.get("target_scale"))
+                   config.get("thresholds"), config.get("target_scale"), config.get("temperature"))
 
 
 def run_config_checks(config: dict) -> list[tuple[bool, str]]:
@@ -309,6 +310,11 @@ def run_config_checks(config: dict) -> list[tuple[bool, str]]:
          "'thresholds' must be one number per label"),
         (config.get("target_scale") is None or numbers(config["target_scale"], 2) and config["target_scale"][1] > 0,
          "'target_scale' must be [mean, std] with std > 0"),
+        (config.get("temperature") is None or (numbers([config["temperature"]], 1) and config["temperature"] > 0
+                                               if task != "multi-label" else
+                                               numbers(config["temperature"], len(id2label))
+                                               and min(config["temperature"]) > 0),
+         "'temperature' must be a positive number (multi-label: one per label)"),
         (config["pooling"] in POOLINGS, f"'pooling' must be one of {', '.join(POOLINGS)}"),
         (config["truncation"] in TRUNCATIONS, f"'truncation' must be one of {', '.join(TRUNCATIONS)}"),
         (is_int(config["max_length"]) and config["max_length"] > 0, "'max_length' must be a positive integer"),

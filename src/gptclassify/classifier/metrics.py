@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..data.batches import length_sorted_batches
 from ..distributed import gather_shards
+from .calibration import calibrated, calibration_report
 from .tasks import in_target_units, loss_fn, multi_label_report, regression_report
 
 
@@ -60,18 +61,27 @@ def split_logits(dataset, lengths: list[int], batch_size: int, collate, logits_f
 
 def logits_report(logits: torch.Tensor, targets: torch.Tensor, labels: list[str], task: str = "single-label",
                   thresholds: list[float] | None = None, target_scale: tuple[float, float] | None = None,
-                  huber: bool = False) -> dict:
+                  huber: bool = False, temperature=None) -> dict:
     """Full-set metrics of a split's logits: for classes, loss per example, accuracy, per-class,
-    confusion; for label sets, F1s, subset accuracy and Hamming loss at each label's threshold; for
-    numbers, errors and correlations in the target's own units (`target_scale`: its mean and std)."""
+    confusion; for label sets, F1s, subset accuracy and Hamming loss at each label's threshold (on
+    the calibrated scores); for both, the calibration (`calibration.calibration_report`); for
+    numbers, errors and correlations in the target's own units (`target_scale`: its mean and std).
+    The loss is the trained head's own, before the temperature."""
     if task == "single-label":
         loss = F.cross_entropy(logits, targets).item()
-        return classification_report(targets.numpy(), logits.argmax(-1).numpy(), labels, loss)
+        report = classification_report(targets.numpy(), logits.argmax(-1).numpy(), labels, loss)
+        return {**report, "calibration": calibration_report(logits, targets, temperature, softmax)}
     loss = loss_fn(logits, targets, huber=huber).item()
     if task == "multi-label":
-        return multi_label_report(torch.sigmoid(logits), targets, labels, thresholds or [0.5] * len(labels), loss)
+        report = multi_label_report(torch.sigmoid(calibrated(logits, temperature)), targets, labels,
+                                    thresholds or [0.5] * len(labels), loss)
+        return {**report, "calibration": calibration_report(logits, targets, temperature, torch.sigmoid)}
     return regression_report(in_target_units(logits.reshape(-1), target_scale), in_target_units(targets, target_scale),
                              loss)
+
+
+def softmax(logits: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(logits, -1)
 
 
 # Texts per batch of a whole-split pass: the same as training's final metrics use, so that `evaluate`

@@ -7,7 +7,7 @@ import sys
 from ..data.inputs import InputFile
 from ..data.splits import read_lines, read_table, split_lines
 from ..errors import UserError
-from ..inference.predict import Classifier
+from ..inference.predict import Classifier, check_min_score
 from ..inference.predict_file import output_format, predict_to
 
 
@@ -56,6 +56,8 @@ def cmd_predict(args) -> None:
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError("--batch-size must be 1 or more")
     classifier = Classifier.load(args.run, args.device)
-    predict_to(classifier, texts, args.output, output_format(args.format, args.output), args.batch_size)
+    check_min_score(args.min_score, classifier.task)
+    predict_to(classifier, texts, args.output, output_format(args.format, args.output), args.batch_size,
+               args.min_score)
     if getattr(texts, "blank", 0):
         print(f"gptclassify: skipped {texts.blank} blank line(s)", file=sys.stderr)

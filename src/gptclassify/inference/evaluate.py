@@ -54,4 +54,4 @@ def evaluate_run(run_dir: Path, data_dir: Path, split: str = "test", device: str
                                         Collate(tokenizer.pad_id, policy.pad_to), logits_fn, dev,
                                         head_size(task, labels), len(texts))
     return logits_report(logits, gathered, labels, task, config.thresholds, config.target_scale,
-                         config.training.loss == "huber")
+                         config.training.loss == "huber", config.temperature)

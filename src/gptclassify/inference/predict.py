@@ -14,6 +14,7 @@ import torch
 from ..data.batches import Collate, length_sorted_batches
 from ..device import autocast_for, no_grad_batching, resolve_device
 from ..classifier.prefix import run_logits, run_prefix
+from ..classifier.calibration import calibrated
 from ..classifier.pooling import combine_windows
 from ..classifier.tasks import head_size, in_target_units, probabilities as task_probabilities, window_combine
 from ..config import RunConfig
@@ -93,16 +94,18 @@ class Classifier:
         if len(encoded) > len(texts):
             owners = torch.tensor([i for i, ws in enumerate(per_text) for _ in ws])
             logits = combine_windows(logits, owners, window_combine(self.task))
-        probs = task_probabilities(self.task, logits)
+        probs = task_probabilities(self.task, calibrated(logits, self.config.temperature))
         return in_target_units(probs, self.config.target_scale) if self.task == "regression" else probs
 
-    def predict(self, texts: str | list[str], batch_size: int | None = None):
+    def predict(self, texts: str | list[str], batch_size: int | None = None, min_score: float | None = None):
         """Per text: {"label", "score", "probabilities": {label: p}} (multi-label: {"labels": the
         labels over their thresholds, "scores": {label: p}}; regression: {"value": x}); a single
-        string gives one dict."""
+        string gives one dict. Scores are calibrated (the run's temperature). With `min_score`, a
+        text whose top score is under it is left unlabelled: its "label" is None."""
+        check_min_score(min_score, self.task)
         single = isinstance(texts, (str, tuple))  # a text, or one (text, text_pair)
         probs = self.probabilities([texts] if single else list(texts), batch_size)
-        out = [self.prediction(row) for row in probs.tolist()]
+        out = abstain([self.prediction(row) for row in probs.tolist()], min_score)
         return out[0] if single else out
 
     def prediction(self, row: list[float]) -> dict:
@@ -114,6 +117,23 @@ class Classifier:
                     "scores": dict(zip(self.labels, row))}
         best = max(range(len(row)), key=row.__getitem__)
         return {"label": self.labels[best], "score": row[best], "probabilities": dict(zip(self.labels, row))}
+
+
+def check_min_score(min_score: float | None, task: str) -> None:
+    if min_score is None:
+        return
+    if task != "single-label":
+        raise UserError(f"--min-score leaves a text without its one class; a {task} run has none to withhold")
+    if not 0 <= min_score <= 1:
+        raise UserError(f"--min-score is a probability, 0 to 1, not {min_score:g}")
+
+
+def abstain(predictions: list[dict], min_score: float | None) -> list[dict]:
+    """Predictions whose top score is under `min_score` with their label withheld (None): the texts a
+    person should look at. Scores and probabilities are kept."""
+    if min_score is None:
+        return predictions
+    return [{**p, "label": None} if p["score"] < min_score else p for p in predictions]
 
 
 def classify_text(text: str, classifier: Classifier | str | Path) -> str:

@@ -76,7 +76,7 @@ def csv_values(p: dict, task: str) -> list[str]:
         return [f"{p['value']:.6g}"]
     if task == "multi-label":
         return ["|".join(p["labels"]), *(f"{v:.6f}" for v in p["scores"].values())]
-    return [p["label"], f"{p['score']:.6f}", *(f"{v:.6f}" for v in p["probabilities"].values())]
+    return [p["label"] or "", f"{p['score']:.6f}", *(f"{v:.6f}" for v in p["probabilities"].values())]
 
 
 def text_summary(p: dict, task: str, width: int) -> str:
@@ -84,12 +84,13 @@ def text_summary(p: dict, task: str, width: int) -> str:
         return f"{p['value']:>10.4g}"
     if task == "multi-label":
         return f"{','.join(p['labels']) or '(none)':<{width}}"
-    return f"{p['label']:<{width}}  {p['score']:6.1%}"
+    return f"{p['label'] or '(unsure)':<{width}}  {p['score']:6.1%}"
 
 
-def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int | None = None) -> None:
+def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int | None = None,
+               min_score: float | None = None) -> None:
     """Classify `texts` (a list, or an `InputFile` read as it goes) and write the predictions to
-    `output` (standard output when None), chunk by chunk."""
+    `output` (standard output when None), chunk by chunk; under `min_score`, unlabelled."""
     world = current()
     if world.size > 1 and output is None:
         raise UserError("predict under torchrun writes a file: give --output FILE")
@@ -99,12 +100,13 @@ def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int
         say(f"predict: {total:,} {unit} of input, in chunks of {CHUNK:,} texts"
             + (f"; chunk i goes to process i mod {world.size}" if world.size > 1 else ""))
     progress = Progress(total, unit, "predict", say, enabled=world.is_main and total > (1 << 20 if streamed else CHUNK))
-    parts = None if output is None else Parts(Path(output), manifest(classifier, texts, fmt), world)
+    parts = None if output is None else Parts(Path(output), manifest(classifier, texts, fmt, min_score), world)
     count, seen = 0, 0
     for index, chunk in enumerate(chunks(texts)):
         count = index + 1
         if index % world.size == world.rank and not (parts and parts.done(index)):
-            text = format_predictions(chunk, classifier.predict(chunk, batch_size=batch_size), classifier.labels,
+            text = format_predictions(chunk, classifier.predict(chunk, batch_size=batch_size, min_score=min_score),
+                                      classifier.labels,
                                       fmt, header=index == 0, task=classifier.task)
             if parts:
                 parts.write(index, text)
@@ -136,7 +138,7 @@ def chunks(texts):
         yield chunk
 
 
-def manifest(classifier, texts, fmt: str) -> dict:
+def manifest(classifier, texts, fmt: str, min_score: float | None = None) -> dict:
     """What an unfinished output's parts were made from; parts made from anything else are not reused."""
     if hasattr(texts, "identity"):
         source = texts.identity()
@@ -149,7 +151,8 @@ def manifest(classifier, texts, fmt: str) -> dict:
         source = {"texts_sha256": h.hexdigest(), "count": len(texts)}
     run = getattr(classifier, "run_dir", None)
     weights = Path(run) / "model.safetensors" if run else None
-    return {"source": source, "format": fmt, "chunk": CHUNK, "run": str(Path(run).resolve()) if run else None,
+    return {"source": source, "format": fmt, "chunk": CHUNK, "min_score": min_score,
+            "run": str(Path(run).resolve()) if run else None,
             "run_weights": [weights.stat().st_size, weights.stat().st_mtime_ns] if weights and weights.is_file() else None}
 
 

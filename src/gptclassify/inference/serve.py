@@ -30,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import UserError
 from ..files import MAX_JSON_BYTES, read_json
 from ..config import Limits
-from .predict import Classifier
+from .predict import Classifier, abstain
 
 STATIC = Path(__file__).parent / "static"
 
@@ -43,10 +43,11 @@ class ClassifyRequest(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     texts: list[str] | None = None
     pairs: list[Annotated[list[str], Field(min_length=2, max_length=2)]] | None = None  # [[text, text_pair], ...]
+    min_score: Annotated[float, Field(ge=0, le=1)] | None = None  # single-label: under it, "label" is null
 
 
 class Prediction(BaseModel):
-    label: str
+    label: str | None  # null: the top score was under the request's min_score
     score: float
     probabilities: dict[str, float]
 
@@ -221,8 +222,12 @@ def request_texts(body: ClassifyRequest, pairs: bool) -> list | JSONResponse:
     return [tuple(p) for p in body.pairs] if pairs else body.texts
 
 
-async def answer(texts: list, request: Request, batcher: Batcher, limits: Limits):
-    """POST /v1/classify: the predictions, or the JSON error that says why there are none."""
+async def answer(texts: list, request: Request, batcher: Batcher, limits: Limits, min_score: float | None = None):
+    """POST /v1/classify: the predictions (under `min_score`, unlabelled), or the JSON error that
+    says why there are none."""
+    task = batcher.classifier.task
+    if min_score is not None and task != "single-label":
+        return error(422, f"min_score: a {task} run has no one class to withhold")
     if len(texts) > limits.max_texts:
         return error(413, f"at most {limits.max_texts} texts per request, got {len(texts)}")
     for i, text in enumerate(texts):
@@ -243,7 +248,7 @@ async def answer(texts: list, request: Request, batcher: Batcher, limits: Limits
         work.cancel()
         return error(503, f"not answered within {limits.timeout_s:g} s; try again shortly", retry_after=5)
     try:
-        return {"predictions": work.result()}
+        return {"predictions": abstain(work.result(), min_score)}
     except Busy:
         return error(503, "the model is busy; try again shortly", retry_after=1)
     except ModelFailed as e:
@@ -288,7 +293,8 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
                          503: {"description": "the queue is full or the answer took too long; see Retry-After"}})
     async def classify(body: ClassifyRequest, request: Request):
         texts = request_texts(body, classifier.pairs)
-        return texts if isinstance(texts, JSONResponse) else await answer(texts, request, batcher, limits)
+        return texts if isinstance(texts, JSONResponse) else await answer(texts, request, batcher, limits,
+                                                                          body.min_score)
 
     @app.get("/healthz")
     async def healthz():

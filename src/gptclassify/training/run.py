@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from ..classifier.calibration import MIN_TEXTS_TO_CALIBRATE, calibrated, calibration_report, fit_temperatures
 from ..classifier.lora import adapter_state, merge_lora
 from ..classifier.metrics import SPLIT_BATCH_SIZE, logits_report, split_logits
 from ..classifier.tasks import (balanced_positive_weights, choose_thresholds, head_size, headline, loss_fn,
@@ -73,16 +74,19 @@ def train(p: Prepared, resume: bool = False) -> dict:
         p.log(f"kept the best epoch by validation {cfg.select_by}: {state.best_epoch}")
     model.eval()
     outputs = {split: full_logits(p, split) for split in SPLITS}  # each split's pass once
-    thresholds = label_thresholds(p, *outputs["validation"]) if p.task == "multi-label" else None
+    temperature = calibrate(p, *outputs["validation"])
+    thresholds = label_thresholds(p, calibrated(outputs["validation"][0], temperature), outputs["validation"][1]) \
+        if p.task == "multi-label" else None
     metrics = {split: logits_report(*outputs[split], p.labels, p.task, thresholds, p.target_scale,
-                                    cfg.loss == "huber") for split in SPLITS}
+                                    cfg.loss == "huber", temperature) for split in SPLITS}
     metrics["training"] = training_summary(p, state)
     failpoint("evaluation")
     if p.world.is_main:
         if cfg.trainable == "lora":  # the adapters kept apart, then folded in: a plain classifier is saved
             save_safetensors(adapter_state(model), p.run_dir / "adapter.safetensors", metadata=adapter_metadata(p))
             merge_lora(model)
-        write_run(p.run_dir, model, p.classifier.tokenizer, run_config(p, thresholds), state.history, metrics)
+        write_run(p.run_dir, model, p.classifier.tokenizer, run_config(p, thresholds, temperature), state.history,
+                  metrics)
     barrier()  # nobody reports success before the run is written
     return metrics
 
@@ -230,6 +234,23 @@ def record_epoch(state: TrainState, cfg: TrainConfig, epoch: dict) -> bool:
     return improved
 
 
+def calibrate(p: Prepared, logits: torch.Tensor, targets: torch.Tensor):
+    """The temperature(s) that make the validation split's scores probabilities (`calibration`)."""
+    temperature = fit_temperatures(logits, targets, p.task)
+    if p.task == "regression":
+        return None
+    if temperature is None:
+        p.log(f"calibration: none ({len(targets)} validation texts; {MIN_TEXTS_TO_CALIBRATE} are needed)")
+        return None
+    probabilities = torch.sigmoid if p.task == "multi-label" else (lambda x: torch.softmax(x, -1))
+    ece = calibration_report(logits, targets, temperature, probabilities)
+    shown = f"{temperature:.3f}" if isinstance(temperature, float) else \
+        ", ".join(f"{label} {t:.2f}" for label, t in zip(p.labels, temperature))
+    p.log(f"calibration: temperature {shown} (validation NLL); validation ECE {ece['ece_before']:.4f} -> "
+          f"{ece['ece']:.4f}")
+    return temperature
+
+
 def label_thresholds(p: Prepared, logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
     """Each label's decision threshold, chosen on the validation split's outputs (tasks.choose_thresholds)."""
     thresholds, notes = choose_thresholds(torch.sigmoid(logits), targets, p.labels)
@@ -260,7 +281,7 @@ def adapter_metadata(p: Prepared) -> dict[str, str]:
             "blocks": str(blocks), "head": cfg.lora_head, "model_name": p.classifier.model_name, "weights": p.weights}
 
 
-def run_config(p: Prepared, thresholds: list[float] | None = None) -> RunConfig:
+def run_config(p: Prepared, thresholds: list[float] | None = None, temperature=None) -> RunConfig:
     c = p.classifier
     chunking = c.cfg.chunking  # the windows as used, their overlap worked out
     windows = (chunking.max_chunks, chunking.overlap_for(p.tokens.max_length, len(c.tokenizer.prefix))) \
@@ -271,4 +292,4 @@ def run_config(p: Prepared, thresholds: list[float] | None = None) -> RunConfig:
     data = {"dir": str(p.data_dir), "dataset": read_json(p.data_dir / "dataset.json")}
     return RunConfig(c.model_name, p.weights, p.model.cfg.to_dict(), p.labels, policy, dict(tokenizer), c.cfg, data,
                      c.trainable, c.total, p.inputs.cached, task=p.task, thresholds=thresholds,
-                     target_scale=list(p.target_scale) if p.target_scale else None)
+                     target_scale=list(p.target_scale) if p.target_scale else None, temperature=temperature)
