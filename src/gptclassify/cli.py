@@ -93,6 +93,13 @@ def add_evaluate_and_predict(sub) -> None:
     p.add_argument("--split", default="test", choices=["train", "validation", "test"], help="the split to score")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
     p.set_defaults(func="evaluate.cmd_evaluate")
+
+    p = sub.add_parser("report", help="RUN/report.html: what a run does, calibrated, against a TF-IDF baseline")
+    p.add_argument("run", type=Path, help="a finished run directory")
+    p.add_argument("--data", type=Path, help="a directory made by `gptclassify prepare` (default: the run's own)")
+    p.add_argument("--split", default="test", choices=["train", "validation", "test"], help="the split to show")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    p.set_defaults(func="report.cmd_report")
     p = sub.add_parser("predict", help="classify new texts with a trained run")
     p.add_argument("run", type=Path, help="a finished run directory")
     p.add_argument("texts", nargs="*", help="texts to classify; '-' reads standard input, one text per line")

@@ -72,12 +72,17 @@ class Classifier:
         """Whether the run was trained on pairs of texts (prepare's --text-pair-column)."""
         return bool(self.config.data.get("dataset", {}).get("text_pair_column"))
 
-    @torch.inference_mode()
     def probabilities(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
-        """(len(texts), num_classes) class probabilities (a softmax; for multi-label, a sigmoid per
-        label; for regression, (len(texts), 1) values in the target's units), in the order given.
-        Batches of `batch_size` texts; by default 32 on a CPU, and on CUDA as many as fill
-        `device.GPU_BATCH_TOKENS` positions."""
+        """(len(texts), num_classes) class probabilities (a softmax of the calibrated logits; for
+        multi-label, a sigmoid per label; for regression, (len(texts), 1) values in the target's
+        units), in the order given. Batches of `batch_size` texts; by default 32 on a CPU, and on
+        CUDA as many as fill `device.GPU_BATCH_TOKENS` positions."""
+        probs = task_probabilities(self.task, calibrated(self.logits(texts, batch_size), self.config.temperature))
+        return in_target_units(probs, self.config.target_scale) if self.task == "regression" else probs
+
+    @torch.inference_mode()
+    def logits(self, texts: list[str], batch_size: int | None = None) -> torch.Tensor:
+        """The head's raw outputs for each text (a long text's windows combined), before calibration."""
         if any(isinstance(t, (tuple, list)) != self.pairs for t in texts):
             raise UserError("this run classifies pairs of texts: give (text, text_pair) tuples" if self.pairs else
                             "this run classifies single texts, not pairs")
@@ -94,8 +99,7 @@ class Classifier:
         if len(encoded) > len(texts):
             owners = torch.tensor([i for i, ws in enumerate(per_text) for _ in ws])
             logits = combine_windows(logits, owners, window_combine(self.task))
-        probs = task_probabilities(self.task, calibrated(logits, self.config.temperature))
-        return in_target_units(probs, self.config.target_scale) if self.task == "regression" else probs
+        return logits
 
     def predict(self, texts: str | list[str], batch_size: int | None = None, min_score: float | None = None):
         """Per text: {"label", "score", "probabilities": {label: p}} (multi-label: {"labels": the
