@@ -3,6 +3,7 @@ nothing loaded from the network; opened in headless Chromium where the machine h
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from html.parser import HTMLParser
@@ -114,9 +115,7 @@ def test_a_run_whose_data_moved_asks_for_it(hostile_run, tmp_path, capsys):
 
 
 def chromium() -> str | None:
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("playwright") is None:
         return None
     return next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser") if Path(p).is_file()), None)
 

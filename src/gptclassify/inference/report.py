@@ -9,6 +9,7 @@ This file computes; `report_html.py` draws and writes.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,9 +88,7 @@ def gather(run_dir: Path, data_dir: Path | None = None, split: str = "test", dev
 
 def baseline_metrics(data_dir: Path, split: str, clf: Classifier, task: str, separator: str, targets, log) -> dict | str:
     """The TF-IDF baseline's metrics on the split, or why there are none."""
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("sklearn") is None:
         return SKLEARN_MISSING
     train = load_data_split(data_dir, "train", clf.labels, task, separator)
     test = load_data_split(data_dir, split, clf.labels, task, separator)
