@@ -73,7 +73,7 @@ def weights_dir(tmp_path_factory):
 # (the README's test command, what CI runs) runs everything.
 SLOW_MODULES = {"test_lora", "test_distributed", "test_faults", "test_options_fuzz", "test_llama", "test_converted",
                 "test_gpt2", "test_serve", "test_serve_faults", "test_hub", "test_predict_stream", "test_cuda",
-                "test_hostile_input", "test_report"}
+                "test_hostile_input", "test_report", "test_tune"}
 
 
 def pytest_collection_modifyitems(items):

@@ -84,6 +84,19 @@ def add_train(sub) -> None:
     add_options(p, TrainConfig)  # every training setting, from its definition in config.py
     p.set_defaults(func="train.cmd_train")
 
+    p = sub.add_parser("tune", help="choose the recipe by cross-validation on the cached features, then train it")
+    p.add_argument("--data", type=Path, metavar="DIR", help="a directory made by `gptclassify prepare`")
+    p.add_argument("--model", help="what to load, as for train")
+    p.add_argument("--weights", help="as for train")
+    p.add_argument("--out", type=Path, metavar="RUN", help="the run directory to write (the same command again "
+                                                          "continues an interrupted tune)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--folds", type=int, default=5, help="folds of the training and validation splits")
+    p.add_argument("--budget", help="time for the cross-validation, e.g. 30m, 1.5h, 600s: the grid is cut to fit "
+                                    "(default: the whole grid)")
+    add_options(p, TrainConfig)  # the settings every recipe shares (the grid sets --trainable, --lr, --epochs)
+    p.set_defaults(func="tune.cmd_tune")
+
 
 def add_evaluate_and_predict(sub) -> None:
     """Evaluate and predict: a finished run on data or new texts."""

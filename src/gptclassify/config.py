@@ -253,6 +253,7 @@ class RunConfig:
     thresholds: list[float] | None = None  # multi-label: each label's decision threshold
     target_scale: list[float] | None = None  # regression: [mean, std] of the training targets
     temperature: float | list[float] | None = None  # calibration: the logits' divisor (multi-label: per label)
+    tuning: dict | None = None  # `gptclassify tune`: how the recipe was chosen (tuning.json has the table)
 
     def to_json(self) -> dict:
         return {
@@ -264,7 +265,7 @@ class RunConfig:
             "trainable_parameters": self.trainable_parameters, "total_parameters": self.total_parameters,
             "training": asdict(self.training), "data": self.data, "feature_cache": self.feature_cache,
             "task": self.task, "problem_type": PROBLEM_TYPES[self.task], "thresholds": self.thresholds,
-            "target_scale": self.target_scale, "temperature": self.temperature,
+            "target_scale": self.target_scale, "temperature": self.temperature, "tuning": self.tuning,
         }
 
     @classmethod
@@ -290,7 +291,8 @@ class RunConfig:
                    config.get("data") if isinstance(config.get("data"), dict) else {},
                    config.get("trainable_parameters"), config.get("total_parameters"), config.get("feature_cache"),
                    str(config.get("gptclassify_version", "")), config.get("task", "single-label"),
-                   config.get("thresholds"), config.get("target_scale"), config.get("temperature"))
+                   config.get("thresholds"), config.get("target_scale"), config.get("temperature"),
+                   config.get("tuning") if isinstance(config.get("tuning"), dict) else None)
 
 
 def run_config_checks(config: dict) -> list[tuple[bool, str]]:

@@ -146,6 +146,9 @@ def rank(x: np.ndarray) -> np.ndarray:
     return ranks
 
 
+HEADLINES = {"single-label": "accuracy", "multi-label": "micro-F1", "regression": "R²"}
+
+
 def headline(task: str, logits: torch.Tensor, targets: torch.Tensor) -> tuple[str, float]:
     """The one number an epoch is reported by: accuracy, micro-F1 at 0.5, or R² (standardized units)."""
     if task == "single-label":

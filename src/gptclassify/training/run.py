@@ -42,12 +42,13 @@ LOSS_READ_EVERY = 50
 
 
 def train_run(model: str | None, weights: str | None, data_dir: Path, cfg: TrainConfig, run_dir: Path, *,
-              resume: bool = False, log=print) -> dict:
-    """A whole training run, from a data directory and a model to a finished run directory."""
-    return train(prepare(model, weights, data_dir, cfg, run_dir, log), resume=resume)
+              resume: bool = False, log=print, tuning: dict | None = None) -> dict:
+    """A whole training run, from a data directory and a model to a finished run directory
+    (`tuning`: how `gptclassify tune` chose its recipe, kept in its config.json)."""
+    return train(prepare(model, weights, data_dir, cfg, run_dir, log), resume=resume, tuning=tuning)
 
 
-def train(p: Prepared, resume: bool = False) -> dict:
+def train(p: Prepared, resume: bool = False, tuning: dict | None = None) -> dict:
     """Train a prepared run (from its last checkpoint with `resume`), evaluate it and write it."""
     cfg, model, ckpt = p.cfg, p.model, p.run_dir / "checkpoint"
     steps = cfg.epochs * len(p.loaders["train"])
@@ -85,8 +86,8 @@ def train(p: Prepared, resume: bool = False) -> dict:
         if cfg.trainable == "lora":  # the adapters kept apart, then folded in: a plain classifier is saved
             save_safetensors(adapter_state(model), p.run_dir / "adapter.safetensors", metadata=adapter_metadata(p))
             merge_lora(model)
-        write_run(p.run_dir, model, p.classifier.tokenizer, run_config(p, thresholds, temperature), state.history,
-                  metrics)
+        write_run(p.run_dir, model, p.classifier.tokenizer, run_config(p, thresholds, temperature, tuning),
+                  state.history, metrics)
     barrier()  # nobody reports success before the run is written
     return metrics
 
@@ -281,7 +282,8 @@ def adapter_metadata(p: Prepared) -> dict[str, str]:
             "blocks": str(blocks), "head": cfg.lora_head, "model_name": p.classifier.model_name, "weights": p.weights}
 
 
-def run_config(p: Prepared, thresholds: list[float] | None = None, temperature=None) -> RunConfig:
+def run_config(p: Prepared, thresholds: list[float] | None = None, temperature=None,
+               tuning: dict | None = None) -> RunConfig:
     c = p.classifier
     chunking = c.cfg.chunking  # the windows as used, their overlap worked out
     windows = (chunking.max_chunks, chunking.overlap_for(p.tokens.max_length, len(c.tokenizer.prefix))) \
@@ -292,4 +294,5 @@ def run_config(p: Prepared, thresholds: list[float] | None = None, temperature=N
     data = {"dir": str(p.data_dir), "dataset": read_json(p.data_dir / "dataset.json")}
     return RunConfig(c.model_name, p.weights, p.model.cfg.to_dict(), p.labels, policy, dict(tokenizer), c.cfg, data,
                      c.trainable, c.total, p.inputs.cached, task=p.task, thresholds=thresholds,
-                     target_scale=list(p.target_scale) if p.target_scale else None, temperature=temperature)
+                     target_scale=list(p.target_scale) if p.target_scale else None, temperature=temperature,
+                     tuning=tuning)

@@ -1,0 +1,33 @@
+"""`gptclassify tune`: a recipe chosen by cross-validation, then trained as a normal run."""
+
+from __future__ import annotations
+
+import json
+
+from ..config import TrainConfig, make_config
+from ..errors import UserError
+from ..options import settings_of
+from ..training.checkpoint import check_run_dir_free, clear_run_dir
+from ..training.tune import parse_budget, tune_run
+
+CHOSEN = ("trainable", "epochs")  # what the grid decides (the rate: the grid is centred on --lr when given)
+
+
+def cmd_tune(args) -> None:
+    if args.data is None or args.out is None:
+        raise UserError("tune needs --data DIR and --out RUN")
+    given = [f"--{name.replace('_', '-')}" for name in CHOSEN if getattr(args, name) is not None]
+    if given:
+        raise UserError(f"tune chooses {' and '.join(given)} itself; leave {'them' if len(given) > 1 else 'it'} out")
+    if args.folds < 2:
+        raise UserError("--folds must be 2 or more")
+    budget = parse_budget(args.budget)
+    if not (args.out / "tuning.partial.json").is_file():  # else: the same command again goes on where it stopped
+        check_run_dir_free(args.out, args.overwrite)
+        if args.overwrite:
+            clear_run_dir(args.out)
+    cfg = make_config(args.preset, **{f.name: getattr(args, f.name) for f in settings_of(TrainConfig)
+                                      if f.name != "preset" and f.metadata["cli"]})
+    metrics = tune_run(args.model, args.weights, args.data, cfg, args.out, args.folds, budget)
+    summary = {s: {k: v for k, v in metrics[s].items() if isinstance(v, float)} for s in ("validation", "test")}
+    print(json.dumps(summary, indent=2))

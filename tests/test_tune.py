@@ -1,0 +1,109 @@
+"""`gptclassify tune`: stratified folds of the training side only, successive halving, a killed tune
+resumed to the same table, and the winner trained as a normal run that says it was tuned."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from gptclassify.cli import main
+from gptclassify.data.folds import stratified_folds
+from gptclassify.training import tune
+
+
+@settings(max_examples=200, deadline=None)
+@given(labels=st.lists(st.integers(0, 4), min_size=4, max_size=200), k=st.integers(2, 6), seed=st.integers(0, 9))
+def test_folds_cover_every_example_once_and_hold_each_class_evenly(labels, k, seed):
+    folds = stratified_folds(labels, k, seed)
+    assert sorted(i for f in folds for i in f) == list(range(len(labels)))
+    for c in set(labels):  # each class split as evenly as it can be
+        counts = [sum(labels[i] == c for i in f) for f in folds]
+        assert max(counts) - min(counts) <= 1, (c, counts)
+    sizes = [len(f) for f in folds]
+    assert max(sizes) - min(sizes) <= 1
+    assert folds == stratified_folds(labels, k, seed)
+
+
+def test_numbers_and_label_sets_are_stratified_too():
+    values = [float(i % 50) for i in range(200)]
+    folds = stratified_folds(values, 5, 0)
+    for f in folds:  # every fold spans the range
+        assert min(values[i] for i in f) < 5 and max(values[i] for i in f) > 44
+    sets = [[1, 0], [0, 1], [1, 1], [0, 0]] * 25
+    counts = [Counter(tuple(sets[i]) for i in f) for f in stratified_folds(sets, 4, 0)]
+    for labels in set(map(tuple, sets)):  # every set of labels spread evenly over the folds
+        assert max(c[labels] for c in counts) - min(c[labels] for c in counts) <= 1
+
+
+def test_successive_halving_keeps_the_better_half_and_two_to_the_end():
+    assert tune.planned_trainings(20, 5) == [20, 10, 5, 3, 2]
+    assert tune.planned_trainings(3, 3) == [3, 2, 2]
+    assert tune.planned_trainings(1, 3) == [1, 1, 1]
+    assert tune.parse_budget("30m") == 1800 and tune.parse_budget("1.5h") == 5400 and tune.parse_budget("20") == 1200
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    from helpers import sms_slice_dir
+
+    return sms_slice_dir(tmp_path_factory.mktemp("tune"), 90, 60)
+
+
+def test_the_test_split_never_changes_the_choice(small_data, weights_dir, tmp_path, monkeypatch):
+    """Two data directories that differ only in their test split's labels tune to the same table."""
+    import pandas as pd
+
+    monkeypatch.setattr(tune, "RATE_FACTORS", (1.0, 4.0))
+    monkeypatch.setattr(tune, "EPOCHS", (2,))
+    flipped = shutil.copytree(small_data, tmp_path / "flipped")
+    test = pd.read_csv(flipped / "test.csv", keep_default_na=False, dtype=str)
+    test["label"] = ["ham" if y == "spam" else "spam" for y in test["label"]]
+    test.to_csv(flipped / "test.csv", index=False)
+    tables = []
+    for name, data in (("a", small_data), ("b", flipped)):
+        base = tune.TrainConfig(prefix_dtype="float32")
+        tune.tune_run(None, str(weights_dir), data, base, tmp_path / name, folds=2, log=lambda *a: None)
+        tables.append(json.loads((tmp_path / name / "tuning.json").read_text())["recipes"])
+    assert tables[0] == tables[1] and len(tables[0]) == 4
+    assert [r["folds"] for r in tables[0]] == [2, 2, 1, 1]  # 4 recipes on fold 1, the better 2 on fold 2 too
+    config = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert config["tuning"]["winner"] == tables[0][0]["recipe"] and config["tuning"]["folds"] == 2
+    assert config["training"]["trainable"] == tables[0][0]["trainable"]
+    assert not (tmp_path / "a" / ".tuning").exists() and not (tmp_path / "a" / "tuning.partial.json").exists()
+
+
+def test_a_killed_tune_resumes_to_the_same_table(small_data, weights_dir, tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    args = ["tune", "--data", str(small_data), "--weights", str(weights_dir), "--folds", "2", "--budget", "1s",
+            "--prefix-dtype", "float32"]  # a budget of a second: the grid's two likeliest recipes
+    straight = subprocess.run([sys.executable, "-m", "gptclassify.cli", *args, "--out", str(tmp_path / "straight")],
+                              env=env, capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = subprocess.run([sys.executable, "-m", "gptclassify.cli", *args, "--out", str(tmp_path / "resumed")],
+                            env={**env, "GPTCLASSIFY_FAILPOINT": "tune-trial:3"}, capture_output=True, text=True)
+    assert killed.returncode == -9
+    partial = json.loads((tmp_path / "resumed" / "tuning.partial.json").read_text())
+    assert len(partial["scores"]) == 3
+    again = subprocess.run([sys.executable, "-m", "gptclassify.cli", *args, "--out", str(tmp_path / "resumed")],
+                           env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "3 finished trainings read back" in again.stdout + again.stderr
+    a, b = (json.loads((tmp_path / r / "tuning.json").read_text()) for r in ("straight", "resumed"))
+    assert a["recipes"] == b["recipes"] and a["winner"] == b["winner"] and a["grid"] == 2
+
+
+def test_tune_refuses_what_it_chooses_itself(small_data, weights_dir, tmp_path, capsys):
+    for extra, message in ((["--trainable", "last-block"], "tune chooses --trainable itself"),
+                           (["--budget", "soon"], "--budget 'soon': a time such as 30m"),
+                           (["--folds", "1"], "--folds must be 2 or more")):
+        capsys.readouterr()
+        assert main(["tune", "--data", str(small_data), "--weights", str(weights_dir), "--out", str(tmp_path / "r"),
+                     *extra]) == 1
+        assert message in capsys.readouterr().err
