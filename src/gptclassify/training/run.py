@@ -237,9 +237,9 @@ def record_epoch(state: TrainState, cfg: TrainConfig, epoch: dict) -> bool:
 
 def calibrate(p: Prepared, logits: torch.Tensor, targets: torch.Tensor):
     """The temperature(s) that make the validation split's scores probabilities (`calibration`)."""
-    temperature = fit_temperatures(logits, targets, p.task)
     if p.task == "regression":
         return None
+    temperature = fit_temperatures(logits, targets, p.task)
     if temperature is None:
         p.log(f"calibration: none ({len(targets)} validation texts; {MIN_TEXTS_TO_CALIBRATE} are needed)")
         return None
