@@ -274,13 +274,44 @@ def token_lengths(data: Path) -> dict:
             "over_256": float((n > 256).mean()), "over_1024": float((n > 1024).mean())}
 
 
+HEADLINE = {"multi-label": ("micro_f1", "micro-F1"), "regression": ("r2", "R²"), "single-label": ("accuracy", "accuracy")}
+
+
+def table(results: dict) -> str:
+    """The measured rows as the markdown table of benchmarks/README.md."""
+    lines = ["| dataset | shape | system | headline | test | other test metrics | wall s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|---|"]
+    for name, rows in results.items():
+        task = rows["task"]
+        key, label = HEADLINE[task]
+        if name == "simlex":
+            key, label = "spearman", "Spearman"
+        for row, r in rows.items():
+            if not isinstance(r, dict) or key not in r:
+                continue
+            others = ", ".join(f"{k} {r[k]:.4f}" for k in ("macro_f1", "subset_accuracy", "r2", "pearson", "spearman",
+                                                            "rmse") if k in r and k != key)
+            if "tuned_thresholds" in r:
+                others += f"; with validation thresholds micro-F1 {r['tuned_thresholds']['micro_f1']:.4f}"
+            system = {"tfidf": "TF-IDF + linear", "peer": "transformers peer"}.get(row, f"gptclassify {row}")
+            wall = r.get("process_wall_seconds", r.get("wall_seconds"))
+            rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else ""
+            lines.append(f"| {name} | {task}{' pairs' if name == 'simlex' else ''} | {system} | {label} | "
+                         f"{r[key]:.4f} | {others} | {wall:.0f} | {rss} |")
+    return "\n".join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--table", action="store_true", help="print the measured rows as markdown")
     parser.add_argument("--only", nargs="+", choices=sorted(TASKS), help="these datasets; the others' rows are kept")
     parser.add_argument("--rows", nargs="+", help="of each dataset, only these rows: tfidf, peer, lengths, or "
                                                    "gptclassify's (default, chunks, head+tail-1024)")
     parser.add_argument("--peer-in-process", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.table:
+        print(table(json.loads((RESULTS / "label_shapes.json").read_text())["results"]))
+        return
     if args.peer_in_process:
         print(json.dumps(peer(args.peer_in_process, subset(args.peer_in_process))))
         return

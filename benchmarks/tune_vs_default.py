@@ -1,0 +1,69 @@
+"""`gptclassify tune` against the default recipe on the accuracy table's datasets, SmolLM2-135M-Instruct
+(real weights): test accuracy and macro-F1 of each, tune's whole wall time as a multiple of one default
+`train` (both in their own process, each in a fresh feature cache, so each pays its frozen passes),
+and the expected calibration error of the test split before and after the run's temperature.
+
+    ../.venv/bin/python tune_vs_default.py                       # sms, rotten-tomatoes, fortunes, spam-assassin
+    ../.venv/bin/python tune_vs_default.py --datasets sms --folds 5 --budget 30m
+
+Rows measured by earlier invocations are kept in results/tune_vs_default.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from accuracy_table import dataset
+from common import RESULTS, save, scratch_dir
+from long_text import GPTCLASSIFY, MODEL, WEIGHTS, measured
+
+RESULTS_FILE = RESULTS / "tune_vs_default.json"
+
+
+def one(command: str, data, work, extra: list[str]) -> dict:
+    run = work / command
+    env = {**os.environ, "GPTCLASSIFY_FEATURE_CACHE": str(work / f"cache-{command}")}
+    cmd = [GPTCLASSIFY, command, "--data", str(data), "--model", MODEL, "--weights", WEIGHTS, "--out", str(run),
+           "--overwrite", *extra]
+    wall, rss, status = measured(cmd, env)
+    if status != 0:
+        raise SystemExit(f"{command}: failed ({status})")
+    test = json.loads((run / "metrics.json").read_text())["test"]
+    config = json.loads((run / "config.json").read_text())
+    row = {"test_accuracy": test["accuracy"], "test_macro_f1": test["macro_f1"], "test_texts": test["examples"],
+           "ece_before": test["calibration"]["ece_before"], "ece_after": test["calibration"]["ece"],
+           "temperature": config.get("temperature"), "wall_seconds": wall, "peak_rss_mb": rss,
+           "recipe": f"{config['training']['trainable']}, lr {config['training']['lr']:.3g}, "
+                     f"{config['training']['lr_schedule']}, {config['training']['epochs']} epochs"}
+    if (run / "tuning.json").is_file():
+        tuning = json.loads((run / "tuning.json").read_text())
+        row.update(grid=tuning["grid"], trainings=tuning["trainings"], cv_seconds=tuning["seconds"],
+                   winner_cv=tuning["recipes"][0]["mean"])
+    return row
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", nargs="+", default=["sms", "rotten-tomatoes", "fortunes", "spam-assassin"])
+    parser.add_argument("--folds", default="5")
+    parser.add_argument("--budget", help="tune's --budget (default: the whole grid)")
+    args = parser.parse_args()
+    results = json.loads(RESULTS_FILE.read_text()).get("results", {}) if RESULTS_FILE.is_file() else {}
+    for name in args.datasets:
+        data, work = dataset(name), scratch_dir(f"gptclassify-tune-{name}-")
+        print(f"== {name}", flush=True)
+        default = one("train", data, work, [])
+        tuned = one("tune", data, work, ["--folds", args.folds, *(["--budget", args.budget] if args.budget else [])])
+        results[name] = {"default": default, "tuned": tuned, "wall_multiple": tuned["wall_seconds"] /
+                         default["wall_seconds"], "test_texts_better": round((tuned["test_accuracy"] -
+                                                                              default["test_accuracy"]) *
+                                                                             default["test_texts"])}
+        print(json.dumps(results[name]), flush=True)
+        save("tune_vs_default", {"model": MODEL, "weights": WEIGHTS, "folds": args.folds, "budget": args.budget,
+                                 "results": results})
+
+
+if __name__ == "__main__":
+    main()
