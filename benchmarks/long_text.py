@@ -112,22 +112,47 @@ def peer(data: Path, truncation: str, cap: int, epochs: int = 5, batch_size: int
     default recipe: last block + final norm + a new head trained, AdamW (lr 8e-4, cosine to zero,
     weight decay 0.1), batch 8, 5 epochs, the last real token read; every step runs the whole network."""
     import torch
-    import transformers
     from sklearn.metrics import accuracy_score, f1_score
 
     from gptclassify.data.tokenizer import keep
-    from gptclassify.weights import load_pretrained
-    from gptclassify.weights import load_tokenizer
 
-    ours_model = load_pretrained(WEIGHTS)
-    tok = load_tokenizer(WEIGHTS)
-    c = ours_model.cfg
     labels = sorted(pd.read_csv(data / "train.csv", keep_default_na=False, dtype=str)["label"].unique())
+    model, tok = peer_model(len(labels), seed=seed)
+
+    def encode(split):
+        df = pd.read_csv(data / f"{split}.csv", keep_default_na=False, dtype=str)
+        return [keep(tok.encode(t, cap, truncation), cap, truncation) or [tok.pad_id] for t in df["text"]], \
+            [labels.index(y) for y in df["label"]]
+
+    started = time.perf_counter()
+    train_x, train_y = encode("train")
+    peer_fit(model, train_x, lambda rows: torch.tensor([train_y[i] for i in rows]), tok.pad_id, epochs, batch_size,
+             seed, started)
+    test_x, test_y = encode("test")
+    predicted = []
+    with torch.no_grad():
+        for b in range(0, len(test_x), 32):
+            ids, mask = pad_batch(test_x[b: b + 32], tok.pad_id)
+            predicted += model(input_ids=ids, attention_mask=mask).logits.argmax(-1).tolist()
+    return {"truncation": truncation, "max_length": cap, "test_accuracy": accuracy_score(test_y, predicted),
+            "test_macro_f1": f1_score(test_y, predicted, average="macro"), "wall_seconds": time.perf_counter() - started}
+
+
+def peer_model(num_labels: int, problem_type: str | None = None, seed: int = 123):
+    """transformers' LlamaForSequenceClassification holding our SmolLM2 weights (its new head drawn
+    from `seed`), frozen but for the last block, the final norm and the head; and our tokenizer."""
+    import torch
+    import transformers
+
+    from gptclassify.weights import load_pretrained, load_tokenizer
+
+    ours_model, tok = load_pretrained(WEIGHTS), load_tokenizer(WEIGHTS)
+    c = ours_model.cfg
     hf_cfg = transformers.LlamaConfig(vocab_size=c.vocab_size, hidden_size=c.emb_dim, intermediate_size=c.hidden_dim,
                                       num_hidden_layers=c.n_layers, num_attention_heads=c.n_heads,
                                       num_key_value_heads=c.n_kv_heads, rope_theta=c.rope_base, rms_norm_eps=c.norm_eps,
                                       max_position_embeddings=c.context_length, tie_word_embeddings=True,
-                                      num_labels=len(labels), pad_token_id=tok.pad_id)
+                                      num_labels=num_labels, problem_type=problem_type, pad_token_id=tok.pad_id)
     torch.manual_seed(seed)
     model = transformers.LlamaForSequenceClassification(hf_cfg)
     names = {"tok_emb.weight": "model.embed_tokens.weight", "final_norm.weight": "model.norm.weight"}
@@ -146,27 +171,31 @@ def peer(data: Path, truncation: str, cap: int, epochs: int = 5, batch_size: int
                 state[f"model.layers.{i}.{hf_block[rest]}"] = v
     missing = model.load_state_dict(state, strict=False).missing_keys
     assert set(missing) <= {"score.weight"}, missing
-    del ours_model
     for p in model.parameters():
         p.requires_grad = False
     for p in [*model.model.layers[-1].parameters(), *model.model.norm.parameters(), *model.score.parameters()]:
         p.requires_grad = True
+    return model, tok
 
-    def encode(split):
-        df = pd.read_csv(data / f"{split}.csv", keep_default_na=False, dtype=str)
-        return [keep(tok.encode(t, cap, truncation), cap, truncation) or [tok.pad_id] for t in df["text"]], \
-            [labels.index(y) for y in df["label"]]
 
-    def batch(ids_list):
-        width = max(len(i) for i in ids_list)
-        ids = torch.full((len(ids_list), width), tok.pad_id)
-        mask = torch.zeros((len(ids_list), width), dtype=torch.long)
-        for r, i in enumerate(ids_list):
-            ids[r, : len(i)], mask[r, : len(i)] = torch.tensor(i), 1
-        return ids, mask
+def pad_batch(ids_list: list[list[int]], pad_id: int):
+    """Right-padded ids and their attention mask, as DataCollatorWithPadding makes them."""
+    import torch
 
-    started = time.perf_counter()
-    train_x, train_y = encode("train")
+    width = max(len(i) for i in ids_list)
+    ids = torch.full((len(ids_list), width), pad_id)
+    mask = torch.zeros((len(ids_list), width), dtype=torch.long)
+    for r, i in enumerate(ids_list):
+        ids[r, : len(i)], mask[r, : len(i)] = torch.tensor(i), 1
+    return ids, mask
+
+
+def peer_fit(model, train_x: list, target_of, pad_id: int, epochs: int, batch_size: int, seed: int, started: float):
+    """Our default recipe in transformers: AdamW (lr 8e-4, weight decay 0.1), cosine to zero, a seeded
+    shuffle each epoch; `target_of(rows)` gives a batch's labels."""
+    import torch
+    import transformers
+
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=8e-4, weight_decay=0.1)
     steps = epochs * ((len(train_x) + batch_size - 1) // batch_size)
     schedule = transformers.get_cosine_schedule_with_warmup(optimizer, 0, steps)
@@ -177,22 +206,14 @@ def peer(data: Path, truncation: str, cap: int, epochs: int = 5, batch_size: int
         rng.shuffle(order)
         for b in range(0, len(order), batch_size):
             rows = order[b: b + batch_size]
-            ids, mask = batch([train_x[i] for i in rows])
-            loss = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([train_y[i] for i in rows])).loss
+            ids, mask = pad_batch([train_x[i] for i in rows], pad_id)
+            loss = model(input_ids=ids, attention_mask=mask, labels=target_of(rows)).loss
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             schedule.step()
         print(f"    peer epoch {epoch + 1}: {time.perf_counter() - started:.0f}s", flush=True)
     model.eval()
-    test_x, test_y = encode("test")
-    predicted = []
-    with torch.no_grad():
-        for b in range(0, len(test_x), 32):
-            ids, mask = batch(test_x[b: b + 32])
-            predicted += model(input_ids=ids, attention_mask=mask).logits.argmax(-1).tolist()
-    return {"truncation": truncation, "max_length": cap, "test_accuracy": accuracy_score(test_y, predicted),
-            "test_macro_f1": f1_score(test_y, predicted, average="macro"), "wall_seconds": time.perf_counter() - started}
 
 
 def token_lengths(data: Path) -> dict:
