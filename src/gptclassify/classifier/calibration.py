@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .tasks import probabilities
+
 # Fewer validation texts than this (multi-label: positives of a label) and no temperature is fitted:
 # T stays 1, and the log says so.
 MIN_TEXTS_TO_CALIBRATE = 20
@@ -76,23 +78,25 @@ def calibrated(logits: torch.Tensor, temperature: float | list[float] | None) ->
     return logits / torch.as_tensor(temperature, dtype=logits.dtype, device=logits.device)
 
 
-def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins: int = ECE_BINS) -> float:
-    """Classes: the top score against whether it was right. Label sets: every label's score against
-    whether the label is present. Averaged over equal-width bins, weighted by their counts."""
+def reliability_bins(probs: torch.Tensor, targets: torch.Tensor, bins: int = ECE_BINS) -> list[tuple[float, float, int]]:
+    """Per non-empty equal-width bin of the scores: their mean, the share of them right, and how
+    many they are. Classes: each text's top score, right when it is the true class. Label sets:
+    every label's score, right when the label is present."""
     if targets.is_floating_point():
         confidence, hit = probs.reshape(-1).double(), targets.reshape(-1).double()
     else:
         top, predicted = probs.max(-1)
         confidence, hit = top.double(), (predicted == targets).double()
-    if len(confidence) == 0:
-        return float("nan")
     which = torch.clamp((confidence * bins).long(), max=bins - 1)
-    gap = 0.0
-    for b in range(bins):
-        inside = which == b
-        if inside.any():
-            gap += inside.sum().item() * abs(confidence[inside].mean().item() - hit[inside].mean().item())
-    return gap / len(confidence)
+    return [(confidence[which == b].mean().item(), hit[which == b].mean().item(), int((which == b).sum()))
+            for b in range(bins) if (which == b).any()]
+
+
+def expected_calibration_error(probs: torch.Tensor, targets: torch.Tensor, bins: int = ECE_BINS) -> float:
+    """The gap between score and share right in each bin (`reliability_bins`), weighted by its count."""
+    cells = reliability_bins(probs, targets, bins)
+    total = sum(n for _, _, n in cells)
+    return sum(n * abs(score - right) for score, right, n in cells) / total if total else float("nan")
 
 
 def brier_score(probs: torch.Tensor, targets: torch.Tensor) -> float:
@@ -103,9 +107,9 @@ def brier_score(probs: torch.Tensor, targets: torch.Tensor) -> float:
     return (probs.double() - onehot).pow(2).sum(-1).mean().item()
 
 
-def calibration_report(logits: torch.Tensor, targets: torch.Tensor, temperature, probabilities) -> dict:
-    """ECE and Brier score of a split's scores before and after the temperature."""
-    before, after = probabilities(logits), probabilities(calibrated(logits, temperature))
+def calibration_report(logits: torch.Tensor, targets: torch.Tensor, temperature, task: str) -> dict:
+    """ECE and Brier score of a split's scores (classes or label sets) before and after the temperature."""
+    before, after = probabilities(task, logits), probabilities(task, calibrated(logits, temperature))
     return {"temperature": temperature,
             "ece_before": expected_calibration_error(before, targets), "ece": expected_calibration_error(after, targets),
             "brier_before": brier_score(before, targets), "brier": brier_score(after, targets)}

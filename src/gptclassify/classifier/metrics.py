@@ -70,18 +70,14 @@ def logits_report(logits: torch.Tensor, targets: torch.Tensor, labels: list[str]
     if task == "single-label":
         loss = F.cross_entropy(logits, targets).item()
         report = classification_report(targets.numpy(), logits.argmax(-1).numpy(), labels, loss)
-        return {**report, "calibration": calibration_report(logits, targets, temperature, softmax)}
+        return {**report, "calibration": calibration_report(logits, targets, temperature, task)}
     loss = loss_fn(logits, targets, huber=huber).item()
     if task == "multi-label":
         report = multi_label_report(torch.sigmoid(calibrated(logits, temperature)), targets, labels,
                                     thresholds or [0.5] * len(labels), loss)
-        return {**report, "calibration": calibration_report(logits, targets, temperature, torch.sigmoid)}
+        return {**report, "calibration": calibration_report(logits, targets, temperature, task)}
     return regression_report(in_target_units(logits.reshape(-1), target_scale), in_target_units(targets, target_scale),
                              loss)
-
-
-def softmax(logits: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(logits, -1)
 
 
 # Texts per batch of a whole-split pass: the same as training's final metrics use, so that `evaluate`

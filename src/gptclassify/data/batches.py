@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .chunks import Chunking, dropped_tokens, windows
+from .chunks import Chunking, dropped_tokens, encode_whole, windows
 from .tokenizer import keep
 
 
@@ -29,11 +29,10 @@ class TextDataset(Dataset):
         if pairs and chunked:
             raise UserError("--truncation chunks reads one long text in windows; pairs of texts are cut by "
                             "--truncation head, tail or head+tail")
-        chunking = chunking or Chunking()
-        budget = (max_length or context_length) * chunking.max_chunks if chunked and (max_length or context_length) \
-            else max_length or context_length
-        full = [tokenizer.encode_raw(t, budget, truncation) if pairs else
-                tokenizer.encode(t, budget, "head+tail" if chunked else truncation) for t in texts]
+        chunking, budget = chunking or Chunking(), max_length or context_length
+        full = [encode_whole(tokenizer, t, budget, chunking) if chunked and budget else
+                tokenizer.encode_raw(t, budget, truncation) if pairs else
+                tokenizer.encode(t, budget, truncation) for t in texts]
         sizes = [tokenizer.raw_length(e) for e in full] if pairs else [len(e) for e in full]
         longest = max(sizes, default=1)
         if max_length is None:  # the book: the longest example, capped by the model's context
@@ -87,8 +86,7 @@ class Collate:
         seqs, labels = zip(*batch)
         owners = None
         if seqs and isinstance(seqs[0], list) and seqs[0] and isinstance(seqs[0][0], list):
-            owners = torch.tensor([i for i, ws in enumerate(seqs) for _ in ws], dtype=torch.long)
-            seqs = [w for ws in seqs for w in ws]
+            seqs, owners = flatten_windows(seqs)
         width = self.pad_to or max(len(s) for s in seqs)
         ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
         for row, s in enumerate(seqs):
@@ -96,6 +94,12 @@ class Collate:
         lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
         batch = ids, label_tensor(labels), lengths
         return batch if owners is None else (*batch, owners)
+
+
+def flatten_windows(groups) -> tuple[list, torch.Tensor]:
+    """Texts held as lists of windows -> every window, text after text, and the text each is of."""
+    owners = torch.tensor([i for i, ws in enumerate(groups) for _ in ws], dtype=torch.long)
+    return [w for ws in groups for w in ws], owners
 
 
 def label_tensor(labels) -> torch.Tensor:

@@ -34,6 +34,12 @@ class Chunking:
         return overlap
 
 
+def encode_whole(tokenizer, text: str, max_length: int, chunking: Chunking) -> list[int]:
+    """A text's ids as far as `max_chunks` windows can read them: a text too long to be worth
+    encoding whole keeps its start and its end (`Tokenizer.encode`'s character budget)."""
+    return tokenizer.encode(text, max_length * chunking.max_chunks, "head+tail")
+
+
 def window_starts(n: int, body: int, overlap: int, max_chunks: int) -> list[int]:
     """Where each window of `body` tokens starts in a text of `n` tokens."""
     if n <= body:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..data.batches import Collate, length_sorted_batches
+from ..data.batches import Collate, flatten_windows, length_sorted_batches
 from ..device import autocast_for, no_grad_batching, resolve_device
 from ..classifier.prefix import run_logits, run_prefix
 from ..classifier.calibration import calibrated
@@ -19,7 +19,7 @@ from ..classifier.pooling import combine_windows
 from ..classifier.tasks import head_size, in_target_units, probabilities as task_probabilities, window_combine
 from ..config import RunConfig
 from ..rundir import load_run
-from ..data.chunks import windows
+from ..data.chunks import encode_whole, windows
 from ..data.tokenizer import keep
 from ..errors import UserError
 
@@ -59,7 +59,7 @@ class Classifier:
         """A text's windows as the run cut them (one, unless the run read long texts in chunks)."""
         if self.chunking is None or isinstance(text, (tuple, list)):
             return [self.encode(text)]
-        ids = self.tokenizer.encode(text, self.max_length * self.chunking.max_chunks, "head+tail")
+        ids = encode_whole(self.tokenizer, text, self.max_length, self.chunking)
         return [w or [self.tokenizer.pad_id] for w in windows(ids, self.max_length, self.chunking,
                                                                 len(self.tokenizer.prefix))]
 
@@ -86,8 +86,8 @@ class Classifier:
         if any(isinstance(t, (tuple, list)) != self.pairs for t in texts):
             raise UserError("this run classifies pairs of texts: give (text, text_pair) tuples" if self.pairs else
                             "this run classifies single texts, not pairs")
-        per_text = [self.encode_windows(t) for t in texts]
-        encoded = [w for ws in per_text for w in ws]  # every window; a text is one unless read in chunks
+        # every window; a text is one unless read in chunks
+        encoded, owners = flatten_windows([self.encode_windows(t) for t in texts])
         logits = torch.empty(len(encoded), head_size(self.task, self.labels))
         collate = Collate(self.tokenizer.pad_id, self.pad_to)
         texts_per_batch, tokens_per_batch = (batch_size, None) if batch_size else no_grad_batching(self.device, 32)
@@ -97,7 +97,6 @@ class Classifier:
                 out = run_logits(self.model, self.prefix, ids.to(self.device), lengths.to(self.device), self.pooling)
             logits[rows] = out.float().cpu()
         if len(encoded) > len(texts):
-            owners = torch.tensor([i for i, ws in enumerate(per_text) for _ in ws])
             logits = combine_windows(logits, owners, window_combine(self.task))
         return logits
 

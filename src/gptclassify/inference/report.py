@@ -71,27 +71,28 @@ def gather(run_dir: Path, data_dir: Path | None = None, split: str = "test", dev
     task, _, separator = dataset_info(data_dir)
     if task != clf.task:
         raise UserError(f"{data_dir} holds {task} data; the run was trained for {clf.task}")
-    texts, targets = load_data_split(data_dir, split, clf.labels, task, separator)
+    texts, raw_targets = load_data_split(data_dir, split, clf.labels, task, separator)
     log(f"report: {len(texts):,} {split} texts through the run")
     logits = clf.logits(texts)
-    targets = torch.tensor(targets, dtype=torch.float32 if task != "single-label" else torch.long)
+    targets = torch.tensor(raw_targets, dtype=torch.float32 if task != "single-label" else torch.long)
     standardized = torch.tensor(standardize(targets.tolist(), config.target_scale)) if task == "regression" \
         else targets
     scored = logits_report(logits, standardized, clf.labels, task, config.thresholds, config.target_scale,
                            config.training.loss == "huber", config.temperature)
     extra = [read_json(run_dir / name) if (run_dir / name).is_file() else None
              for name in ("metrics.json", "history.json", "tuning.json")]
-    baseline = baseline_metrics(data_dir, split, clf, task, separator, targets, log)
+    baseline = baseline_metrics(data_dir, (texts, raw_targets), clf, task, separator, targets, log)
     return ReportData(Path(run_dir), data_dir, split, clf, extra[0] or {}, extra[1] or {}, extra[2], texts, targets,
                       logits, scored, baseline)
 
 
-def baseline_metrics(data_dir: Path, split: str, clf: Classifier, task: str, separator: str, targets, log) -> dict | str:
-    """The TF-IDF baseline's metrics on the split, or why there are none."""
+def baseline_metrics(data_dir: Path, test: tuple[list, list], clf: Classifier, task: str, separator: str, targets,
+                     log) -> dict | str:
+    """The TF-IDF baseline's metrics on the report's split (`test`: its texts and targets as read,
+    `targets` as a tensor), or why there are none."""
     if importlib.util.find_spec("sklearn") is None:
         return SKLEARN_MISSING
     train = load_data_split(data_dir, "train", clf.labels, task, separator)
-    test = load_data_split(data_dir, split, clf.labels, task, separator)
     log("report: the TF-IDF baseline on the same training split")
     got = tfidf_baseline(train, test, task, clf.labels)
     predicted = got["predicted"]
@@ -105,25 +106,28 @@ def baseline_metrics(data_dir: Path, split: str, clf: Classifier, task: str, sep
     return {**report, "seconds": got["seconds"]}
 
 
-def coverage_table(probs: torch.Tensor, targets: torch.Tensor) -> list[dict]:
-    """Single-label: the accuracy on the most confident share of the texts, and the --min-score that keeps it."""
+def ranked_by_score(probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Single-label: the top scores, highest first, and whether each of those texts was right."""
     top, predicted = probs.max(-1)
     order = torch.argsort(top, descending=True)
-    right = (predicted == targets)[order].double()
+    return top[order], (predicted == targets)[order].double()
+
+
+def coverage_table(probs: torch.Tensor, targets: torch.Tensor) -> list[dict]:
+    """Single-label: the accuracy on the most confident share of the texts, and the --min-score that keeps it."""
+    top, right = ranked_by_score(probs, targets)
     rows = []
     for share in COVERAGES:
-        k = max(1, math.ceil(share * len(order)))
-        rows.append({"coverage": k / len(order), "accuracy": right[:k].mean().item(),
-                     "min_score": top[order[k - 1]].item()})
+        k = max(1, math.ceil(share * len(top)))
+        rows.append({"coverage": k / len(top), "accuracy": right[:k].mean().item(), "min_score": top[k - 1].item()})
     return rows
 
 
 def coverage_curve(probs: torch.Tensor, targets: torch.Tensor) -> tuple[list[float], list[float]]:
-    top, predicted = probs.max(-1)
-    order = torch.argsort(top, descending=True)
-    right = (predicted == targets)[order].double()
-    kept = torch.arange(1, len(order) + 1, dtype=torch.float64)
-    return (kept / len(order)).tolist(), (right.cumsum(0) / kept).tolist()
+    """The share answered and its accuracy, as the --min-score bar falls past each text."""
+    _, right = ranked_by_score(probs, targets)
+    kept = torch.arange(1, len(right) + 1, dtype=torch.float64)
+    return (kept / len(right)).tolist(), (right.cumsum(0) / kept).tolist()
 
 
 def confident_mistakes(data: ReportData) -> list[dict]:

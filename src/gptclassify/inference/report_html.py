@@ -6,9 +6,8 @@ from __future__ import annotations
 import base64
 import io
 from html import escape
-import torch
 
-from ..classifier.calibration import ECE_BINS
+from ..classifier.calibration import reliability_bins
 from ..files import atomic_path
 from .report import ReportData, confident_mistakes, coverage_curve, coverage_table
 
@@ -118,12 +117,7 @@ def calibration_section(data: ReportData) -> str:
 
     def reliability(ax):
         for name, t, style in (("before", None, "o--"), ("after", temperature, "o-")):
-            probs = data.probs_with(t)
-            confidence, hit = (probs.reshape(-1), data.targets.reshape(-1)) if data.task == "multi-label" else \
-                (probs.max(-1).values, (probs.argmax(-1) == data.targets).float())
-            which = torch.clamp((confidence * ECE_BINS).long(), max=ECE_BINS - 1)
-            xs, ys = zip(*[(confidence[which == b].mean().item(), hit[which == b].mean().item())
-                           for b in range(ECE_BINS) if (which == b).any()])
+            xs, ys, _ = zip(*reliability_bins(data.probs_with(t), data.targets))
             ax.plot(xs, ys, style, label=f"{name} calibration")
         ax.plot([0, 1], [0, 1], "k:", linewidth=1)
         ax.set_xlabel("score"), ax.set_ylabel("share right"), ax.legend()

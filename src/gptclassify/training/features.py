@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.batches import Collate, TextDataset, label_tensor, length_sorted_batches
+from ..data.batches import Collate, TextDataset, flatten_windows, label_tensor, length_sorted_batches
 from ..classifier.pooling import needs_fixed_width, stored_width
 from ..errors import env_number
 from ..failpoints import failpoint
@@ -146,8 +146,8 @@ def collate_features(batch):
     states, labels, lengths = zip(*batch)
     owners = None
     if isinstance(states[0], list):
-        owners = torch.tensor([i for i, ws in enumerate(states) for _ in ws], dtype=torch.long)
-        states, lengths = [w for ws in states for w in ws], [n for ns in lengths for n in ns]
+        states, owners = flatten_windows(states)
+        lengths = [n for ns in lengths for n in ns]
     width = max(s.shape[0] for s in states)
     x = states[0].new_zeros(len(states), width, states[0].shape[1], dtype=torch.float32)
     for r, s in enumerate(states):

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..classifier.calibration import MIN_TEXTS_TO_CALIBRATE, calibrated, calibration_report, fit_temperatures
+from ..classifier.calibration import MIN_TEXTS_TO_CALIBRATE, calibrated, fit_temperatures
 from ..classifier.lora import adapter_state, merge_lora
 from ..classifier.metrics import SPLIT_BATCH_SIZE, logits_report, split_logits
 from ..classifier.tasks import (balanced_positive_weights, choose_thresholds, head_size, headline, loss_fn,
@@ -80,6 +80,7 @@ def train(p: Prepared, resume: bool = False, tuning: dict | None = None) -> dict
         if p.task == "multi-label" else None
     metrics = {split: logits_report(*outputs[split], p.labels, p.task, thresholds, p.target_scale,
                                     cfg.loss == "huber", temperature) for split in SPLITS}
+    log_calibration(p, metrics["validation"])
     metrics["training"] = training_summary(p, state)
     failpoint("evaluation")
     if p.world.is_main:
@@ -242,14 +243,18 @@ def calibrate(p: Prepared, logits: torch.Tensor, targets: torch.Tensor):
     temperature = fit_temperatures(logits, targets, p.task)
     if temperature is None:
         p.log(f"calibration: none ({len(targets)} validation texts; {MIN_TEXTS_TO_CALIBRATE} are needed)")
-        return None
-    probabilities = torch.sigmoid if p.task == "multi-label" else (lambda x: torch.softmax(x, -1))
-    ece = calibration_report(logits, targets, temperature, probabilities)
+    return temperature
+
+
+def log_calibration(p: Prepared, validation: dict) -> None:
+    """The fitted temperature and what it did to the validation split's calibration error."""
+    cal, temperature = validation.get("calibration"), validation.get("calibration", {}).get("temperature")
+    if temperature is None:
+        return
     shown = f"{temperature:.3f}" if isinstance(temperature, float) else \
         ", ".join(f"{label} {t:.2f}" for label, t in zip(p.labels, temperature))
-    p.log(f"calibration: temperature {shown} (validation NLL); validation ECE {ece['ece_before']:.4f} -> "
-          f"{ece['ece']:.4f}")
-    return temperature
+    p.log(f"calibration: temperature {shown} (validation NLL); validation ECE {cal['ece_before']:.4f} -> "
+          f"{cal['ece']:.4f}")
 
 
 def label_thresholds(p: Prepared, logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
@@ -263,8 +268,8 @@ def label_thresholds(p: Prepared, logits: torch.Tensor, targets: torch.Tensor) -
 
 def full_logits(p: Prepared, split: str):
     """A whole split's logits and targets (every process's share, joined), in larger batches."""
-    return split_logits(p.inputs.sets[split], p.tokens.datasets[split].sizes, max(p.cfg.batch_size, SPLIT_BATCH_SIZE), p.inputs.collate,
-                        p.logits_fn, p.device, head_size(p.task, p.labels), len(p.texts[split][0]))
+    return split_logits(p.inputs.sets[split], p.tokens.datasets[split].sizes, max(p.cfg.batch_size, SPLIT_BATCH_SIZE),
+                        p.inputs.collate, p.logits_fn, p.device, head_size(p.task, p.labels), len(p.texts[split][0]))
 
 
 def training_summary(p: Prepared, state: TrainState) -> dict:

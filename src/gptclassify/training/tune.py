@@ -88,15 +88,6 @@ def parse_budget(text: str | None) -> float | None:
     return seconds
 
 
-@dataclass
-class Fold:
-    """The examples of the training and validation splits, and the fold each is held out in."""
-
-    data: dict  # depth -> ConcatDataset of that depth's train + validation inputs
-    folds: list[list[int]]
-    n: int
-
-
 def trial(p: Prepared, start: dict, data, train_rows: list[int], held_rows: list[int], recipe: Recipe,
           max_steps: int | None = None) -> float:
     """Train `recipe` from the starting weights on `train_rows`; its headline score on `held_rows`."""
