@@ -1,7 +1,7 @@
-"""No traceback from any option or variable: every numeric option of `prepare`, `train`, `predict`
-and `evaluate`, and the GPTCLASSIFY_* numbers, driven with random values (any sign, zero, huge,
-not finite, not numbers, empty) on a tiny model. Each run ends with exit 0, or one line
-`gptclassify: error: ...` and a non-zero exit."""
+"""No traceback from any option or variable: every numeric option of `prepare`, `train` (the chunk
+windows' too), `tune`, `predict` and `evaluate`, and the GPTCLASSIFY_* numbers, driven with random
+values (any sign, zero, huge, not finite, not numbers, empty) on a tiny model. Each run ends with
+exit 0, or one line `gptclassify: error: ...` and a non-zero exit."""
 
 from __future__ import annotations
 
@@ -94,6 +94,24 @@ def test_train_options(tiny, option, value, lora):
     assert_clean(*outcome(argv), argv)
 
 
+@pytest.mark.parametrize("option", ["--max-chunks", "--chunk-overlap"])
+def test_chunk_options_at_their_edges(tiny, option):
+    """The window options of --truncation chunks, with every value of NASTY."""
+    for value in NASTY:
+        argv = train_argv(tiny, "--truncation", "chunks", lora=False) + ["--max-length", "16", option, value]
+        assert_clean(*outcome(argv), argv)
+
+
+@settings(FUZZ, max_examples=12)
+@given(option=st.sampled_from(["--folds", "--budget"]), value=VALUES)
+def test_tune_options(tiny, option, value):
+    data, weights, _, tmp = tiny
+    other = ["--budget", "1s"] if option == "--folds" else ["--folds", "2"]  # the rest kept small: a short tune
+    argv = ["tune", "--data", str(data), "--weights", str(weights), "--out", str(tmp / "fuzz-tune"), "--overwrite",
+            "--prefix-dtype", "float32", *other, option, value]
+    assert_clean(*outcome(argv), argv)
+
+
 @settings(FUZZ, max_examples=40)
 @given(option=st.sampled_from(["--val-frac", "--test-frac", "--seed"]), value=VALUES)
 def test_prepare_options(tiny, option, value):
@@ -107,6 +125,7 @@ def test_prepare_options(tiny, option, value):
 def test_predict_and_evaluate_options(tiny, value, split):
     data, _, run, _ = tiny
     for argv in (["predict", str(run), "--batch-size", value, "see you at 5"],
+                 ["predict", str(run), "--min-score", value, "see you at 5"],
                  ["evaluate", str(run), "--data", str(data), "--split", split, "--device", value or "cpu"]):
         assert_clean(*outcome(argv), argv)
 
