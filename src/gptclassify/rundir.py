@@ -54,13 +54,15 @@ def load_run(run_dir: Path, device: str = "cpu") -> tuple[nn.Module, Tokenizer, 
     """The classifier, its tokenizer and its config, from safetensors and JSON only."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    state = load_safetensors(run_dir / "model.safetensors")
     with uninitialised():
         try:
             model = model_from_config_dict(config.model)
         except (TypeError, ValueError) as e:
             raise UserError(f"{run_dir}/config.json: 'model' does not describe a model ({str(e)[:120]})") from None
-        model.out_head = nn.Linear(model.cfg.emb_dim, len(config.labels))
-    assign_checked(model, load_safetensors(run_dir / "model.safetensors"), f"{run_dir}/model.safetensors")
+        # GPT-2's head has a bias, the Llama family's none since 0.1 (runs before have one)
+        model.out_head = nn.Linear(model.cfg.emb_dim, len(config.labels), bias="out_head.bias" in state)
+    assign_checked(model, state, f"{run_dir}/model.safetensors")
     if config.tokenizer["kind"] == "tiktoken":
         tokenizer = get_tokenizer(config.tokenizer["name"])
     else:

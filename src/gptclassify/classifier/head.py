@@ -32,11 +32,19 @@ def valid_trainable(trainable: str) -> bool:
     return trainable == "all" or blocks_trained(trainable) is not None
 
 
-def add_classifier_head(model: nn.Module, num_classes: int, seed: int = 123) -> nn.Module:
-    """Replace the vocabulary head with `Linear(emb_dim, num_classes)`, made right after
-    `torch.manual_seed(seed)` as the book does, so the same seed gives the same head."""
+def head_has_bias(family: str) -> bool:
+    """GPT-2's head is the book's `Linear` with a bias (an export folds it exactly into the final
+    LayerNorm's shift). The Llama family's has none, like transformers' `…ForSequenceClassification`
+    heads: with RMSNorm there is no shift to fold a bias into, and a run must export exactly."""
+    return family == "gpt2"
+
+
+def add_classifier_head(model: nn.Module, num_classes: int, seed: int = 123, bias: bool | None = None) -> nn.Module:
+    """Replace the vocabulary head with `Linear(emb_dim, num_classes)` (a bias: `head_has_bias`), made
+    right after `torch.manual_seed(seed)` as the book does, so the same seed gives the same head."""
     torch.manual_seed(seed)
-    model.out_head = nn.Linear(model.cfg.emb_dim, num_classes)
+    bias = head_has_bias(model.cfg.family) if bias is None else bias
+    model.out_head = nn.Linear(model.cfg.emb_dim, num_classes, bias=bias)
     return model
 
 
