@@ -368,7 +368,8 @@ def frozen_pass(weights: Path, data: Path, budgets: list) -> dict:
 def prefix_alone(prefix, ds, pad_id: int, texts_per_batch: int, max_tokens, device) -> float:
     """Seconds of the same batches through the prefix with nothing copied back (ids already on the
     device): what the frozen pass would take if moving its output cost nothing."""
-    from gptclassify.data.batches import Collate, length_sorted_batches
+    from gptclassify.data.batches import Collate
+    from gptclassify.data.lengths import length_sorted_batches
 
     collate = Collate(pad_id)
     batches = [collate([ds[i] for i in rows])[0].to(device)

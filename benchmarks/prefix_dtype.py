@@ -35,7 +35,8 @@ def speed(data: Path) -> dict:
     import pandas as pd
     import torch
 
-    from gptclassify.data.batches import Collate, length_sorted_batches
+    from gptclassify.data.batches import Collate
+    from gptclassify.data.lengths import length_sorted_batches
     from gptclassify.classifier.prefix import FrozenPrefix, cpu_native_bf16, describe_cpu
     from gptclassify.weights import load_tokenizer
     from gptclassify.weights import load_pretrained

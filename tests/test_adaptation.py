@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
-from gptclassify.classifier.head import blocks_trained, first_trainable_block
+from gptclassify.classifier.head import first_trainable_block
+from gptclassify.classifier.names import blocks_trained
 from gptclassify.cli import main
 from gptclassify.errors import UserError
 from gptclassify.training.run import train_run

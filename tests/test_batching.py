@@ -8,7 +8,7 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gptclassify.data.batches import length_sorted_batches
+from gptclassify.data.lengths import length_sorted_batches
 from gptclassify.device import GPU_BATCH_TOKENS, no_grad_batching
 from gptclassify.training.features import keep_on_gpu
 from gptclassify.training.steps import TrainState, smoothed

@@ -11,7 +11,8 @@ from gptclassify.cli import build_parser
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 OTHERS = {"--nproc-per-node", "--nnodes", "--rdzv-backend", "--rdzv-endpoint", "--rdzv-id", "--max-restarts",
-          "--standalone"}  # torchrun's, in docs/operations.md
+          "--standalone",  # torchrun's, in docs/operations.md
+          "--no-deps"}  # pip's, in docs/export.md
 
 
 def command_flags() -> set[str]:

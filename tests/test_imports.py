@@ -19,6 +19,7 @@ LAYERS = {
     "classifier": 3,                 # head, freezing, pooling, the frozen prefix, adapters, metrics
     "config": 3.5, "rundir": 4,      # the run's schema, and the directory that holds a finished run
     "training": 5, "inference": 5,   # side by side: neither imports the other
+    "export": 5.5,                   # a finished run as other tools' folders, checked by inference's backends
     "commands": 6, "cli": 7, "": 8, "__main__": 9,
 }
 

@@ -1,17 +1,28 @@
-"""gptclassify: turn a pretrained GPT-style language model into a text classifier."""
+"""gptclassify: turn a pretrained GPT-style language model into a text classifier.
+
+The names below load on first use (PEP 562), so `import gptclassify` costs nothing and a service
+run by ONNX Runtime (`serve --backend onnxruntime`) never imports torch.
+"""
+
+from importlib import import_module
 
 from .version import __version__
-
 from .errors import UserError
-from .models.generate import generate, generate_text
-from .models.gpt2 import GPTConfig, GPTModel, gpt2_config
-from .models.llama import LlamaConfig, LlamaModel, llama_config
-from .inference.predict import Classifier, classify_text
-from .data.tokenizer import Tokenizer, get_tokenizer
-from .weights import load_pretrained, load_tokenizer
 
-__all__ = [
-    "__version__", "Classifier", "GPTConfig", "GPTModel", "LlamaConfig", "LlamaModel", "Tokenizer", "UserError",
-    "classify_text", "generate", "generate_text", "get_tokenizer", "gpt2_config", "llama_config",
-    "load_pretrained", "load_tokenizer",
-]
+_WHERE = {
+    "generate": ".models.generate", "generate_text": ".models.generate",
+    "GPTConfig": ".models.gpt2", "GPTModel": ".models.gpt2", "gpt2_config": ".models.gpt2",
+    "LlamaConfig": ".models.llama", "LlamaModel": ".models.llama", "llama_config": ".models.llama",
+    "Classifier": ".inference.predict", "classify_text": ".inference.predict",
+    "OnnxClassifier": ".inference.onnx_runtime",
+    "Tokenizer": ".data.tokenizer", "get_tokenizer": ".data.tokenizer",
+    "load_pretrained": ".weights", "load_tokenizer": ".weights",
+}
+
+__all__ = ["__version__", "UserError", *_WHERE]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'gptclassify' has no attribute {name!r}")
+    return getattr(import_module(_WHERE[name], __name__), name)

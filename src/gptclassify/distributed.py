@@ -14,8 +14,11 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 
-import torch
-import torch.distributed as dist
+try:
+    import torch
+    import torch.distributed as dist
+except ImportError:  # an install without torch (the ONNX Runtime backend): one process, nothing to join
+    torch = dist = None
 
 from .errors import UserError, env_number
 
@@ -65,6 +68,8 @@ def init_from_env(device: torch.device) -> World:
     global _world
     if not launched():
         return _world
+    if dist is None:
+        raise UserError("torchrun starts processes that share a model: that needs torch, which is not installed")
     if not dist.is_initialized():
         seconds = env_number("GPTCLASSIFY_DIST_TIMEOUT", DEFAULT_TIMEOUT_S, "a number of seconds", minimum=1)
         backend = "nccl" if device.type == "cuda" else "gloo"
@@ -101,7 +106,7 @@ def current() -> World:
 
 def shutdown() -> None:
     global _world
-    if dist.is_initialized():
+    if dist is not None and dist.is_initialized():
         dist.destroy_process_group()
     _world = World()
 

@@ -27,6 +27,31 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
+@contextmanager
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False):
+    """Yield a new directory beside `path`; on success it becomes `path` (an old one, with
+    `overwrite`, is moved aside first and then removed), so `path` is never half written. A
+    non-empty `path` without `overwrite` is refused in one line before anything is written."""
+    import shutil
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: exists and is not a directory")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise UserError(f"{path}: not empty; choose another directory or replace it with --overwrite")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
+    try:
+        yield tmp
+        old = path.parent / f".{path.name}.{tmp.name.rsplit('.', 2)[-2]}.old"
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_text(path, text: str) -> None:
     try:
         with atomic_path(path) as tmp:

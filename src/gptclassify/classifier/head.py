@@ -12,25 +12,8 @@ import torch
 import torch.nn as nn
 from torch.utils.checkpoint import checkpoint
 
+from .names import blocks_trained
 from .pooling import pool, pooled_positions, reads_one_position
-
-TRAINABLE = ("head", "last-block", "last-N-blocks", "all")  # N: any number of blocks, e.g. last-4-blocks
-
-
-def blocks_trained(trainable: str) -> int | None:
-    """How many last blocks a policy trains (`last-block` 1, `last-4-blocks` 4, `head` 0); None when
-    the name is not a policy (`all` trains everything, embeddings too)."""
-    if trainable in ("head", "last-block"):
-        return {"head": 0, "last-block": 1}[trainable]
-    parts = trainable.split("-")
-    if len(parts) == 3 and parts[0] == "last" and parts[2] == "blocks" and parts[1].isdigit() and int(parts[1]) > 0:
-        return int(parts[1])
-    return None
-
-
-def valid_trainable(trainable: str) -> bool:
-    return trainable == "all" or blocks_trained(trainable) is not None
-
 
 def head_has_bias(family: str) -> bool:
     """GPT-2's head is the book's `Linear` with a bias (an export folds it exactly into the final

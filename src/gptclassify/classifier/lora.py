@@ -61,8 +61,6 @@ class LoRALinear(nn.Module):
                 out.bias.copy_(self.base.bias)
         return out.to(self.base.weight.device)
 
-LORA_HEADS = ("adapter", "train")  # an adapter on the new head (the book's), or the head trained outright
-
 
 def replace_linear(module: nn.Module, make) -> int:
     """Replace every nn.Linear under `module` by `make(linear)`; how many were replaced."""

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..data.batches import length_sorted_batches
+from ..data.lengths import length_sorted_batches
 from ..distributed import gather_shards
 from .calibration import calibrated, calibration_report
 from .tasks import in_target_units, loss_fn, multi_label_report, regression_report

@@ -11,13 +11,7 @@ from __future__ import annotations
 
 import torch
 
-POOLINGS = ("last-token", "last-position", "mean")
-
-
-def needs_fixed_width(pooling: str) -> bool:
-    """Whether the pooled state depends on the padded width (then every batch is padded to max_length
-    and the cached features keep the pad positions too)."""
-    return pooling == "last-position"
+from .names import POOLINGS, WINDOW_COMBINES, needs_fixed_width
 
 
 def reads_one_position(pooling: str) -> bool:
@@ -51,9 +45,6 @@ def pooled_positions(x: torch.Tensor, lengths: torch.Tensor, pooling: str) -> to
     if needs_fixed_width(pooling):
         return torch.full_like(lengths, x.shape[1] - 1)
     return lengths - 1
-
-
-WINDOW_COMBINES = ("mean", "max")
 
 
 def combine_windows(logits: torch.Tensor, owners: torch.Tensor, how: str) -> torch.Tensor:

@@ -20,10 +20,11 @@ import warnings
 import torch
 import torch.nn as nn
 
-from .head import first_trainable_block, prefix_states, suffix_logits, valid_trainable
+from .head import first_trainable_block, prefix_states, suffix_logits
+from .names import valid_trainable
 from ..errors import UserError
+from .names import PREFIX_DTYPES
 
-PREFIX_DTYPES = ("auto", "float32", "bfloat16", "int8")
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,7 +7,8 @@ import sys
 from ..data.inputs import InputFile
 from ..data.splits import read_lines, read_table, split_lines
 from ..errors import UserError
-from ..inference.predict import Classifier, check_min_score
+from ..inference.backends import load_classifier
+from ..inference.base import check_min_score
 from ..inference.predict_file import output_format, predict_to
 
 
@@ -55,7 +56,7 @@ def cmd_predict(args) -> None:
         texts = read_texts(args)
     if args.batch_size is not None and args.batch_size < 1:
         raise UserError("--batch-size must be 1 or more")
-    classifier = Classifier.load(args.run, args.device)
+    classifier = load_classifier(args.run, args.backend, args.device)
     check_min_score(args.min_score, classifier.task)
     predict_to(classifier, texts, args.output, output_format(args.format, args.output), args.batch_size,
                args.min_score)

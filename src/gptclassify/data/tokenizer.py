@@ -29,6 +29,7 @@ class Tokenizer:
     vocab_size: int
     source: str = ""  # where the vocabulary came from, for the run's config.json
     hf: object = None  # the `tokenizers.Tokenizer` behind a non-GPT-2 tokenizer, saved with a run
+    encoding: object = None  # the `tiktoken.Encoding` behind GPT-2's (an export rebuilds its files from it)
     prefix: tuple = ()  # ids the model expects before every text (Gemma's and Llama 3's BOS); `keep` keeps them
     sep_id: int | None = None  # between the two texts of a pair: the model's end-of-text token (None: pad_id)
 
@@ -60,16 +61,18 @@ class Tokenizer:
     def fit(self, raw, max_length: int, truncation: str = "head") -> list[int]:
         """At most `max_length` ids of an `encode_raw` result: a text cut by `truncation` (`keep`);
         a pair joined as prefix + a + separator + b, the longer of the two cut from its end first
-        until it fits (transformers' `longest_first`)."""
+        until it fits: the tokenizers library's `longest_first`, which transformers' tokenizers use
+        (when both must be cut, the shorter keeps half the room, rounded down)."""
         if not isinstance(raw, tuple):
             return keep(raw, max_length, truncation, len(self.prefix))
         a, b = raw
         room, la, lb = max(max_length - len(self.prefix) - 1, 0), len(a), len(b)
-        if la + lb > room:  # the longer down to the shorter, then in turns (a tie cuts b): transformers' order
-            if min(la, lb) <= room - min(la, lb):
-                la, lb = (room - lb, lb) if la > lb else (la, room - la)
-            else:
-                la, lb = (room + 1) // 2, room // 2
+        if la + lb > room:
+            short = min(la, lb)
+            long = max(short, room - short)
+            if short + long > room:
+                short, long = room // 2, room // 2 + room % 2
+            la, lb = (short, long) if la <= lb else (long, short)
         sep = self.pad_id if self.sep_id is None else self.sep_id
         return [*self.prefix, *a[:la], sep, *b[:lb]]
 
@@ -131,7 +134,7 @@ def get_tokenizer(name: str = "gpt2", *, bpe_dir: str | os.PathLike | None = Non
         return enc.encode(text, allowed_special={"<|endoftext|>"})
 
     return Tokenizer("gpt2", encode, enc.decode, pad_id=eot, vocab_size=enc.n_vocab,
-                     source=str(bpe_dir) if bpe_dir else "tiktoken:gpt2")
+                     source=str(bpe_dir) if bpe_dir else "tiktoken:gpt2", encoding=enc)
 
 
 def _gpt2_from_dir(directory: Path):

@@ -30,7 +30,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import UserError
 from ..files import MAX_JSON_BYTES, read_json
 from ..config import Limits
-from .predict import Classifier, abstain
+from .backends import load_classifier
+from .base import TextClassifier as Classifier, abstain
 
 STATIC = Path(__file__).parent / "static"
 
@@ -83,9 +84,8 @@ class ModelFailed(Exception):
 
 def free_gpu_cache() -> None:
     """After a failure on a GPU (out of memory, most often), give back what the failed batch held."""
-    import torch
-
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    torch = sys.modules.get("torch")  # not loaded: the ONNX Runtime backend, nothing to free
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         torch.cuda.empty_cache()
 
 
@@ -317,7 +317,7 @@ def create_app(classifier: Classifier, run_dir: Path | None = None, limits: Limi
 
 
 def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, device: str = "auto", limits: Limits = Limits(),
-          api_key: str | None = None, no_auth: bool = False):
+          api_key: str | None = None, no_auth: bool = False, backend: str = "torch"):
     """Serve until SIGTERM or Ctrl-C; then stop taking connections and answer the requests already
     taken (for up to `limits.timeout_s`) before exiting."""
     import uvicorn
@@ -327,7 +327,7 @@ def serve(run_dir: Path, host: str = "127.0.0.1", port: int = 8000, device: str 
     if not api_key and not no_auth and not is_loopback(host):
         raise UserError(f"--host {host} listens beyond this machine: give an API key (--api-key-file or "
                         f"{API_KEY_ENV}), or --no-auth to serve without one")
-    classifier = Classifier.load(run_dir, device)
+    classifier = load_classifier(run_dir, backend, device)
     uvicorn.run(create_app(classifier, run_dir, limits, api_key), host=host, port=port, log_level="info",
                 timeout_graceful_shutdown=int(limits.timeout_s) + 1)
 

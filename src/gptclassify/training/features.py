@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.batches import Collate, TextDataset, flatten_windows, label_tensor, length_sorted_batches
-from ..classifier.pooling import needs_fixed_width, stored_width
+from ..data.batches import Collate, TextDataset, flatten_windows, label_tensor
+from ..data.lengths import length_sorted_batches
+from ..classifier.names import needs_fixed_width
+from ..classifier.pooling import stored_width
 from ..errors import env_number
 from ..failpoints import failpoint
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..classifier.pooling import needs_fixed_width
+from ..classifier.names import needs_fixed_width
 from ..data.batches import Collate
 from ..data.splits import SPLITS
 from ..device import no_grad_batching
