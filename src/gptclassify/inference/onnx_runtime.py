@@ -6,6 +6,7 @@ and applies the run's calibration. `OnnxClassifier.load(DIR).predict(texts)` ans
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,9 @@ class OnnxClassifier(TextClassifier):
             raise UserError(f"{directory}/config.json: an ONNX folder's tokenizer is its tokenizer.json")
         tokenizer = tokenizer_from_json(directory / "tokenizer.json", pad_id=config.policy.pad_id)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads or 0  # 0: onnxruntime's choice, a thread per core
+        # a thread per CPU this process may use (onnxruntime's own default counts physical cores, often fewer)
+        options.intra_op_num_threads = threads or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                                   else 0)
         try:
             session = onnxruntime.InferenceSession(str(directory / "model.onnx"), options,
                                                    providers=["CPUExecutionProvider"])
