@@ -20,13 +20,21 @@ import sys
 import time
 from pathlib import Path
 
-from common import SHARED, benchmark_run, book_split, machine, save, serving, sms_messages
-
 WORK = Path(os.environ.get("TMPDIR", "/tmp")) / "gptclassify-bench"
+SHARED = Path(os.environ.get("GPTCLASSIFY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+ROWS = ("torch (run's prefix)", "torch (float32 prefix)", "onnxruntime")
+# common.py imports torch: the measuring processes do not import it, so that the ONNX Runtime one never loads torch
+
+
+def sms_messages() -> list[str]:
+    with open(SHARED / "SMSSpamCollection", encoding="utf-8") as f:
+        return [line.rstrip("\n").split("\t", 1)[1] for line in f]
 
 
 def smollm2_run() -> Path:
     """SmolLM2-135M-Instruct (real weights, its GGUF) fine-tuned for a few steps on the book split."""
+    from common import book_split
+
     from gptclassify.config import make_config
     from gptclassify.training.run import train_run
 
@@ -78,6 +86,8 @@ def in_process(backend: str, path: Path, n: int, batch_size: int) -> dict:
 
 
 def serve_start_s(path: Path, backend: str) -> float:
+    from common import serving
+
     started = time.perf_counter()
     with serving(path, "--backend", backend):
         return time.perf_counter() - started
@@ -99,10 +109,14 @@ def main():
     parser.add_argument("--n", type=int, default=5574)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2, help="alternating rounds; the best of each is kept")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument("--save-as", default="onnx_speed")
     parser.add_argument("--measure", nargs=2, metavar=("BACKEND", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
         return measure(*args.measure, args.n, args.batch_size)
+    from common import benchmark_run, machine, save
+
     results = {"machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M"), "n": args.n,
                "batch_size": args.batch_size, "models": {}}
     for name in args.models:
@@ -113,6 +127,7 @@ def main():
         shutil.rmtree(WORK / f"{name}-hf")
         rows = {"torch (run's prefix)": (run, "torch"), "torch (float32 prefix)": (fp32, "torch"),
                 "onnxruntime": (WORK / f"{name}-onnx", "onnxruntime")}
+        rows = {row: where for row, where in rows.items() if row in args.rows}
         best = {}
         for _ in range(args.repeats):  # alternating, so a noisy neighbour hits every row alike
             for row, (path, backend) in rows.items():
@@ -122,7 +137,7 @@ def main():
                 best[row] = got if old is None else {
                     **got, **{k: min(old[k], got[k]) for k in ("seconds", "load_s", "peak_rss_mb", "serve_start_s")},
                     "texts_per_s": max(old["texts_per_s"], got["texts_per_s"])}
-        base = best["torch (run's prefix)"]
+        base = best.get("torch (run's prefix)") or next(iter(best.values()))
         base_labels = base["labels"]
         for row in best.values():
             row["speed_vs_torch"] = row["texts_per_s"] / base["texts_per_s"]
@@ -131,7 +146,7 @@ def main():
                                    "onnx_export_s": export_s, "onnx_check": onnx_check,
                                    "transformers_check": hf_check, "rows": best}
         print(json.dumps({name: results["models"][name]}, indent=1))
-    print(f"wrote {save('onnx_speed', results)}")
+    print(f"wrote {save(args.save_as, results)}")
     table(results)
 
 

@@ -13,6 +13,7 @@ import torch
 from common import benchmark_run, gpt2_vocab_and_merges, save, sms_messages
 
 from gptclassify.inference.predict import Classifier
+from gptclassify.weights.to_hf import gpt2_state_to_hf
 
 
 def to_transformers(clf: Classifier):
@@ -23,19 +24,7 @@ def to_transformers(clf: Classifier):
     hf = transformers.GPT2ForSequenceClassification(transformers.GPT2Config(
         n_layer=cfg.n_layers, n_embd=cfg.emb_dim, n_head=cfg.n_heads, num_labels=len(clf.labels),
         pad_token_id=clf.tokenizer.pad_id, id2label=dict(enumerate(clf.labels)))).eval()
-    s = clf.model.state_dict()
-    state = {"transformer.wte.weight": s["tok_emb.weight"], "transformer.wpe.weight": s["pos_emb.weight"],
-             "transformer.ln_f.weight": s["final_norm.scale"], "transformer.ln_f.bias": s["final_norm.shift"],
-             "score.weight": s["out_head.weight"]}
-    for i in range(cfg.n_layers):
-        b, h = f"trf_blocks.{i}.", f"transformer.h.{i}."
-        state[h + "attn.c_attn.weight"] = torch.cat([s[b + f"att.W_{n}.weight"] for n in ("query", "key", "value")]).T
-        state[h + "attn.c_attn.bias"] = torch.cat([s[b + f"att.W_{n}.bias"] for n in ("query", "key", "value")])
-        state[h + "attn.c_proj.weight"], state[h + "attn.c_proj.bias"] = s[b + "att.out_proj.weight"].T, s[b + "att.out_proj.bias"]
-        state[h + "mlp.c_fc.weight"], state[h + "mlp.c_fc.bias"] = s[b + "ff.layers.0.weight"].T, s[b + "ff.layers.0.bias"]
-        state[h + "mlp.c_proj.weight"], state[h + "mlp.c_proj.bias"] = s[b + "ff.layers.2.weight"].T, s[b + "ff.layers.2.bias"]
-        for n, o in (("ln_1", "norm1"), ("ln_2", "norm2")):
-            state[h + n + ".weight"], state[h + n + ".bias"] = s[b + o + ".scale"], s[b + o + ".shift"]
+    state = gpt2_state_to_hf(clf.model.state_dict(), cfg) | {"score.weight": clf.model.out_head.weight}
     hf.load_state_dict({k: v.contiguous() for k, v in state.items()}, strict=False)
     return hf
 

@@ -252,3 +252,35 @@ def test_an_old_llama_run_with_a_head_bias_is_refused(tmp_path, runs, capsys):
     assert export(old, "transformers", tmp_path / "hf") == 1
     err = capsys.readouterr().err
     assert "head has a bias" in err and len(err.strip().splitlines()) == 1
+
+
+def test_lora_chunks_and_multi_label_runs_export(tmp_path, data, sms):
+    """A LoRA run exports its merged weights; a run that reads long texts in windows exports to ONNX
+    and combines them as the torch backend does (mean; a multi-label run's max, with its thresholds)."""
+    from gptclassify.inference.onnx_runtime import OnnxClassifier
+
+    (tmp_path / "lora").mkdir()
+    lora = train(tmp_path / "lora", data, "qwen3", "--trainable", "lora", "--lora-rank", "4")
+    assert export(lora, "transformers", tmp_path / "lora-hf") == 0
+    texts = sms[:16]
+    ours = Classifier.load(lora, device="cpu").probabilities(texts)
+    assert (ours - hf_probabilities(tmp_path / "lora-hf", texts).softmax(-1)).abs().max().item() < 1e-4
+
+    rows = [{"text": t, "label": "a|b" if i % 3 == 0 else ("b" if i % 3 == 1 else "a")} for i, t in enumerate(sms[:40])]
+    src = tmp_path / "tags.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    tags = tmp_path / "tags"
+    assert main(["prepare", "csv", str(src), "--out", str(tags), "--task", "multi-label"]) == 0
+    long_texts = [LONG, LONG[:300] + " WINNER claim now", *sms[:10]]
+    for name, d in (("chunks", data), ("tags", tags)):
+        (tmp_path / f"{name}-run").mkdir()
+        run = tmp_path / f"{name}-run" / "run"
+        assert main(["train", "--data", str(d), "--model", str(small_gpt2_dir(tmp_path / f"{name}-run")), "--out", str(run),
+                     "--epochs", "1", "--max-steps", "2", "--batch-size", "4", "--prefix-dtype", "float32",
+                     "--truncation", "chunks", "--max-length", "16", "--max-chunks", "4"]) == 0
+        assert export(run, "onnx", tmp_path / f"{name}-onnx") == 0
+        clf, onnx = Classifier.load(run, device="cpu"), OnnxClassifier.load(tmp_path / f"{name}-onnx")
+        assert len(clf.encode_windows(LONG)) == 4
+        assert abs(clf.probabilities(long_texts).numpy() - onnx.probabilities(long_texts)).max() < 1e-4, name
+        key = "label" if name == "chunks" else "labels"
+        assert [p[key] for p in onnx.predict(long_texts)] == [p[key] for p in clf.predict(long_texts)]

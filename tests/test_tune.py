@@ -107,3 +107,23 @@ def test_tune_refuses_what_it_chooses_itself(small_data, weights_dir, tmp_path, 
         assert main(["tune", "--data", str(small_data), "--weights", str(weights_dir), "--out", str(tmp_path / "r"),
                      *extra]) == 1
         assert message in capsys.readouterr().err
+
+
+def test_torchrun_shares_the_trials_out_to_the_same_table(small_data, weights_dir, tmp_path, monkeypatch):
+    """Two processes under torchrun take turns at each fold's trials; the table, the winner and the
+    tuned run are a single process's."""
+    from test_distributed import run_ok
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "torchrun-tmp"))  # torchrun's agent leaves a folder there
+    (tmp_path / "torchrun-tmp").mkdir()
+    args = ["tune", "--data", small_data, "--weights", weights_dir, "--folds", "2", "--budget", "0.01s",
+            "--prefix-dtype", "float32"]  # a budget no timing fits: the grid's two likeliest recipes, on any machine
+    out = run_ok(*args, "--out", tmp_path / "two")
+    assert "shared by 2 processes" in out
+    assert main([*map(str, args), "--out", str(tmp_path / "one")]) == 0
+    one, two = (json.loads((tmp_path / r / "tuning.json").read_text()) for r in ("one", "two"))
+    assert [(r["recipe"], r["folds"]) for r in one["recipes"]] == [(r["recipe"], r["folds"]) for r in two["recipes"]]
+    assert [x for r in one["recipes"] for x in r["scores"]] == \
+        pytest.approx([x for r in two["recipes"] for x in r["scores"]], abs=1e-9)
+    assert one["winner"] == two["winner"] and one["trainings"] == two["trainings"] == 4
+    assert not (tmp_path / "two" / ".tuning").exists() and not (tmp_path / "two" / "tuning.partial.json").exists()

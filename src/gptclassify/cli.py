@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-DISTRIBUTED_COMMANDS = ("train", "evaluate", "predict")
+DISTRIBUTED_COMMANDS = ("train", "tune", "evaluate", "predict")
 
 
 def join_processes(args) -> None:

@@ -11,6 +11,7 @@ the single-process path and the distributed one are the same code.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -102,6 +103,27 @@ def rendezvous_store(seconds: float):
 
 def current() -> World:
     return _world
+
+
+@contextmanager
+def alone():
+    """Within it, this process is a world of its own: every collective below does nothing, and
+    every example is this process's. For work shared out whole (tune's trials), not split by example."""
+    global _world
+    saved, _world = _world, World()
+    try:
+        yield
+    finally:
+        _world = saved
+
+
+def all_gather_objects(obj) -> list:
+    """Every process's `obj` (JSON-like), in rank order; [obj] alone."""
+    if _world.size == 1:
+        return [obj]
+    out = [None] * _world.size
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def shutdown() -> None:

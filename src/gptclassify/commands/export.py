@@ -10,7 +10,7 @@ from ..export.card import model_card
 from ..export.check import check_export
 from ..export.onnx_dir import write_onnx
 from ..export.transformers_dir import refusal, write_transformers
-from ..files import MAX_JSON_BYTES, atomic_dir, read_json, write_text
+from ..files import MAX_JSON_BYTES, atomic_dir, read_json, write_json, write_text
 from ..rundir import load_run, read_run_config
 
 
@@ -32,6 +32,8 @@ def cmd_export(args) -> None:
             write(tmp, model, tokenizer, config, log)
         check = check_export(tmp, args.format, run, config, log)
         metrics = read_json(run / "metrics.json", MAX_JSON_BYTES) if (run / "metrics.json").is_file() else {}
+        if args.format == "onnx" and metrics:  # the service's /v1/model shows them, as it does for the run
+            write_json(tmp / "metrics.json", metrics)
         write_text(tmp / "README.md", model_card(args.format, config, metrics, notes, check))
     log(f"wrote {out} ({args.format}); {check}")
     for note in notes:

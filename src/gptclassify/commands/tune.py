@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from ..config import TrainConfig, make_config
+from ..distributed import barrier, current
 from ..errors import UserError
 from ..options import settings_of
 from ..training.checkpoint import check_run_dir_free, clear_run_dir
@@ -24,10 +25,13 @@ def cmd_tune(args) -> None:
     budget = parse_budget(args.budget)
     if not (args.out / "tuning.partial.json").is_file():  # else: the same command again goes on where it stopped
         check_run_dir_free(args.out, args.overwrite)
-        if args.overwrite:
+        barrier()  # every process has looked before rank 0 clears
+        if args.overwrite and current().is_main:
             clear_run_dir(args.out)
     cfg = make_config(args.preset, **{f.name: getattr(args, f.name) for f in settings_of(TrainConfig)
                                       if f.name != "preset" and f.metadata["cli"]})
     metrics = tune_run(args.model, args.weights, args.data, cfg, args.out, args.folds, budget)
+    if not current().is_main:
+        return
     summary = {s: {k: v for k, v in metrics[s].items() if isinstance(v, float)} for s in ("validation", "test")}
     print(json.dumps(summary, indent=2))

@@ -14,6 +14,11 @@ trained on the whole training split as a normal run.
    `tune` run again continues after it, to the same table.
 5. The winner (best mean over all folds) is trained on the training split as `train` would, and its
    run says it was tuned; `tuning.json` holds every recipe's mean, spread and scores.
+
+Under torchrun the trials are shared out, not the examples: every process holds every example
+(rank 0 makes the frozen passes, the others read them from the on-disk cache), each fold's trials
+go round the processes, and their scores are gathered after each round, so the table is the one a
+single process makes. The winner then trains data-parallel, as `train` under torchrun does.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Subset
 from ..classifier.tasks import HEADLINES, headline
 from ..config import TrainConfig
 from ..data.folds import stratified_folds
+from ..distributed import World, all_gather_objects, alone, barrier, current
 from ..errors import UserError
 from ..failpoints import failpoint
 from ..files import read_json, write_json
@@ -136,6 +142,19 @@ def setup_key(model, weights, data_dir: Path, base: TrainConfig, folds: int, gri
             "base": asdict(base), "folds": folds, "grid": [r.name for r in grid]}
 
 
+def prepare_everywhere(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, log,
+                       world: World) -> dict[str, Prepared]:
+    """`prepare_depths` with every example in every process: rank 0 first, so that its frozen passes
+    are in the on-disk cache when the others, after it, read them from there."""
+    if not world.is_main:
+        barrier()
+    with alone():
+        prepared = prepare_depths(model, weights, data_dir, base, run_dir, log)
+    if world.is_main:
+        barrier()
+    return prepared
+
+
 def prepare_depths(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, log) -> dict[str, Prepared]:
     """One prepared classifier per trainable depth (each with its frozen pass, cached on disk)."""
     prepared = {}
@@ -174,17 +193,24 @@ def sized_to(grid: list[Recipe], budget: float | None, folds: int, step_seconds:
     return grid[:n]
 
 
-def cross_validate(prepared, starts, data, folds, grid, scores: dict, save, log) -> dict:
-    """Successive halving over the folds; `scores[(recipe name, fold)]` filled in, saved after each."""
+def cross_validate(prepared, starts, data, folds, grid, scores: dict, save, log, world: World = World()) -> dict:
+    """Successive halving over the folds; `scores[(recipe name, fold)]` filled in, saved after each
+    round of trials (one per process: the recipes still to score on a fold go round the processes)."""
     alive = list(grid)
     for k, held in enumerate(folds):
         rest = [i for j, f in enumerate(folds) if j != k for i in f]
-        for r in alive:
-            if f"{r.name}|{k}" not in scores:
-                p = prepared[r.trainable]
-                scores[f"{r.name}|{k}"] = trial(p, starts[r.trainable], data[r.trainable], rest, held, r)
+        todo = [r for r in alive if f"{r.name}|{k}" not in scores]
+        for at in range(0, len(todo), world.size):
+            part, done = todo[at:at + world.size], {}
+            if world.rank < len(part):
+                r = part[world.rank]
+                done[f"{r.name}|{k}"] = trial(prepared[r.trainable], starts[r.trainable], data[r.trainable], rest,
+                                              held, r)
+            for got in all_gather_objects(done):
+                scores.update(got)
+            if world.is_main:
                 save(scores)
-                failpoint("tune-trial")
+            failpoint("tune-trial")
         means = {r.name: mean_of(scores, r, k + 1) for r in alive}
         best = max(alive, key=lambda r: means[r.name])
         log(f"tune: fold {k + 1}/{len(folds)}: {len(alive)} recipes; best so far {best.name} "
@@ -213,8 +239,10 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
              budget: float | None = None, log=print) -> dict:
     """Cross-validate the grid, write tuning.json, train the winner into `run_dir`; its metrics."""
     started = time.perf_counter()
+    world = current()
+    log = log if world.is_main else (lambda *a, **k: None)
     data_dir, run_dir = Path(data_dir), Path(run_dir)
-    prepared = prepare_depths(model, weights, data_dir, base, run_dir, log)
+    prepared = prepare_everywhere(model, weights, data_dir, base, run_dir, log, world)
     first = next(iter(prepared.values()))
     targets = first.texts["train"][1] + first.texts["validation"][1]
     if len(targets) < 2 * folds:
@@ -225,13 +253,15 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
               for d, p in prepared.items()}
     grid = make_grid(first.cfg.lr, first.cfg.lr_schedule, tuple(prepared))
     steps_per_epoch = math.ceil(len(targets) * (folds - 1) / folds / base.batch_size)
-    step_seconds = probe_seconds(prepared, starts, data, fold_rows[0])
+    step_seconds = all_gather_objects(probe_seconds(prepared, starts, data, fold_rows[0]) if world.is_main
+                                      else None)[0]  # rank 0's timing sizes the grid everywhere
     full = len(grid)
     grid = sized_to(grid, budget, folds, step_seconds, steps_per_epoch)
     trainings = sum(planned_trainings(len(grid), folds))
+    shared = f", shared by {world.size} processes" if world.size > 1 else ""
     log(f"tune: {len(grid)} recipes{f' of {full} (--budget)' if len(grid) < full else ''}, {folds} folds of "
         f"{len(targets):,} texts (the test split is not read), successive halving: {trainings} trainings, about "
-        f"{estimate(grid, folds, step_seconds, steps_per_epoch) / 60:.1f} min")
+        f"{estimate(grid, folds, step_seconds, steps_per_epoch) / 60 / world.size:.1f} min{shared}")
     partial = run_dir / "tuning.partial.json"
     key = setup_key(model, weights, data_dir, base, folds, grid)
     scores = {}
@@ -239,7 +269,7 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
         scores = read_json(partial)["scores"]
         log(f"tune: {len(scores)} finished trainings read back from {partial.name}")
     cross_validate(prepared, starts, data, fold_rows, grid, scores,
-                   lambda s: write_json(partial, {"key": key, "scores": s}), log)
+                   lambda s: write_json(partial, {"key": key, "scores": s}), log, world)
     metric = HEADLINES[first.task]
     rows = table(grid, scores, folds, metric)
     winner = next(r for r in grid if r.name == rows[0]["recipe"])
@@ -250,14 +280,16 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     log_table(rows, log)
     del prepared, data, starts, first
     gc.collect()
-    write_json(run_dir / "tuning.json", summary)
+    if world.is_main:
+        write_json(run_dir / "tuning.json", summary)
     cfg = replace(base, trainable=winner.trainable, lr=winner.lr, lr_schedule=winner.schedule, epochs=winner.epochs)
     log(f"tune: training the winner on the training split: {winner.name}")
     metrics = train_run(model, weights, data_dir, cfg, run_dir, log=log,
                         tuning={k: summary[k] for k in ("metric", "folds", "grid", "trainings", "winner")}
                         | {"cv_mean": rows[0]["mean"], "cv_std": rows[0]["std"]})
-    shutil.rmtree(run_dir / ".tuning", ignore_errors=True)
-    partial.unlink(missing_ok=True)
+    if world.is_main:  # train_run ends at a barrier: every process is done with them
+        shutil.rmtree(run_dir / ".tuning", ignore_errors=True)
+        partial.unlink(missing_ok=True)
     return metrics
 
 
