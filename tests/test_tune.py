@@ -62,6 +62,7 @@ def test_the_test_split_never_changes_the_choice(small_data, weights_dir, tmp_pa
 
     monkeypatch.setattr(tune, "RATE_FACTORS", (1.0, 4.0))
     monkeypatch.setattr(tune, "EPOCHS", (2,))
+    monkeypatch.setattr(tune, "LORA_FACTORS", (4.0,))
     flipped = shutil.copytree(small_data, tmp_path / "flipped")
     test = pd.read_csv(flipped / "test.csv", keep_default_na=False, dtype=str)
     test["label"] = ["ham" if y == "spam" else "spam" for y in test["label"]]
@@ -71,8 +72,9 @@ def test_the_test_split_never_changes_the_choice(small_data, weights_dir, tmp_pa
         base = tune.TrainConfig(prefix_dtype="float32")
         tune.tune_run(None, str(weights_dir), data, base, tmp_path / name, folds=2, log=lambda *a: None)
         tables.append(json.loads((tmp_path / name / "tuning.json").read_text())["recipes"])
-    assert tables[0] == tables[1] and len(tables[0]) == 4
-    assert [r["folds"] for r in tables[0]] == [2, 2, 1, 1]  # 4 recipes on fold 1, the better 2 on fold 2 too
+    assert tables[0] == tables[1] and len(tables[0]) == 5
+    assert [r["folds"] for r in tables[0]] == [2, 2, 2, 1, 1]  # 5 recipes on fold 1, the better 3 on fold 2 too
+    assert "lora" in {r["trainable"] for r in tables[0]}  # LoRA (on the last 2 blocks) is in the grid
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["tuning"]["winner"] == tables[0][0]["recipe"] and config["tuning"]["folds"] == 2
     assert config["training"]["trainable"] == tables[0][0]["trainable"]
@@ -127,3 +129,13 @@ def test_torchrun_shares_the_trials_out_to_the_same_table(small_data, weights_di
         pytest.approx([x for r in two["recipes"] for x in r["scores"]], abs=1e-9)
     assert one["winner"] == two["winner"] and one["trainings"] == two["trainings"] == 4
     assert not (tmp_path / "two" / ".tuning").exists() and not (tmp_path / "two" / "tuning.partial.json").exists()
+
+
+def test_a_lora_winner_is_trained_as_lora_on_the_last_two_blocks(small_data, weights_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(tune, "RATE_FACTORS", ())  # LoRA's recipes alone: one of them wins
+    monkeypatch.setattr(tune, "EPOCHS", (2,))
+    tune.tune_run(None, str(weights_dir), small_data, tune.TrainConfig(prefix_dtype="float32"), tmp_path / "run",
+                  folds=2, log=lambda *a: None)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["training"]["trainable"] == "lora" and config["training"]["lora_blocks"] == 2
+    assert config["tuning"]["winner"].startswith("lora, ") and (tmp_path / "run" / "adapter.safetensors").is_file()

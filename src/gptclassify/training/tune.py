@@ -6,8 +6,9 @@ trained on the whole training split as a normal run.
 2. Folds: the training and validation splits together, stratified (`data.folds`); the test split is
    never scored.
 3. The grid: learning rate (the model family's rate x 1/4 to 4) x trainable depth x epochs, ordered
-   by how likely each is to win (the family's rate and the last block first); sized to `--budget`
-   from a timed probe of each depth, the cost said before it starts.
+   by how likely each is to win (the family's rate and the last block first), then LoRA on the last
+   2 blocks at the family's rate x 1 and x 4 (it reads the last-2-blocks pass); sized to `--budget`
+   from a timed probe of each depth, the cost said before it starts (LoRA is the first cut).
 4. Successive halving over the folds: every recipe is scored on the first fold, the better half goes
    on to the next fold, and so on (never fewer than two), so the finalists have every fold and a
    losing recipe costs a fold or two. Each finished (recipe, fold) is written at once: a killed
@@ -47,8 +48,10 @@ from .run import train_run
 from .steps import calc_loss_batch, make_optimizer
 
 RATE_FACTORS = (1.0, 2.0, 0.5, 4.0, 0.25)  # times the family's rate, the likeliest first
-DEPTHS = ("last-block", "last-2-blocks")
+DEPTHS = ("last-block", "last-2-blocks", "lora")  # lora: adapters on the last LORA_BLOCKS blocks (and the head)
 EPOCHS = (5, 3)
+LORA_BLOCKS = 2  # the same frozen prefix as last-2-blocks: one cached pass serves both
+LORA_FACTORS = (1.0, 4.0)  # LoRA's rates, times the family's: at the grid's end, the first a budget cuts
 FINALISTS = 2  # successive halving keeps at least this many recipes to the last fold
 PROBE_STEPS = 10
 
@@ -66,8 +69,17 @@ class Recipe:
 
 
 def make_grid(rate: float, schedule: str, depths: tuple[str, ...]) -> list[Recipe]:
-    """Every recipe, the likeliest winners first (what a budget keeps)."""
-    return [Recipe(depth, rate * f, schedule, epochs) for f in RATE_FACTORS for depth in depths for epochs in EPOCHS]
+    """Every recipe, the likeliest winners first (what a budget keeps); LoRA's last."""
+    plain = [Recipe(depth, rate * f, schedule, epochs) for f in RATE_FACTORS for depth in depths if depth != "lora"
+             for epochs in EPOCHS]
+    return plain + [Recipe("lora", rate * f, schedule, EPOCHS[0]) for f in LORA_FACTORS if "lora" in depths]
+
+
+def depth_settings(base: TrainConfig, depth: str, n_layers: int | None = None) -> TrainConfig:
+    """`base` training at `depth` (LoRA on the last LORA_BLOCKS blocks, or all of a smaller model's)."""
+    if depth == "lora":
+        return replace(base, trainable="lora", lora_blocks=min(LORA_BLOCKS, n_layers or LORA_BLOCKS))
+    return replace(base, trainable=depth)
 
 
 def planned_trainings(n_recipes: int, folds: int) -> list[int]:
@@ -157,12 +169,13 @@ def prepare_everywhere(model, weights, data_dir: Path, base: TrainConfig, run_di
 
 def prepare_depths(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, log) -> dict[str, Prepared]:
     """One prepared classifier per trainable depth (each with its frozen pass, cached on disk)."""
-    prepared = {}
+    prepared, deepest, n_layers = {}, False, None
     for depth in DEPTHS:
-        p = prepare(model, weights, data_dir, replace(base, trainable=depth), run_dir / ".tuning" / depth, log)
-        prepared[depth] = p
-        if p.classifier.start <= 0 and depth != DEPTHS[0]:  # the model has no block left to freeze
-            break
+        if deepest and depth != "lora":  # the model has no block left to freeze
+            continue
+        p = prepare(model, weights, data_dir, depth_settings(base, depth, n_layers), run_dir / ".tuning" / depth, log)
+        prepared[depth], n_layers = p, len(p.model.trf_blocks)
+        deepest = deepest or p.classifier.start <= 0
     return prepared
 
 
@@ -252,6 +265,7 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     starts = {d: {n: q.detach().clone() for n, q in p.model.named_parameters() if q.requires_grad}
               for d, p in prepared.items()}
     grid = make_grid(first.cfg.lr, first.cfg.lr_schedule, tuple(prepared))
+    n_layers = len(first.model.trf_blocks)
     steps_per_epoch = math.ceil(len(targets) * (folds - 1) / folds / base.batch_size)
     step_seconds = all_gather_objects(probe_seconds(prepared, starts, data, fold_rows[0]) if world.is_main
                                       else None)[0]  # rank 0's timing sizes the grid everywhere
@@ -282,7 +296,8 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     gc.collect()
     if world.is_main:
         write_json(run_dir / "tuning.json", summary)
-    cfg = replace(base, trainable=winner.trainable, lr=winner.lr, lr_schedule=winner.schedule, epochs=winner.epochs)
+    cfg = replace(depth_settings(base, winner.trainable, n_layers), lr=winner.lr, lr_schedule=winner.schedule,
+                  epochs=winner.epochs)
     log(f"tune: training the winner on the training split: {winner.name}")
     metrics = train_run(model, weights, data_dir, cfg, run_dir, log=log,
                         tuning={k: summary[k] for k in ("metric", "folds", "grid", "trainings", "winner")}
