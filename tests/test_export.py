@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -169,7 +168,7 @@ def test_pairs_multi_label_and_regression_export(tmp_path, sms):
 def test_service_runs_from_the_onnx_folder_without_torch(tmp_path, runs, sms):
     """`serve --backend onnxruntime` in a process where torch (and transformers, tiktoken, safetensors)
     cannot be imported answers as the torch service does."""
-    from test_serve import free_port, request
+    from test_serve import free_port, request, wait_until_up
 
     run = runs("gpt2")
     assert export(run, "onnx", tmp_path / "onnx") == 0
@@ -180,15 +179,7 @@ def test_service_runs_from_the_onnx_folder_without_torch(tmp_path, runs, sms):
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(300):
-            try:
-                if request(url + "/healthz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            proc.kill()
-            pytest.fail("the service did not start: " + proc.stdout.read().decode()[-2000:])
+        wait_until_up(url, proc)
         texts = sms[:10]
         status, body = request(url + "/v1/classify", {"texts": texts})
         assert status == 200

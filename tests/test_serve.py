@@ -34,6 +34,18 @@ def request(url, body=None, raw: bytes | None = None, method=None):
         return e.code, e.read()
 
 
+def wait_until_up(url: str, proc: subprocess.Popen) -> None:
+    """Until the service at `url` answers /healthz (30 s at most; then the test fails with its output)."""
+    for _ in range(300):
+        try:
+            if request(url + "/healthz")[0] == 200:
+                return
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    pytest.fail("server did not start: " + proc.stdout.read().decode()[-2000:])
+
+
 @pytest.fixture(scope="module")
 def server(trained_run):  # noqa: F811
     port = free_port()
@@ -41,15 +53,7 @@ def server(trained_run):  # noqa: F811
                              "--device", "cpu", "--max-texts", "8", "--max-chars", "500"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if request(url + "/healthz")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        pytest.fail("server did not start: " + proc.stdout.read().decode())
+    wait_until_up(url, proc)
     yield url
     proc.terminate()
     proc.wait(timeout=10)
