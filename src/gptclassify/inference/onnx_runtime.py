@@ -29,9 +29,8 @@ class OnnxClassifier(TextClassifier):
         """An exported folder: config.json and tokenizer.json read as data, model.onnx run by onnxruntime."""
         directory = Path(directory)
         if not (directory / "model.onnx").is_file():
-            hint = " (a run directory: export it first, `gptclassify export RUN --format onnx --out DIR`)" \
-                if (directory / "model.safetensors").is_file() else ""
-            raise UserError(f"{directory}: no model.onnx{hint}")
+            raise UserError(f"{directory}: no model.onnx (--backend onnxruntime reads a folder made by "
+                            "`gptclassify export RUN --format onnx --out DIR`)")
         try:
             import onnxruntime
         except ImportError:
