@@ -28,8 +28,7 @@ def cmd_export(args) -> None:
     model, tokenizer, config = load_run(run, "cpu")
     with atomic_dir(out, args.overwrite) as tmp:
         write = write_transformers if args.format == "transformers" else write_onnx
-        notes = write(tmp, model, tokenizer, config) if args.format == "transformers" else \
-            write(tmp, model, tokenizer, config, log)
+        notes = write(tmp, model, tokenizer, config, log)
         check = check_export(tmp, args.format, run, config, log)
         metrics = read_json(run / "metrics.json", MAX_JSON_BYTES) if (run / "metrics.json").is_file() else {}
         if args.format == "onnx" and metrics:  # the service's /v1/model shows them, as it does for the run

@@ -68,11 +68,13 @@ def head_state(state: dict, config: RunConfig, family: str) -> tuple[dict, list[
     return out, [difference] if difference else []
 
 
-def write_transformers(out: Path, model: nn.Module, tokenizer: Tokenizer, config: RunConfig) -> list[str]:
+def write_transformers(out: Path, model: nn.Module, tokenizer: Tokenizer, config: RunConfig, log=print) -> list[str]:
     """Write the folder's weights, config and tokenizer into `out`; returns what differs from the run."""
     why = refusal(config)
     if why:
         raise UserError(why)
+    log(f"writing the transformers folder ({sum(p.numel() for p in model.parameters()) * 4 / 1e6:,.0f} MB of "
+        "float32 weights)")
     family = model.cfg.family
     state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
     if family == "gpt2":
