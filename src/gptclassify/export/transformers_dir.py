@@ -73,15 +73,15 @@ def write_transformers(out: Path, model: nn.Module, tokenizer: Tokenizer, config
     why = refusal(config)
     if why:
         raise UserError(why)
-    log(f"writing the transformers folder ({sum(p.numel() for p in model.parameters()) * 4 / 1e6:,.0f} MB of "
-        "float32 weights)")
     family = model.cfg.family
     state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    head, notes = head_state(state, config, family)  # first: a head it cannot hold is refused before any work
+    log(f"writing the transformers folder ({sum(p.numel() for p in model.parameters()) * 4 / 1e6:,.0f} MB of "
+        "float32 weights)")
     if family == "gpt2":
         hf_state, hf_config = gpt2_state_to_hf(state, model.cfg), gpt2_config_to_hf(model.cfg)
     else:
         hf_state, hf_config = llama_state_to_hf(state, model.cfg), llama_config_to_hf(model.cfg)
-    head, notes = head_state(state, config, family)
     hf_state.update(head)
     labels = config.labels
     hf_config |= {
