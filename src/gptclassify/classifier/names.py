@@ -28,6 +28,17 @@ def valid_trainable(trainable: str) -> bool:
     return trainable == "all" or blocks_trained(trainable) is not None
 
 
+def head_size(task: str, labels: list[str]) -> int:
+    """The head's outputs: one per label, or one value for a regression."""
+    return 1 if task == "regression" else len(labels)
+
+
+def window_combine(task: str) -> str:
+    """How a long text's windows' logits become its own (`pooling.combine_windows`): a label set's
+    labels by their strongest window (a tag met anywhere in the text is the text's), else the mean."""
+    return "max" if task == "multi-label" else "mean"
+
+
 def needs_fixed_width(pooling: str) -> bool:
     """Whether the pooled state depends on the padded width (then every batch is padded to max_length
     and the cached features keep the pad positions too)."""

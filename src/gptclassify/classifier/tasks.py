@@ -20,16 +20,6 @@ import torch.nn.functional as F
 MIN_POSITIVES_FOR_THRESHOLD = 5  # fewer validation positives of a label than this: its threshold stays 0.5
 
 
-def head_size(task: str, labels: list[str]) -> int:
-    return 1 if task == "regression" else len(labels)
-
-
-def window_combine(task: str) -> str:
-    """How a long text's windows' logits become its own (`pooling.combine_windows`): a label set's
-    labels by their strongest window (a tag met anywhere in the text is the text's), else the mean."""
-    return "max" if task == "multi-label" else "mean"
-
-
 def task_of(targets: torch.Tensor) -> str:
     if not targets.is_floating_point():
         return "single-label"

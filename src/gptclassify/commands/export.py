@@ -21,8 +21,9 @@ def log(message: str) -> None:
 def cmd_export(args) -> None:
     run, out = Path(args.run), Path(args.out)
     config = read_run_config(run)
-    if args.format == "transformers" and refusal(config):
-        raise UserError(refusal(config))
+    why = refusal(config) if args.format == "transformers" else None
+    if why:
+        raise UserError(why)
     if out.resolve() == run.resolve() or out.resolve() in run.resolve().parents:
         raise UserError(f"--out {out}: would replace the run it exports; choose a directory outside it")
     model, tokenizer, config = load_run(run, "cpu")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from ..classifier.names import head_size
 from ..config import RunConfig
 
 SCALARS = ("accuracy", "macro_f1", "micro_f1", "r2", "spearman", "pearson", "loss", "ece")
@@ -55,7 +56,7 @@ gptclassify serve DIR --backend onnxruntime --port 8000
 ```
 
 Or by hand: `model.onnx` takes `input_ids` and `attention_mask` (int64, batch × length, right-padded
-with token {config.policy.pad_id}) and returns `logits` (batch × {len(config.labels) if config.task != "regression" else 1}),
+with token {config.policy.pad_id}) and returns `logits` (batch × {head_size(config.task, config.labels)}),
 before the calibration in config.json (`temperature`)."""
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..classifier.tasks import probabilities
 from ..config import RunConfig
 from ..data.splits import read_split
 from ..errors import UserError
@@ -43,13 +44,10 @@ def transformers_scores(out: Path, texts: list, config: RunConfig) -> torch.Tens
         batch = tokenizer(*args, padding=True, truncation=True, return_tensors="pt")
         with torch.no_grad():
             rows.append(model(**batch).logits.float())
-    logits = torch.cat(rows)
-    if config.task == "single-label":
-        return logits.softmax(-1)
-    if config.task == "multi-label":
-        return logits.sigmoid()
-    mean = config.target_scale[0] if config.target_scale and model.config.model_type != "gpt2" else 0.0
-    return logits + mean  # a Llama-family regression's mean is the card's to add (export/head.py)
+    scores = probabilities(config.task, torch.cat(rows))
+    if config.task == "regression" and config.target_scale and model.config.model_type != "gpt2":
+        scores = scores + config.target_scale[0]  # a Llama-family regression's mean is the card's to add (head.py)
+    return scores
 
 
 def check_export(out: Path, fmt: str, run_dir: Path, config: RunConfig, log=print) -> str:

@@ -24,7 +24,7 @@ from ..config import TOKENIZERS, RunConfig
 from ..data.tokenizer import Tokenizer
 from ..errors import UserError
 from ..files import write_json
-from .transformers_dir import hf_tokenizer
+from .transformers_dir import hf_tokenizer, precision_note
 
 OPSET = 18
 INLINE_LIMIT = 1 << 30  # weights past this go to model.onnx.data (protobuf stops at 2 GB)
@@ -72,8 +72,4 @@ def write_onnx(out: Path, model: nn.Module, tokenizer: Tokenizer, config: RunCon
     onnx_config = replace(config, tokenizer=dict(TOKENIZERS[1]))
     write_json(out / "config.json", {**onnx_config.to_json(), "onnx": {
         "inputs": ["input_ids", "attention_mask"], "outputs": ["logits"], "opset": OPSET, "padding": "right"}})
-    notes = []
-    if config.policy.prefix_dtype in ("bfloat16", "int8"):
-        notes.append(f"this run computes its frozen layers in {config.policy.prefix_dtype}; the graph is float32 "
-                     "throughout, so its scores differ from gptclassify's torch backend by that rounding")
-    return notes
+    return precision_note(config)

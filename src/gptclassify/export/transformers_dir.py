@@ -47,13 +47,19 @@ def differences(config: RunConfig) -> list[str]:
                    + ("their first and last halves" if truncation == "head+tail" else
                       "all of them in windows whose scores it combined")
                    + "; transformers' tokenizer keeps their first tokens (truncation=True)")
-    if config.policy.prefix_dtype == "bfloat16" or config.policy.prefix_dtype == "int8":
-        out.append(f"this run computes its frozen layers in {config.policy.prefix_dtype}; the export holds "
-                   "float32 weights, so its scores differ from gptclassify's by that rounding")
+    out += precision_note(config)
     if config.task == "multi-label":
         out.append("multi-label: apply a sigmoid per label and each label's threshold from config.json's "
                    "gptclassify.thresholds (transformers has no thresholds)")
     return out
+
+
+def precision_note(config: RunConfig) -> list[str]:
+    """An export is float32 throughout: what that changes for a run whose frozen layers compute in less."""
+    if config.policy.prefix_dtype not in ("bfloat16", "int8"):
+        return []
+    return [f"this run computes its frozen layers in {config.policy.prefix_dtype}; the export is float32 "
+            "throughout, so its scores differ from gptclassify's torch backend by that rounding"]
 
 
 def head_state(state: dict, config: RunConfig, family: str) -> tuple[dict, list[str]]:

@@ -15,7 +15,8 @@ from ..errors import UserError
 from ..classifier.metrics import SPLIT_BATCH_SIZE, logits_report, split_logits
 from ..classifier.prefix import run_logits, run_prefix
 from ..classifier.pooling import combine_windows
-from ..classifier.tasks import head_size, standardize, window_combine
+from ..classifier.names import head_size, window_combine
+from ..classifier.tasks import standardize
 from ..rundir import load_run
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..classifier.names import head_size, window_combine
 from ..config import RunConfig
 from ..data.lengths import length_sorted_batches
 from ..data.tokenizer import tokenizer_from_json
@@ -71,11 +72,12 @@ class OnnxClassifier(TextClassifier):
             out = np.empty((len(encoded), logits.shape[1]), dtype=np.float32) if out is None else out
             out[rows] = logits
         if out is None:
-            return np.empty((0, len(self.labels) if self.task != "regression" else 1), dtype=np.float32)
+            return np.empty((0, head_size(self.task, self.labels)), dtype=np.float32)
         if len(encoded) == len(texts):
             return out
-        combined = np.full((len(texts), out.shape[1]), -np.inf if self.task == "multi-label" else 0.0, np.float32)
-        if self.task == "multi-label":  # a label met in any window is the text's (pooling.combine_windows)
+        how = window_combine(self.task)  # as pooling.combine_windows combines them
+        combined = np.full((len(texts), out.shape[1]), -np.inf if how == "max" else 0.0, np.float32)
+        if how == "max":
             np.maximum.at(combined, owners, out)
             return combined
         np.add.at(combined, owners, out)

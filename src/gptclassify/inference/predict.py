@@ -17,7 +17,8 @@ from ..device import autocast_for, no_grad_batching, resolve_device
 from ..classifier.prefix import run_logits, run_prefix
 from ..classifier.calibration import calibrated
 from ..classifier.pooling import combine_windows
-from ..classifier.tasks import head_size, in_target_units, probabilities as task_probabilities, window_combine
+from ..classifier.names import head_size, window_combine
+from ..classifier.tasks import in_target_units, probabilities as task_probabilities
 from ..config import RunConfig
 from ..rundir import load_run
 from .base import TextClassifier

@@ -19,7 +19,8 @@ from ..classifier.lora import add_lora
 from ..classifier.prefix import FrozenPrefix, describe_cpu, resolve_prefix_dtype
 from ..config import DEFAULT_MAX_LENGTH, TrainConfig, with_family_defaults
 from ..data.batches import ShardedLoader, TextDataset
-from ..classifier.tasks import head_size, standardize, window_combine
+from ..classifier.names import head_size, window_combine
+from ..classifier.tasks import standardize
 from ..data.splits import SPLITS, dataset_info, load_data_split
 from ..data.tokenizer import Tokenizer
 from ..device import autocast_for, resolve_device

@@ -21,7 +21,8 @@ from tqdm import tqdm
 from ..classifier.calibration import MIN_TEXTS_TO_CALIBRATE, calibrated, fit_temperatures
 from ..classifier.lora import adapter_state, merge_lora
 from ..classifier.metrics import SPLIT_BATCH_SIZE, logits_report, split_logits
-from ..classifier.tasks import (balanced_positive_weights, choose_thresholds, head_size, headline, loss_fn,
+from ..classifier.names import head_size
+from ..classifier.tasks import (balanced_positive_weights, choose_thresholds, headline, loss_fn,
                                 multi_label_report)
 from ..config import TOKENIZERS, Policy, RunConfig, TrainConfig
 from ..data.splits import SPLITS
