@@ -130,6 +130,19 @@ def test_predict_and_evaluate_options(tiny, value, split):
         assert_clean(*outcome(argv), argv)
 
 
+@settings(FUZZ, max_examples=12)
+@given(value=VALUES, fmt=st.sampled_from(["transformers", "onnx", "tflite", ""]))
+def test_export_and_backend_options(tiny, value, fmt):
+    """`export`'s --format and --out (a name under a scratch folder, whatever the string), and
+    predict's --backend and --device beside it: exit 0 or one error line."""
+    _, _, run, tmp = tiny
+    for argv in (["export", str(run), "--format", fmt if fmt != "onnx" else "transformers", "--out",
+                  str(tmp / "exports" / value), "--overwrite"],
+                 ["predict", str(run), "--backend", value or "onnxruntime", "--device", "cpu", "hi"],
+                 ["predict", str(tmp / "exports" / value), "--backend", "onnxruntime", "--device", value or "x", "hi"]):
+        assert_clean(*outcome(argv), argv)
+
+
 @settings(FUZZ, max_examples=30)
 @given(name=st.sampled_from(["GPTCLASSIFY_CACHE_MEMORY", "GPTCLASSIFY_FEATURE_CACHE_GB", "GPTCLASSIFY_FAILPOINT"]),
        value=VALUES)
