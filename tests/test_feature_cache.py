@@ -174,3 +174,29 @@ def test_a_cache_that_cannot_be_written_leaves_the_run_in_memory(data_dir, weigh
     monkeypatch.setenv("GPTCLASSIFY_FEATURE_CACHE", str(tmp_path / "cache"))
     train(data_dir, weights_dir, tmp_path / "b", capsys)
     assert same_run(tmp_path / "a", tmp_path / "b")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_one_pass_keeps_other_depths_exactly_as_their_own_passes_would(dtype, data_dir, tmp_path, monkeypatch, capsys):
+    """`tune`'s one frozen pass: the states entering the last 2 blocks, kept on the way to the last
+    block's, are the entry (key and bytes) a last-2-blocks run's own pass makes; that run then skips its pass."""
+    from helpers import small_gpt2_dir
+
+    from gptclassify.config import TrainConfig
+    from gptclassify.training.prepare import prepare
+
+    weights, made = small_gpt2_dir(tmp_path, n_layer=4), {}
+    for name in ("together", "alone"):
+        monkeypatch.setenv("GPTCLASSIFY_FEATURE_CACHE", str(tmp_path / f"cache-{name}"))
+        if name == "together":
+            prepare(None, str(weights), data_dir, TrainConfig(trainable="last-block", prefix_dtype=dtype),
+                    tmp_path / "prepared", also_keep=("last-2-blocks", "last-9-blocks"))
+            lines = capsys.readouterr().out.splitlines()
+            assert "also the states entering block 2 " in said(lines, "frozen pass:")[0]
+            assert len(entries()) == 2  # last-9-blocks: the model has 4 (left out, not an error)
+        lines = train(data_dir, weights, tmp_path / name, capsys, "--prefix-dtype", dtype, "--trainable", "last-2-blocks")
+        assert bool(said(lines, "frozen pass:")) == (name == "alone")
+        made[name] = {e.meta["first_trainable_block"]: (e.key, {f.name: f.read_bytes() for f in e.path.glob("*.bin")})
+                      for e in entries()}
+    assert made["together"][2] == made["alone"][2]
+    assert same_run(tmp_path / "together", tmp_path / "alone")

@@ -20,7 +20,7 @@ import warnings
 import torch
 import torch.nn as nn
 
-from .head import first_trainable_block, prefix_states, suffix_logits
+from .head import first_trainable_block, suffix_logits
 from .names import valid_trainable
 from ..errors import UserError
 from .names import PREFIX_DTYPES
@@ -96,17 +96,30 @@ class FrozenPrefix:
         """The name of what the prefix returns (and the feature cache stores)."""
         return "bfloat16" if self.dtype == "bfloat16" else "float32"
 
-    @torch.no_grad()
     def __call__(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.states_at(ids, (self.start,))[0]
+
+    @torch.no_grad()
+    def states_at(self, ids: torch.Tensor, starts: tuple[int, ...]) -> list[torch.Tensor]:
+        """The states entering each block of `starts` (none past this prefix's own), from one run of
+        the prefix: each the same as a prefix ending there would give."""
         if self.dtype == "bfloat16":
             with torch.autocast(self.device.type, dtype=torch.bfloat16):
-                return prefix_states(self.model, ids, self.start).to(torch.bfloat16)
-        if self.dtype == "int8":
-            x = self.model.embed(ids)
-            for block in self.blocks:
-                x = block(x)
-            return x
-        return prefix_states(self.model, ids, self.start)
+                return [x.to(torch.bfloat16) for x in self._run(ids, starts)]
+        return self._run(ids, starts)
+
+    def _run(self, ids: torch.Tensor, starts: tuple[int, ...]) -> list[torch.Tensor]:
+        kept, x = {}, self.model.embed(ids)
+        for i, block in enumerate(self.blocks):
+            if i in starts:
+                kept[i] = x
+            x = block(x)
+        kept[self.start] = x
+        return [kept[max(s, 0)] for s in starts]
+
+    def reaching(self, start: int) -> "FrozenPrefix":
+        """This prefix, or the same model's in the same precision up to the later block `start`."""
+        return self if start <= self.start else FrozenPrefix(self.model, start, self.dtype, self.device)
 
 
 def quantize_int8(blocks: nn.ModuleList) -> nn.ModuleList:

@@ -226,15 +226,15 @@ def entries() -> list[Entry]:
     return out
 
 
-def prune(keep: str | None = None, limit: int | None = None) -> list[Entry]:
-    """Remove least recently used entries (never `keep`) until the cache fits its limit."""
+def prune(keep: tuple[str | None, ...] = (), limit: int | None = None) -> list[Entry]:
+    """Remove least recently used entries (never those in `keep`) until the cache fits its limit."""
     limit = limit_bytes() if limit is None else limit
     found = sorted(entries(), key=Entry.last_used)
     total, removed = sum(e.nbytes for e in found), []
     for e in found:
         if total <= limit:
             break
-        if e.key == keep:
+        if e.key in keep:
             continue
         shutil.rmtree(e.path, ignore_errors=True)
         total -= e.nbytes

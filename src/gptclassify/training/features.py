@@ -83,22 +83,26 @@ def where_features_live(positions: int, dim: int, dtype: torch.dtype) -> tuple[i
 @torch.no_grad()
 def build_feature_store(prefix, dataset: TextDataset, *, pad_id: int, pad_to: int | None, pooling: str,
                         batch_size: int, device, flat: torch.Tensor | None = None, progress=None,
-                        max_tokens: int | None = None) -> FeatureStore:
+                        max_tokens: int | None = None, also: dict[int, torch.Tensor] | None = None) -> FeatureStore:
     """Run the frozen prefix (`prefix.FrozenPrefix`: embedding and blocks before the first trainable
     one) once over every example, into `flat` (a file-backed tensor of the on-disk cache) or into
     memory; `progress.update(positions)` after each batch. Batches of `batch_size` examples, or as
-    many as fit in `max_tokens` padded positions (`device.no_grad_batching`)."""
-    widths = feature_widths(dataset, pad_to, pooling)
+    many as fit in `max_tokens` padded positions (`device.no_grad_batching`). `also` maps other
+    first trainable blocks to the tensors that take the states entering them, from the same run (the
+    prefix runs on to the last of them): what a prefix ending there would have written."""
+    widths, also = feature_widths(dataset, pad_to, pooling), also or {}
     if flat is None:
         flat = _allocate(int(sum(widths)), prefix.model.cfg.emb_dim, prefix.out_dtype)
     store = store_from(flat, widths)
     collate = Collate(pad_id, pad_to if needs_fixed_width(pooling) else None)
+    starts, outputs = (prefix.start, *also), (flat, *also.values())
+    runner = prefix.reaching(max(starts))
     for rows in length_sorted_batches(widths, batch_size, max_tokens):
         ids, _, _ = collate([(dataset.encoded[i], 0) for i in rows])  # windows, for a text held as several
-        states = prefix(ids.to(device, non_blocking=True))
         src, dest = scatter_indices(rows, widths, store.offsets, ids.shape[1])
-        kept = states.reshape(-1, states.shape[-1])[src.to(states.device)]  # the real positions, row after row
-        flat[dest.to(flat.device)] = kept.to(flat.device, flat.dtype)
+        for states, out in zip(runner.states_at(ids.to(device, non_blocking=True), starts), outputs):
+            kept = states.reshape(-1, states.shape[-1])[src.to(states.device)]  # the real positions, row after row
+            out[dest.to(out.device)] = kept.to(out.device, out.dtype)
         if progress is not None:
             progress.update(sum(widths[i] for i in rows))
         failpoint("frozen-pass")

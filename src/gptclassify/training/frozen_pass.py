@@ -33,9 +33,11 @@ class Inputs:
     cached: bool
 
 
-def frozen_pass(classifier, tokens, world, device, log, names: dict) -> Inputs:
+def frozen_pass(classifier, tokens, world, device, log, names: dict, also_keep: tuple[int, ...] = ()) -> Inputs:
     """The cached states of every split (read from the on-disk cache, or computed and kept there),
-    or the token datasets themselves when the cache is off or cannot be used."""
+    or the token datasets themselves when the cache is off or cannot be used. `also_keep`: other
+    first trainable blocks whose states the same pass keeps in the cache too (when it runs at all), as
+    a run that starts training there would find them (`tune` trains at several depths)."""
     cfg = classifier.cfg
     token_inputs = Inputs(tokens.datasets, Collate(classifier.tokenizer.pad_id, tokens.pad_to), cached=False)
     if not cfg.cache:
@@ -63,29 +65,58 @@ def frozen_pass(classifier, tokens, world, device, log, names: dict) -> Inputs:
     prefix, dim = classifier.prefix, classifier.model.cfg.emb_dim
     nbytes, where = where_features_live(mine, dim, prefix.out_dtype)
     writer, outputs, where = open_entry_writer(key, meta, widths, nbytes, where, dim, prefix.dtype_name)
+    also = also_writers(classifier, tokens, world, device, counts, names, widths, also_keep) if writer else {}
     each = " per process" if world.size > 1 else ""
     blocks = f"{classifier.start} frozen block{'s' if classifier.start != 1 else ''}"
+    extra = f"; also the states entering block{'s' if len(also) > 1 else ''} {', '.join(map(str, also))} " \
+            f"(+{len(also) * nbytes / 1e9:.2f} GB)" if also else ""
     log(f"frozen pass: {total:,} token positions through the embedding and {blocks} in {prefix.dtype} "
         f"({', '.join(f'{s} {n:,}' for s, n in counts.items())}{' on rank 0' if each else ''}); "
-        f"features {nbytes / 1e9:.2f} GB{each} {where}")
+        f"features {nbytes / 1e9:.2f} GB{each} {where}{extra}")
     progress = Progress(mine, "positions", "frozen pass", log, enabled=world.is_main)
+    writers = [writer, *(w for w, _, _ in also.values())]
     try:
-        features = run_prefix_over(classifier, tokens, widths, outputs, nbytes, progress, device, log)
+        features = run_prefix_over(classifier, tokens, widths, outputs, nbytes, progress, device, log,
+                                   {start: out for start, (_, _, out) in also.items()})
     except BaseException:
-        if writer:
-            writer.abandon()
+        for w in writers:
+            if w:
+                w.abandon()
         raise
     seconds = progress.close()
     kept = writer is not None and publish_entry(writer, key, log)
+    for start, (w, also_key, _) in also.items():
+        if publish_entry(w, also_key, log, protect=key):
+            log(f"feature cache: the states entering block {start} kept as entry {also_key[:12]}")
     shared = f" (rank 0 holds {mine:,})" if world.size > 1 else ""
     log(f"feature cache: {total:,} positions through the frozen layers{shared} in {seconds:.1f}s"
         + (f", kept as entry {key[:12]}" if kept else ""))
     return Inputs(features, collate_features, cached=True)
 
 
-def run_prefix_over(classifier, tokens, widths: dict, outputs: dict, nbytes: int, progress, device, log) -> dict:
+def also_writers(classifier, tokens, world, device, counts: dict, names: dict, widths: dict,
+                 starts: tuple[int, ...]) -> dict[int, tuple]:
+    """{start: (writer, key, {split: tensor})} for each other first trainable block in `starts` whose
+    entry is not in the cache yet and can be written (one that cannot is left to the run that needs it)."""
+    dim, dtype, out = classifier.model.cfg.emb_dim, classifier.prefix.dtype_name, {}
+    for start in sorted(set(starts)):
+        if start == classifier.start or not 0 < start <= len(classifier.model.trf_blocks):
+            continue
+        key, meta = cache_key(classifier, tokens, world, device, counts, names, start)
+        entry, _ = feature_cache.open_entry(key)
+        if entry is None:
+            nbytes, where = where_features_live(sum(counts.values()), dim, classifier.prefix.out_dtype)
+            writer, outputs, _ = open_entry_writer(key, meta, widths, nbytes, where, dim, dtype)
+            if writer:
+                out[start] = (writer, key, outputs)
+    return out
+
+
+def run_prefix_over(classifier, tokens, widths: dict, outputs: dict, nbytes: int, progress, device, log,
+                    also: dict | None = None) -> dict:
     """Every split through the frozen prefix once. On a GPU with room for them, the states are
-    written and kept there (training batches them there) and copied to the on-disk entry after."""
+    written and kept there (training batches them there) and copied to the on-disk entry after.
+    `also`: {other first trainable block: {split: on-disk tensor}}, written in the same pass."""
     cfg, prefix = classifier.cfg, classifier.prefix
     texts_per_batch, tokens_per_batch = no_grad_batching(device, max(cfg.batch_size, 32))
     why_not = gpu_room_for(nbytes, device)
@@ -97,7 +128,8 @@ def run_prefix_over(classifier, tokens, widths: dict, outputs: dict, nbytes: int
                                                 dtype=prefix.out_dtype, device=device)
         store = build_feature_store(prefix, ds, pad_id=classifier.tokenizer.pad_id, pad_to=tokens.pad_to,
                                     pooling=cfg.pooling, batch_size=texts_per_batch, max_tokens=tokens_per_batch,
-                                    device=device, progress=progress, flat=flat)
+                                    device=device, progress=progress, flat=flat,
+                                    also={start: out[split] for start, out in (also or {}).items()})
         if disk is not None and flat is not disk:
             disk.copy_(store.flat.cpu())  # the reusable entry on disk, in one copy
         features[split] = FeatureDataset(store, ds)
@@ -121,22 +153,26 @@ def open_entry_writer(key: str, meta: dict, widths: dict, nbytes: int, where: st
         return None, {}, f"{where}, not kept on disk ({e.filename or feature_cache.cache_root()}: {write_failure(e)})"
 
 
-def publish_entry(writer, key: str, log) -> bool:
-    """Checksum the finished entry and put it in place, then keep the cache to its limit."""
+def publish_entry(writer, key: str, log, protect: str | None = None) -> bool:
+    """Checksum the finished entry and put it in place, then keep the cache to its limit (never
+    removing `protect` either: an entry this pass made)."""
     try:
         writer.finish()
     except (OSError, UserError) as e:  # the run goes on with its features; later runs compute them again
         writer.abandon()
         log(f"feature cache: could not keep the features on disk ({getattr(e, 'strerror', None) or e})")
         return False
-    for old in feature_cache.prune(keep=key):
+    for old in feature_cache.prune(keep=(key, protect)):
         log(f"feature cache: removed entry {old.key[:12]} ({old.nbytes / 1e9:.2f} GB, least recently used)")
     return True
 
 
-def cache_key(classifier, tokens, world, device, positions: dict[str, int], names: dict) -> tuple[str, dict]:
-    """The on-disk cache's key (everything the features depend on) and what `cache list` shows."""
-    model, start, prefix, cfg = classifier.model, classifier.start, classifier.prefix, classifier.cfg
+def cache_key(classifier, tokens, world, device, positions: dict[str, int], names: dict,
+              start: int | None = None) -> tuple[str, dict]:
+    """The on-disk cache's key (everything the features depend on) and what `cache list` shows; for
+    the run's first trainable block, or for the later block `start`."""
+    model, prefix, cfg = classifier.model, classifier.prefix, classifier.cfg
+    start = classifier.start if start is None else start
     named = [(n, t) for n, t in model.state_dict().items()
              if not n.startswith(("trf_blocks.", "final_norm.", "out_head."))
              or (n.startswith("trf_blocks.") and int(n.split(".")[1]) < start)]

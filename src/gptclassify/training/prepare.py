@@ -92,7 +92,9 @@ class Prepared:
 
 
 def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainConfig, run_dir: Path,
-            log=print) -> Prepared:
+            log=print, also_keep: tuple[str, ...] = ()) -> Prepared:
+    """Everything before the first step. `also_keep`: other trainable policies (`last-2-blocks`...)
+    whose frozen states the frozen pass keeps in the feature cache too, from the same pass."""
     world = current()
     log = log if world.is_main else quiet
     data_dir, run_dir, weights = Path(data_dir), Path(run_dir), weights or model or "gpt2"
@@ -113,14 +115,24 @@ def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainCo
     if launched():
         log(f"data parallel: {world.describe()}; each holds 1/{world.size} of the examples")
     tokens = tokenize(texts, classifier, world, log)
+    n_layers = len(classifier.model.trf_blocks)
     inputs = frozen_pass(classifier, tokens, world, device, log, {"model": classifier.model_name, "weights": weights,
-                                                                   "data_dir": data_dir})
+                                                                   "data_dir": data_dir},
+                         tuple(first_trainable_block(n_layers, t) for t in also_keep if fits(n_layers, t)))
     loaders = make_loaders(inputs, texts, classifier.cfg, world)
     logits_fn = make_logits_fn(classifier.model, classifier.start, classifier.cfg.pooling, inputs.cached,
                                autocast_for(device), classifier.prefix, classifier.cfg.recompute_blocks,
                                window_combine(task))
     return Prepared(model, weights, data_dir, run_dir, world, device, labels, texts, classifier, tokens, inputs,
                     loaders, logits_fn, log, task, target_scale)
+
+
+def fits(n_layers: int, trainable: str) -> bool:
+    """Whether a model of `n_layers` blocks has the blocks `trainable` names (and a frozen one before)."""
+    try:
+        return first_trainable_block(n_layers, trainable) > 0
+    except ValueError:
+        return False
 
 
 def check_task_settings(task: str, cfg: TrainConfig) -> None:

@@ -1,8 +1,9 @@
 """`gptclassify tune`: the recipe chosen by k-fold cross-validation on the cached features, then
 trained on the whole training split as a normal run.
 
-1. One frozen pass per trainable depth in the grid (the states entering the last block, the last 2
-   blocks), kept in the on-disk feature cache: the final `train`, and later runs, reuse them.
+1. One frozen pass that keeps the states every trainable depth of the grid starts from (entering the
+   last block, the last 2 blocks) in the on-disk feature cache: each depth's trials, the final
+   `train` and later runs read them there.
 2. Folds: the training and validation splits together, stratified (`data.folds`); the test split is
    never scored.
 3. The grid: learning rate (the model family's rate x 1/4 to 4) x trainable depth x epochs, ordered
@@ -168,12 +169,15 @@ def prepare_everywhere(model, weights, data_dir: Path, base: TrainConfig, run_di
 
 
 def prepare_depths(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, log) -> dict[str, Prepared]:
-    """One prepared classifier per trainable depth (each with its frozen pass, cached on disk)."""
+    """One prepared classifier per trainable depth, from one frozen pass: the first depth's pass keeps
+    the states every other depth starts from in the on-disk cache too, and the others read them there."""
     prepared, deepest, n_layers = {}, False, None
+    others = tuple(dict.fromkeys(d if d != "lora" else f"last-{LORA_BLOCKS}-blocks" for d in DEPTHS[1:]))
     for depth in DEPTHS:
         if deepest and depth != "lora":  # the model has no block left to freeze
             continue
-        p = prepare(model, weights, data_dir, depth_settings(base, depth, n_layers), run_dir / ".tuning" / depth, log)
+        p = prepare(model, weights, data_dir, depth_settings(base, depth, n_layers), run_dir / ".tuning" / depth, log,
+                    also_keep=others if not prepared else ())
         prepared[depth], n_layers = p, len(p.model.trf_blocks)
         deepest = deepest or p.classifier.start <= 0
     return prepared
