@@ -72,8 +72,10 @@ def test_the_test_split_never_changes_the_choice(small_data, weights_dir, tmp_pa
         base = tune.TrainConfig(prefix_dtype="float32")
         tune.tune_run(None, str(weights_dir), data, base, tmp_path / name, folds=2, log=lambda *a: None)
         tables.append(json.loads((tmp_path / name / "tuning.json").read_text())["recipes"])
-    assert tables[0] == tables[1] and len(tables[0]) == 5
-    assert [r["folds"] for r in tables[0]] == [2, 2, 2, 1, 1]  # 5 recipes on fold 1, the better 3 on fold 2 too
+    assert tables[0] == tables[1] and len(tables[0]) == 7  # the last block on both schedules, the last 2, LoRA
+    assert {(r["trainable"], r["schedule"]) for r in tables[0]} == {
+        ("last-block", "constant"), ("last-block", "cosine"), ("last-2-blocks", "constant"), ("lora", "constant")}
+    assert [r["folds"] for r in tables[0]] == [2, 2, 2, 2, 1, 1, 1]  # 7 recipes on fold 1, the better 4 on fold 2 too
     assert "lora" in {r["trainable"] for r in tables[0]}  # LoRA (on the last 2 blocks) is in the grid
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["tuning"]["winner"] == tables[0][0]["recipe"] and config["tuning"]["folds"] == 2
@@ -96,7 +98,7 @@ def test_a_killed_tune_resumes_to_the_same_table(small_data, weights_dir, tmp_pa
     again = subprocess.run([sys.executable, "-m", "gptclassify.cli", *args, "--out", str(tmp_path / "resumed")],
                            env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "3 finished trainings read back" in again.stdout + again.stderr
+    assert "3 finished scores read back" in again.stdout + again.stderr
     a, b = (json.loads((tmp_path / r / "tuning.json").read_text()) for r in ("straight", "resumed"))
     assert a["recipes"] == b["recipes"] and a["winner"] == b["winner"] and a["grid"] == 2
 
@@ -127,7 +129,7 @@ def test_torchrun_shares_the_trials_out_to_the_same_table(small_data, weights_di
     assert [(r["recipe"], r["folds"]) for r in one["recipes"]] == [(r["recipe"], r["folds"]) for r in two["recipes"]]
     assert [x for r in one["recipes"] for x in r["scores"]] == \
         pytest.approx([x for r in two["recipes"] for x in r["scores"]], abs=1e-9)
-    assert one["winner"] == two["winner"] and one["trainings"] == two["trainings"] == 4
+    assert one["winner"] == two["winner"] and one["scores"] == two["scores"] == one["trainings"] == 4
     assert not (tmp_path / "two" / ".tuning").exists() and not (tmp_path / "two" / "tuning.partial.json").exists()
 
 
@@ -139,3 +141,77 @@ def test_a_lora_winner_is_trained_as_lora_on_the_last_two_blocks(small_data, wei
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["training"]["trainable"] == "lora" and config["training"]["lora_blocks"] == 2
     assert config["tuning"]["winner"].startswith("lora, ") and (tmp_path / "run" / "adapter.safetensors").is_file()
+
+
+@pytest.fixture(scope="module")
+def depths(small_data, weights_dir, tmp_path_factory):
+    """Every depth prepared as `tune` prepares them, with the folds' data."""
+    from torch.utils.data import ConcatDataset
+
+    prepared = tune.prepare_depths(None, str(weights_dir), small_data, tune.TrainConfig(prefix_dtype="float32"),
+                                   tmp_path_factory.mktemp("depths"), lambda *a: None)
+    data = {d: ConcatDataset([p.inputs.sets["train"], p.inputs.sets["validation"]]) for d, p in prepared.items()}
+    starts = {d: {n: q.detach().clone() for n, q in p.model.named_parameters() if q.requires_grad}
+              for d, p in prepared.items()}
+    first = next(iter(prepared.values()))
+    folds = stratified_folds(first.texts["train"][1] + first.texts["validation"][1], 2, 0)
+    return prepared, data, starts, folds
+
+
+def logit_sum(p, logits_fn, data, rows):
+    """A held-out 'score' that any change of the trained weights moves (the accuracy of a few texts would not)."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    with torch.no_grad():
+        return float(sum(logits_fn(x, n).double().sum() for x, _, n in
+                         DataLoader(Subset(data, rows), batch_size=64, collate_fn=p.inputs.collate)))
+
+
+def test_one_training_at_a_constant_rate_scores_its_shorter_recipes_exactly(depths, monkeypatch):
+    prepared, data, starts, (held, rest) = depths
+    monkeypatch.setattr(tune, "held_out_score", logit_sum)
+    p = prepared["last-block"]
+    worker = tune.make_workers(prepared, 1)[0]
+    short, long = (tune.Recipe("last-block", 1e-3, "constant", e) for e in (2, 4))
+    assert tune.trainings([long, short]) == [[long, short]]
+    together = tune.trial(p, worker, starts["last-block"], data["last-block"], rest, held, [long, short])
+    alone = tune.trial(p, worker, starts["last-block"], data["last-block"], rest, held, [short])
+    assert together[short.name] == alone[short.name] and together[long.name] != alone[short.name]
+    cosine = [tune.Recipe("last-block", 1e-3, "cosine", e) for e in (2, 4)]
+    assert tune.trainings(cosine) == [[cosine[0]], [cosine[1]]]  # a decaying rate: each its own training
+
+
+def test_workers_share_the_frozen_weights_and_train_to_the_same_scores(depths, monkeypatch):
+    prepared, data, starts, (held, rest) = depths
+    monkeypatch.setattr(tune, "held_out_score", logit_sum)
+    workers = tune.make_workers(prepared, 2)
+    for depth, p in prepared.items():
+        mine, theirs = dict(p.model.named_parameters()), dict(workers[1].models[depth].named_parameters())
+        assert mine.keys() == theirs.keys()
+        for name, q in mine.items():
+            assert (q.data_ptr() == theirs[name].data_ptr()) == (not q.requires_grad), name
+        recipe = [tune.Recipe(depth, 2e-3, "cosine", 2)]
+        scores = [tune.trial(p, w, starts[depth], data[depth], rest, held, recipe) for w in workers]
+        assert scores[0] == scores[1]
+
+
+def test_the_budget_keeps_what_fits_in_the_grids_order():
+    grid = tune.make_grid(1e-3, "cosine", tune.DEPTHS)
+    assert len(grid) == 32 and grid[0] == tune.Recipe("last-block", 1e-3, "cosine", 5)
+    assert grid[1] == tune.Recipe("last-block", 1e-3, "constant", 5) and grid[-1].trainable == "lora"
+    costs = tune.Costs({"last-block": 0.01, "last-2-blocks": 0.05, "lora": 0.04}, 100, 120, 1)
+    whole = costs.cross_validation(grid, 5) + costs.final(grid)
+    kept = {f: tune.sized_to(grid, whole * f, 5, costs) for f in (0.0, 0.1, 0.2, 0.6, 1.0)}
+    assert len(kept[0.0]) == 2 and kept[1.0] == grid
+    for f, k in kept.items():
+        assert [r for r in grid if r in k] == k  # in the grid's order
+        if len(k) > 2:
+            assert costs.cross_validation(k, 5) + costs.final(k) <= whole * f
+    assert len(kept[0.1]) < len(kept[0.6]) < len(grid)
+    # a tight budget leaves out the dear recipes of the last 2 blocks, and keeps cheaper ones after them
+    tight = kept[0.2]
+    assert any(r.trainable == "last-2-blocks" for r in grid[:grid.index(tight[-1])] if r not in tight)
+    # at a constant rate, the 3-epoch twin of a 5-epoch recipe costs nothing more
+    pair = [tune.Recipe("last-block", 1e-3, "constant", e) for e in (5, 3)]
+    assert costs.cross_validation(pair, 5) == costs.cross_validation(pair[:1], 5)

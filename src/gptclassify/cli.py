@@ -93,9 +93,10 @@ def add_train(sub) -> None:
                                                           "continues an interrupted tune)")
     p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
     p.add_argument("--folds", type=int, default=5, help="folds of the training and validation splits")
-    p.add_argument("--budget", help="time for the cross-validation, e.g. 30m, 1.5h, 600s: the grid is cut to fit "
-                                    "(default: the whole grid)")
-    add_options(p, TrainConfig)  # the settings every recipe shares (the grid sets --trainable, --lr, --epochs)
+    p.add_argument("--budget", help="time for the whole tune, e.g. 30m, 1.5h, 600s: the grid is cut to what fits "
+                                    "after the frozen pass (default: the whole grid, its time said first)")
+    add_options(p, TrainConfig)  # the settings every recipe shares (the grid sets --trainable, --lr, --lr-schedule,
+    # --epochs)
     p.set_defaults(func="tune.cmd_tune")
 
 

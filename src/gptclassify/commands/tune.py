@@ -11,7 +11,7 @@ from ..options import settings_of
 from ..training.checkpoint import check_run_dir_free, clear_run_dir
 from ..training.tune import parse_budget, tune_run
 
-CHOSEN = ("trainable", "epochs")  # what the grid decides (the rate: the grid is centred on --lr when given)
+CHOSEN = ("trainable", "epochs", "lr_schedule")  # what the grid decides (the rate: centred on --lr when given)
 
 
 def cmd_tune(args) -> None:

@@ -25,19 +25,27 @@ single process makes. The winner then trains data-parallel, as `train` under tor
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import gc
+import itertools
 import math
+import queue
 import shutil
 import statistics
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
+from ..classifier.names import window_combine
 from ..classifier.tasks import HEADLINES, headline
 from ..config import TrainConfig
+from ..device import autocast_for
 from ..data.folds import stratified_folds
 from ..distributed import World, all_gather_objects, alone, barrier, current
 from ..errors import UserError
@@ -46,9 +54,10 @@ from ..files import read_json, write_json
 from ..hub import sha256_file
 from .prepare import Prepared, prepare
 from .run import train_run
-from .steps import calc_loss_batch, make_optimizer
+from .steps import calc_loss_batch, make_logits_fn, make_optimizer
 
 RATE_FACTORS = (1.0, 2.0, 0.5, 4.0, 0.25)  # times the family's rate, the likeliest first
+CORE_FACTORS = 3  # the first three: every depth and schedule tries them before the outer two
 DEPTHS = ("last-block", "last-2-blocks", "lora")  # lora: adapters on the last LORA_BLOCKS blocks (and the head)
 EPOCHS = (5, 3)
 LORA_BLOCKS = 2  # the same frozen prefix as last-2-blocks: one cached pass serves both
@@ -69,11 +78,34 @@ class Recipe:
         return f"{self.trainable}, lr {self.lr:.3g}, {self.schedule}, {self.epochs} epochs"
 
 
+def other_schedule(schedule: str) -> str:
+    """The schedule the grid tries beside the family's: a constant rate, or (for a constant family) cosine."""
+    return "cosine" if schedule == "constant" else "constant"
+
+
 def make_grid(rate: float, schedule: str, depths: tuple[str, ...]) -> list[Recipe]:
-    """Every recipe, the likeliest winners first (what a budget keeps); LoRA's last."""
-    plain = [Recipe(depth, rate * f, schedule, epochs) for f in RATE_FACTORS for depth in depths if depth != "lora"
-             for epochs in EPOCHS]
-    return plain + [Recipe("lora", rate * f, schedule, EPOCHS[0]) for f in LORA_FACTORS if "lora" in depths]
+    """Every recipe, the likeliest and cheapest first (a budget keeps what fits, in this order): the
+    last block at the family's rate x 1, 2 and 1/2 on both schedules, then the last 2 blocks on the
+    family's schedule at those rates, then the outer rates (x 4, x 1/4), then LoRA."""
+    schedules = (schedule, other_schedule(schedule))
+    core, outer = RATE_FACTORS[:CORE_FACTORS], RATE_FACTORS[CORE_FACTORS:]
+    shallow = [d for d in depths if d == "last-block"]
+    deep = [d for d in depths if d not in ("last-block", "lora")]
+    grid = [Recipe(d, rate * f, s, e) for d in shallow for f in core for e in EPOCHS for s in schedules]
+    grid += [Recipe(d, rate * f, schedule, e) for d in deep for f in core for e in EPOCHS]
+    grid += [Recipe(d, rate * f, s, e) for d in shallow for f in outer for e in EPOCHS for s in schedules]
+    grid += [Recipe(d, rate * f, schedule, e) for d in deep for f in outer for e in EPOCHS]
+    return grid + [Recipe("lora", rate * f, schedule, EPOCHS[0]) for f in LORA_FACTORS if "lora" in depths]
+
+
+def trainings(recipes: list[Recipe]) -> list[list[Recipe]]:
+    """The recipes one training scores, in order: at a constant rate, a shorter recipe is the first
+    epochs of a longer one (the same steps in the same order), so one training scores both."""
+    groups: dict[tuple, list[Recipe]] = {}
+    for r in recipes:
+        key = (r.trainable, r.lr, r.schedule, None if r.schedule == "constant" else r.epochs)
+        groups.setdefault(key, []).append(r)
+    return list(groups.values())
 
 
 def depth_settings(base: TrainConfig, depth: str, n_layers: int | None = None) -> TrainConfig:
@@ -107,45 +139,100 @@ def parse_budget(text: str | None) -> float | None:
     return seconds
 
 
-def trial(p: Prepared, start: dict, data, train_rows: list[int], held_rows: list[int], recipe: Recipe,
-          max_steps: int | None = None) -> float:
-    """Train `recipe` from the starting weights on `train_rows`; its headline score on `held_rows`."""
-    cfg = replace(p.cfg, lr=recipe.lr, lr_schedule=recipe.schedule, epochs=recipe.epochs)
-    model = p.model
+@dataclass
+class Worker:
+    """What one thread trains: per depth, the model (the frozen tensors shared with every worker, the
+    trainable ones its own) and its logits function over the cached states."""
+
+    models: dict
+    logits: dict
+
+
+def make_workers(prepared: dict[str, Prepared], n: int) -> list[Worker]:
+    """`n` workers; the first trains the prepared models themselves."""
+    first = Worker({d: p.model for d, p in prepared.items()}, {d: p.logits_fn for d, p in prepared.items()})
+    out = [first]
+    for _ in range(n - 1):
+        models = {d: replica(p.model) for d, p in prepared.items()}
+        out.append(Worker(models, {d: make_logits_fn(models[d], p.classifier.start, p.cfg.pooling, True,
+                                                     autocast_for(p.device), None, p.cfg.recompute_blocks,
+                                                     window_combine(p.task)) for d, p in prepared.items()}))
+    return out
+
+
+def replica(model: torch.nn.Module) -> torch.nn.Module:
+    """The model again, sharing every frozen tensor with it: its own copy of the trainable ones."""
+    shared = {id(t): t for t in itertools.chain(model.parameters(), model.buffers()) if not t.requires_grad}
+    return copy.deepcopy(model, memo=shared)
+
+
+def parallel_trials(prepared: dict[str, Prepared], grid_size: int) -> tuple[int, int]:
+    """(workers, threads each): trials side by side, one thread each, as many as this process has
+    threads (a step of a few texts keeps one core busy, not several). One worker, with every thread,
+    on a GPU or when the suffix reads token ids (no cached states to share)."""
+    threads = torch.get_num_threads()
+    if any(p.device.type != "cpu" or not p.inputs.cached for p in prepared.values()):
+        return 1, threads
+    workers = max(1, min(threads, grid_size))
+    return workers, max(1, threads // workers)
+
+
+def trial(p: Prepared, worker: Worker, start: dict, data, train_rows: list[int], held_rows: list[int],
+          recipes: list[Recipe], max_steps: int | None = None, stop=None) -> dict[str, float]:
+    """Train the recipes of one training (`trainings`) from the starting weights on `train_rows`;
+    each one's headline score on `held_rows`, after its epochs."""
+    first, depth = recipes[0], recipes[0].trainable
+    score_at = {r.epochs: r.name for r in recipes}
+    cfg = replace(p.cfg, lr=first.lr, lr_schedule=first.schedule, epochs=max(score_at))
+    model, logits_fn = worker.models[depth], worker.logits[depth]
     with torch.no_grad():
         for name, param in model.named_parameters():
             if name in start:
                 param.copy_(start[name])
-    torch.manual_seed(cfg.seed)
-    loader = DataLoader(Subset(data, train_rows), batch_size=cfg.batch_size, shuffle=True, collate_fn=p.inputs.collate)
+    order = torch.Generator().manual_seed(cfg.seed)  # this trial's own: trials run side by side
+    loader = DataLoader(Subset(data, train_rows), batch_size=cfg.batch_size, shuffle=True, generator=order,
+                        collate_fn=p.inputs.collate)
     optimizer, scheduler = make_optimizer(model, cfg, cfg.epochs * len(loader))
-    params, steps = [q for q in model.parameters() if q.requires_grad], 0
-    model.train()
-    for _ in range(cfg.epochs):
+    params, steps, scores = [q for q in model.parameters() if q.requires_grad], 0, {}
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
         for batch in loader:
+            if stop is not None and stop.is_set():
+                raise Stopped
             optimizer.zero_grad()
-            calc_loss_batch(batch, p.logits_fn, p.device, huber=cfg.loss == "huber").backward()
+            calc_loss_batch(batch, logits_fn, p.device, huber=cfg.loss == "huber").backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
             scheduler.step()
             steps += 1
             if max_steps and steps >= max_steps:
-                break
-    if max_steps:  # a timing probe
-        return float("nan")
-    model.eval()
-    return held_out_score(p, data, held_rows)
+                return {}  # a timing probe
+        if epoch in score_at and not max_steps:  # (not a timing probe)
+            model.eval()
+            scores[score_at[epoch]] = held_out_score(p, logits_fn, data, held_rows)
+    return scores
 
 
 @torch.no_grad()
-def held_out_score(p: Prepared, data, rows: list[int]) -> float:
+def held_out_score(p: Prepared, logits_fn, data, rows: list[int]) -> float:
     logits, targets = [], []
     for batch in DataLoader(Subset(data, rows), batch_size=64, collate_fn=p.inputs.collate):
         inputs, target, *rest = batch
-        logits.append(p.logits_fn(inputs.to(p.device), *(t.to(p.device) for t in rest)).float().cpu())
+        logits.append(logits_fn(inputs.to(p.device), *(t.to(p.device) for t in rest)).float().cpu())
         targets.append(target)
     return headline(p.task, torch.cat(logits), torch.cat(targets))[1]
+
+
+@contextlib.contextmanager
+def threads_each(n: int):
+    """Every kernel on `n` threads (the process's setting, put back after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def setup_key(model, weights, data_dir: Path, base: TrainConfig, folds: int, grid: list[Recipe]) -> dict:
@@ -183,58 +270,120 @@ def prepare_depths(model, weights, data_dir: Path, base: TrainConfig, run_dir: P
     return prepared
 
 
-def probe_seconds(prepared: dict[str, Prepared], starts: dict, data: dict, rows: list[int]) -> dict[str, float]:
-    """Seconds per training step at each depth, timed on a few steps (the weights put back after)."""
+def probe_seconds(prepared: dict[str, Prepared], worker: Worker, starts: dict, data: dict, rows: list[int],
+                  threads: int) -> dict[str, float]:
+    """Seconds per training step at each depth on `threads` threads, timed on a few steps (the
+    weights put back by the next trial)."""
     out = {}
-    for depth, p in prepared.items():
-        probe = Recipe(depth, p.cfg.lr, p.cfg.lr_schedule, 1)
-        started = time.perf_counter()
-        trial(p, starts[depth], data[depth], rows, [], probe, max_steps=PROBE_STEPS)
-        out[depth] = (time.perf_counter() - started) / min(PROBE_STEPS, math.ceil(len(rows) / p.cfg.batch_size))
+    with threads_each(threads):
+        for depth, p in prepared.items():
+            probe = Recipe(depth, p.cfg.lr, p.cfg.lr_schedule, 1)
+            started = time.perf_counter()
+            trial(p, worker, starts[depth], data[depth], rows, [], [probe], max_steps=PROBE_STEPS)
+            out[depth] = (time.perf_counter() - started) / min(PROBE_STEPS, math.ceil(len(rows) / p.cfg.batch_size))
     return out
 
 
-def estimate(grid: list[Recipe], folds: int, step_seconds: dict, steps_per_epoch: int) -> float:
-    """Seconds successive halving takes over `grid` (recipes dropped in grid order, as a stand-in)."""
-    return sum(step_seconds[r.trainable] * steps_per_epoch * r.epochs for n in planned_trainings(len(grid), folds)
-               for r in grid[:n])
+@dataclass
+class Costs:
+    """What sizes the grid: seconds per step at each depth, steps per epoch of a fold's training and of
+    the whole training split (the final run's), and how many trainings run side by side."""
+
+    step_seconds: dict
+    fold_steps: int
+    final_steps: int
+    side_by_side: int
+
+    def training(self, recipes: list[Recipe], steps: int) -> float:
+        return self.step_seconds[recipes[0].trainable] * steps * max(r.epochs for r in recipes)
+
+    def cross_validation(self, grid: list[Recipe], folds: int) -> float:
+        """Seconds successive halving takes over `grid`: every recipe on the first fold, and on each
+        later fold its share of the first's cost (the survivors costing what the average recipe does)."""
+        if not grid:
+            return 0.0
+        first = sum(self.training(t, self.fold_steps) for t in trainings(grid))
+        return sum(first * n / len(grid) for n in planned_trainings(len(grid), folds)) / self.side_by_side
+
+    def final(self, grid: list[Recipe]) -> float:
+        """The winner's training on the whole training split, at worst the dearest recipe's."""
+        return max((self.training([r], self.final_steps) for r in grid), default=0.0)
 
 
-def sized_to(grid: list[Recipe], budget: float | None, folds: int, step_seconds: dict, steps_per_epoch: int):
-    """The longest prefix of the grid whose estimate fits the budget (two recipes at least)."""
-    if budget is None:
+def sized_to(grid: list[Recipe], seconds: float | None, folds: int, costs: Costs) -> list[Recipe]:
+    """The recipes, in the grid's order, that fit in `seconds` with the final training (each one
+    that would pass it left out; the first two always kept)."""
+    if seconds is None:
         return grid
-    n = len(grid)
-    while n > FINALISTS and estimate(grid[:n], folds, step_seconds, steps_per_epoch) > budget:
-        n -= 1
-    return grid[:n]
+    kept = []
+    for r in grid:
+        if len(kept) < FINALISTS or costs.cross_validation(kept + [r], folds) + costs.final(kept + [r]) <= seconds:
+            kept.append(r)
+    return kept
 
 
-def cross_validate(prepared, starts, data, folds, grid, scores: dict, save, log, world: World = World()) -> dict:
-    """Successive halving over the folds; `scores[(recipe name, fold)]` filled in, saved after each
-    round of trials (one per process: the recipes still to score on a fold go round the processes)."""
-    alive = list(grid)
+class Stopped(Exception):
+    """Another trial failed or the user interrupted: the trials still running stop at their next step."""
+
+
+def cross_validate(prepared, workers: list[Worker], threads: int, starts, data, folds, grid, scores: dict, save, log,
+                   world: World = World()) -> int:
+    """Successive halving over the folds; `scores[f"{recipe name}|{fold}"]` filled in. Each fold's
+    trainings are shared out between the processes and, in each, run side by side by its workers;
+    alone, each score is saved as it comes, under torchrun after the fold (gathered). Returns how
+    many trainings ran."""
+    alive, ran = list(grid), 0
     for k, held in enumerate(folds):
         rest = [i for j, f in enumerate(folds) if j != k for i in f]
-        todo = [r for r in alive if f"{r.name}|{k}" not in scores]
-        for at in range(0, len(todo), world.size):
-            part, done = todo[at:at + world.size], {}
-            if world.rank < len(part):
-                r = part[world.rank]
-                done[f"{r.name}|{k}"] = trial(prepared[r.trainable], starts[r.trainable], data[r.trainable], rest,
-                                              held, r)
-            for got in all_gather_objects(done):
-                scores.update(got)
-            if world.is_main:
-                save(scores)
-            failpoint("tune-trial")
+        todo = trainings([r for r in alive if f"{r.name}|{k}" not in scores])
+        done = run_side_by_side(todo[world.rank::world.size], prepared, workers, threads, starts, data, rest, held,
+                                lambda got: (scores.update(got), save(scores), failpoint("tune-trial"))
+                                if world.size == 1 else None, k)
+        ran += len(todo)
+        for got in all_gather_objects(done):
+            scores.update(got)
+        if world.is_main:
+            save(scores)
         means = {r.name: mean_of(scores, r, k + 1) for r in alive}
         best = max(alive, key=lambda r: means[r.name])
         log(f"tune: fold {k + 1}/{len(folds)}: {len(alive)} recipes; best so far {best.name} "
             f"({means[best.name]:.4f})")
         if k < len(folds) - 1:
             alive = sorted(alive, key=lambda r: -means[r.name])[:planned_trainings(len(grid), len(folds))[k + 1]]
-    return scores
+    return ran
+
+
+def run_side_by_side(todo: list[list[Recipe]], prepared, workers: list[Worker], threads: int, starts, data,
+                     rest: list[int], held: list[int], finished, fold: int) -> dict:
+    """This process's trainings of a fold, each on the next free worker's thread (`threads` kernel
+    threads each); `finished(scores)` after each. Every score, keyed by recipe and fold."""
+    free, stop, done = queue.SimpleQueue(), threading.Event(), {}
+    for w in workers:
+        free.put(w)
+
+    def one(recipes: list[Recipe]) -> dict:
+        worker = free.get()
+        torch.set_num_threads(threads)  # this thread's kernels (the setting is each thread's own)
+        try:
+            depth = recipes[0].trainable
+            return trial(prepared[depth], worker, starts[depth], data[depth], rest, held, recipes, stop=stop)
+        finally:
+            free.put(worker)
+
+    with ThreadPoolExecutor(len(workers), thread_name_prefix="tune") as pool:
+        futures = [pool.submit(one, t) for t in todo]
+        try:
+            for future in as_completed(futures):
+                got = {f"{name}|{fold}": score for name, score in future.result().items()}
+                done.update(got)
+                if finished:
+                    finished(got)
+        except BaseException:
+            stop.set()
+            for f in futures:
+                f.cancel()
+            raise
+    return done
 
 
 def mean_of(scores: dict, r: Recipe, folds: int) -> float:
@@ -254,7 +403,8 @@ def table(grid: list[Recipe], scores: dict, folds: int, metric: str) -> list[dic
 
 def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, folds: int = 5,
              budget: float | None = None, log=print) -> dict:
-    """Cross-validate the grid, write tuning.json, train the winner into `run_dir`; its metrics."""
+    """Cross-validate the grid, write tuning.json, train the winner into `run_dir`; its metrics.
+    `budget`: seconds for the whole of it (the grid is cut to fit), or None for the whole grid."""
     started = time.perf_counter()
     world = current()
     log = log if world.is_main else (lambda *a, **k: None)
@@ -269,34 +419,40 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     starts = {d: {n: q.detach().clone() for n, q in p.model.named_parameters() if q.requires_grad}
               for d, p in prepared.items()}
     grid = make_grid(first.cfg.lr, first.cfg.lr_schedule, tuple(prepared))
-    n_layers = len(first.model.trf_blocks)
-    steps_per_epoch = math.ceil(len(targets) * (folds - 1) / folds / base.batch_size)
-    step_seconds = all_gather_objects(probe_seconds(prepared, starts, data, fold_rows[0]) if world.is_main
-                                      else None)[0]  # rank 0's timing sizes the grid everywhere
-    full = len(grid)
-    grid = sized_to(grid, budget, folds, step_seconds, steps_per_epoch)
-    trainings = sum(planned_trainings(len(grid), folds))
+    full, n_layers = len(grid), len(first.model.trf_blocks)
+    side, threads = parallel_trials(prepared, len(grid))
+    workers = make_workers(prepared, side)
+    probed = probe_seconds(prepared, workers[0], starts, data, fold_rows[0], threads) if world.is_main else None
+    costs = Costs(all_gather_objects(probed)[0],  # rank 0's timing sizes the grid everywhere
+                  math.ceil(len(targets) * (folds - 1) / folds / base.batch_size),
+                  math.ceil(len(first.texts["train"][1]) / base.batch_size), side * world.size)
+    left = None if budget is None else budget - (time.perf_counter() - started)
+    grid = sized_to(grid, left, folds, costs)
+    workers = workers[:max(1, min(side, len(grid)))]
+    alongside = f", {len(workers)} at a time" if len(workers) > 1 else ""
     shared = f", shared by {world.size} processes" if world.size > 1 else ""
     log(f"tune: {len(grid)} recipes{f' of {full} (--budget)' if len(grid) < full else ''}, {folds} folds of "
-        f"{len(targets):,} texts (the test split is not read), successive halving: {trainings} trainings, about "
-        f"{estimate(grid, folds, step_seconds, steps_per_epoch) / 60 / world.size:.1f} min{shared}")
+        f"{len(targets):,} texts (the test split is not read), successive halving: about "
+        f"{costs.cross_validation(grid, folds) / 60:.1f} min of trials{alongside}{shared}, then about "
+        f"{costs.final(grid) / 60:.1f} min for the winner's training")
     partial = run_dir / "tuning.partial.json"
     key = setup_key(model, weights, data_dir, base, folds, grid)
     scores = {}
     if partial.is_file() and read_json(partial).get("key") == key:
         scores = read_json(partial)["scores"]
-        log(f"tune: {len(scores)} finished trainings read back from {partial.name}")
-    cross_validate(prepared, starts, data, fold_rows, grid, scores,
-                   lambda s: write_json(partial, {"key": key, "scores": s}), log, world)
+        log(f"tune: {len(scores)} finished scores read back from {partial.name}")
+    ran = cross_validate(prepared, workers, threads, starts, data, fold_rows, grid, scores,
+                         lambda s: write_json(partial, {"key": key, "scores": s}), log, world)
     metric = HEADLINES[first.task]
     rows = table(grid, scores, folds, metric)
     winner = next(r for r in grid if r.name == rows[0]["recipe"])
     summary = {"metric": metric, "folds": folds, "recipes": rows, "grid": len(grid), "grid_full": full,
-               "trainings": len(scores), "seconds": time.perf_counter() - started, "winner": winner.name,
+               "scores": len(scores), "trainings": ran, "side_by_side": len(workers),
+               "seconds": time.perf_counter() - started, "winner": winner.name,
                "summary": f"{len(grid)} recipes, {folds}-fold cross-validation on the training and validation "
-                          f"splits by {metric}, successive halving ({len(scores)} trainings): {winner.name} won"}
+                          f"splits by {metric}, successive halving ({len(scores)} scores): {winner.name} won"}
     log_table(rows, log)
-    del prepared, data, starts, first
+    del prepared, data, starts, first, workers
     gc.collect()
     if world.is_main:
         write_json(run_dir / "tuning.json", summary)
@@ -304,7 +460,7 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
                   epochs=winner.epochs)
     log(f"tune: training the winner on the training split: {winner.name}")
     metrics = train_run(model, weights, data_dir, cfg, run_dir, log=log,
-                        tuning={k: summary[k] for k in ("metric", "folds", "grid", "trainings", "winner")}
+                        tuning={k: summary[k] for k in ("metric", "folds", "grid", "scores", "winner")}
                         | {"cv_mean": rows[0]["mean"], "cv_std": rows[0]["std"]})
     if world.is_main:  # train_run ends at a barrier: every process is done with them
         shutil.rmtree(run_dir / ".tuning", ignore_errors=True)
