@@ -5,6 +5,7 @@ and the expected calibration error of the test split before and after the run's 
 
     ../.venv/bin/python tune_vs_default.py                       # sms, rotten-tomatoes, fortunes, spam-assassin
     ../.venv/bin/python tune_vs_default.py --datasets sms --folds 5 --budget 30m
+    ../.venv/bin/python tune_vs_default.py --budget-multiple 4     # tune's budget: 4 x the default's wall time
 
 Rows measured by earlier invocations are kept in results/tune_vs_default.json.
 """
@@ -39,8 +40,9 @@ def one(command: str, data, work, extra: list[str]) -> dict:
                      f"{config['training']['lr_schedule']}, {config['training']['epochs']} epochs"}
     if (run / "tuning.json").is_file():
         tuning = json.loads((run / "tuning.json").read_text())
-        row.update(grid=tuning["grid"], trainings=tuning["trainings"], cv_seconds=tuning["seconds"],
-                   winner_cv=tuning["recipes"][0]["mean"])
+        row.update(grid=tuning["grid"], grid_full=tuning["grid_full"], trainings=tuning["trainings"],
+                   scores=tuning.get("scores"), side_by_side=tuning.get("side_by_side"),
+                   cv_seconds=tuning["seconds"], winner_cv=tuning["recipes"][0]["mean"])
     return row
 
 
@@ -49,20 +51,24 @@ def main():
     parser.add_argument("--datasets", nargs="+", default=["sms", "rotten-tomatoes", "fortunes", "spam-assassin"])
     parser.add_argument("--folds", default="5")
     parser.add_argument("--budget", help="tune's --budget (default: the whole grid)")
+    parser.add_argument("--budget-multiple", type=float, help="tune's --budget as this multiple of the default "
+                                                              "train's wall time, measured just before")
     args = parser.parse_args()
     results = json.loads(RESULTS_FILE.read_text()).get("results", {}) if RESULTS_FILE.is_file() else {}
     for name in args.datasets:
         data, work = dataset(name), scratch_dir(f"gptclassify-tune-{name}-")
         print(f"== {name}", flush=True)
         default = one("train", data, work, [])
-        tuned = one("tune", data, work, ["--folds", args.folds, *(["--budget", args.budget] if args.budget else [])])
+        budget = f"{args.budget_multiple * default['wall_seconds']:.0f}s" if args.budget_multiple else args.budget
+        tuned = one("tune", data, work, ["--folds", args.folds, *(["--budget", budget] if budget else [])])
+        tuned["budget"] = budget
         results[name] = {"default": default, "tuned": tuned, "wall_multiple": tuned["wall_seconds"] /
                          default["wall_seconds"], "test_texts_better": round((tuned["test_accuracy"] -
                                                                               default["test_accuracy"]) *
                                                                              default["test_texts"])}
         print(json.dumps(results[name]), flush=True)
         save("tune_vs_default", {"model": MODEL, "weights": WEIGHTS, "folds": args.folds, "budget": args.budget,
-                                 "results": results})
+                                 "budget_multiple": args.budget_multiple, "results": results})
 
 
 if __name__ == "__main__":
