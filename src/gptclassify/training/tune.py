@@ -272,12 +272,14 @@ def prepare_depths(model, weights, data_dir: Path, base: TrainConfig, run_dir: P
 
 def probe_seconds(prepared: dict[str, Prepared], worker: Worker, starts: dict, data: dict, rows: list[int],
                   threads: int) -> dict[str, float]:
-    """Seconds per training step at each depth on `threads` threads, timed on a few steps (the
-    weights put back by the next trial)."""
+    """Seconds per training step at each depth on `threads` threads, timed on a few steps after two
+    untimed ones (a process's first steps pay for setting up its kernels); the weights are put back
+    by the next trial."""
     out = {}
     with threads_each(threads):
         for depth, p in prepared.items():
             probe = Recipe(depth, p.cfg.lr, p.cfg.lr_schedule, 1)
+            trial(p, worker, starts[depth], data[depth], rows, [], [probe], max_steps=2)
             started = time.perf_counter()
             trial(p, worker, starts[depth], data[depth], rows, [], [probe], max_steps=PROBE_STEPS)
             out[depth] = (time.perf_counter() - started) / min(PROBE_STEPS, math.ceil(len(rows) / p.cfg.batch_size))
