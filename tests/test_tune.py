@@ -79,6 +79,8 @@ def test_the_test_split_never_changes_the_choice(small_data, weights_dir, tmp_pa
     assert "lora" in {r["trainable"] for r in tables[0]}  # LoRA (on the last 2 blocks) is in the grid
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     assert config["tuning"]["winner"] == tables[0][0]["recipe"] and config["tuning"]["folds"] == 2
+    # its temperature: fitted on the winner's 120 out-of-fold scores, not on the 15 validation texts
+    assert config["tuning"]["temperature_fitted_on"].startswith("the winner's out-of-fold scores (120 texts")
     assert config["training"]["trainable"] == tables[0][0]["trainable"]
     assert not (tmp_path / "a" / ".tuning").exists() and not (tmp_path / "a" / "tuning.partial.json").exists()
 
@@ -158,14 +160,9 @@ def depths(small_data, weights_dir, tmp_path_factory):
     return prepared, data, starts, folds
 
 
-def logit_sum(p, logits_fn, data, rows):
+def logit_sum(p, logits, targets):
     """A held-out 'score' that any change of the trained weights moves (the accuracy of a few texts would not)."""
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
-    with torch.no_grad():
-        return float(sum(logits_fn(x, n).double().sum() for x, _, n in
-                         DataLoader(Subset(data, rows), batch_size=64, collate_fn=p.inputs.collate)))
+    return float(logits.double().sum())
 
 
 def test_one_training_at_a_constant_rate_scores_its_shorter_recipes_exactly(depths, monkeypatch):
@@ -177,7 +174,7 @@ def test_one_training_at_a_constant_rate_scores_its_shorter_recipes_exactly(dept
     assert tune.trainings([long, short]) == [[long, short]]
     together = tune.trial(p, worker, starts["last-block"], data["last-block"], rest, held, [long, short])
     alone = tune.trial(p, worker, starts["last-block"], data["last-block"], rest, held, [short])
-    assert together[short.name] == alone[short.name] and together[long.name] != alone[short.name]
+    assert together[short.name][0] == alone[short.name][0] and together[long.name][0] != alone[short.name][0]
     cosine = [tune.Recipe("last-block", 1e-3, "cosine", e) for e in (2, 4)]
     assert tune.trainings(cosine) == [[cosine[0]], [cosine[1]]]  # a decaying rate: each its own training
 
@@ -192,7 +189,7 @@ def test_workers_share_the_frozen_weights_and_train_to_the_same_scores(depths, m
         for name, q in mine.items():
             assert (q.data_ptr() == theirs[name].data_ptr()) == (not q.requires_grad), name
         recipe = [tune.Recipe(depth, 2e-3, "cosine", 2)]
-        scores = [tune.trial(p, w, starts[depth], data[depth], rest, held, recipe) for w in workers]
+        scores = [tune.trial(p, w, starts[depth], data[depth], rest, held, recipe)[recipe[0].name][0] for w in workers]
         assert scores[0] == scores[1]
 
 
@@ -215,3 +212,19 @@ def test_the_budget_keeps_what_fits_in_the_grids_order():
     # at a constant rate, the 3-epoch twin of a 5-epoch recipe costs nothing more
     pair = [tune.Recipe("last-block", 1e-3, "constant", e) for e in (5, 3)]
     assert costs.cross_validation(pair, 5) == costs.cross_validation(pair[:1], 5)
+
+
+def test_the_out_of_fold_scores_are_the_winners_on_every_fold_in_order(tmp_path):
+    import torch
+
+    scores, partial, held = {}, tmp_path / "partial.json", tmp_path / "held-out"
+    record = tune.recorder(scores, partial, {"key": 1}, held, True)
+    winner, other = tune.Recipe("last-block", 1e-3, "cosine", 5), tune.Recipe("last-block", 2e-3, "cosine", 5)
+    folds = [(torch.randn(3, 2), torch.tensor([0, 1, 1])), (torch.randn(2, 2), torch.tensor([1, 0]))]
+    record({f"{winner.name}|1": (0.5, *folds[1]), f"{other.name}|0": (0.7, torch.zeros(3, 2), torch.zeros(3))})
+    assert tune.out_of_fold(held, winner, 2) is None  # fold 0's are not there yet
+    record({f"{winner.name}|0": (1.0, *folds[0])})
+    logits, targets = tune.out_of_fold(held, winner, 2)
+    assert torch.equal(logits, torch.cat([folds[0][0], folds[1][0]])) and targets.tolist() == [0, 1, 1, 1, 0]
+    assert json.loads(partial.read_text())["scores"] == {f"{winner.name}|1": 0.5, f"{other.name}|0": 0.7,
+                                                        f"{winner.name}|0": 1.0}

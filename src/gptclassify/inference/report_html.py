@@ -54,7 +54,8 @@ def recipe_section(data: ReportData) -> str:
             ["trainable", f"{t.trainable} ({c.trainable_parameters or 0:,} of {c.total_parameters or 0:,} parameters)"],
             ["recipe", f"lr {t.lr}, {t.lr_schedule}, {t.epochs} epochs, batch {t.batch_size}, seed {t.seed}"],
             ["length", f"{c.policy.max_length} tokens, {c.policy.truncation} truncation, {c.policy.pooling} pooling"],
-            ["calibration", "temperature fitted on the validation split" if c.temperature is not None else "none"],
+            ["calibration", "none" if c.temperature is None else
+             f"temperature fitted on {(c.tuning or {}).get('temperature_fitted_on') or 'the validation split'}"],
             ["data", str(data.data_dir)],
             ["scored on", f"the {data.split} split: {len(data.texts):,} texts"]]
     if data.tuning:

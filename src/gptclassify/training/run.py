@@ -43,13 +43,15 @@ LOSS_READ_EVERY = 50
 
 
 def train_run(model: str | None, weights: str | None, data_dir: Path, cfg: TrainConfig, run_dir: Path, *,
-              resume: bool = False, log=print, tuning: dict | None = None) -> dict:
+              resume: bool = False, log=print, tuning: dict | None = None, calibrate_on=None) -> dict:
     """A whole training run, from a data directory and a model to a finished run directory
-    (`tuning`: how `gptclassify tune` chose its recipe, kept in its config.json)."""
-    return train(prepare(model, weights, data_dir, cfg, run_dir, log), resume=resume, tuning=tuning)
+    (`tuning`: how `gptclassify tune` chose its recipe, kept in its config.json; `calibrate_on`: its
+    out-of-fold logits and targets, which fit the temperature instead of the validation split's)."""
+    return train(prepare(model, weights, data_dir, cfg, run_dir, log), resume=resume, tuning=tuning,
+                 calibrate_on=calibrate_on)
 
 
-def train(p: Prepared, resume: bool = False, tuning: dict | None = None) -> dict:
+def train(p: Prepared, resume: bool = False, tuning: dict | None = None, calibrate_on=None) -> dict:
     """Train a prepared run (from its last checkpoint with `resume`), evaluate it and write it."""
     cfg, model, ckpt = p.cfg, p.model, p.run_dir / "checkpoint"
     steps = cfg.epochs * len(p.loaders["train"])
@@ -76,12 +78,13 @@ def train(p: Prepared, resume: bool = False, tuning: dict | None = None) -> dict
         p.log(f"kept the best epoch by validation {cfg.select_by}: {state.best_epoch}")
     model.eval()
     outputs = {split: full_logits(p, split) for split in SPLITS}  # each split's pass once
-    temperature = calibrate(p, *outputs["validation"])
+    source = f"{len(calibrate_on[1]):,} out-of-fold texts of tune's folds" if calibrate_on else "validation"
+    temperature = calibrate(p, *(calibrate_on or outputs["validation"]), source)
     thresholds = label_thresholds(p, calibrated(outputs["validation"][0], temperature), outputs["validation"][1]) \
         if p.task == "multi-label" else None
     metrics = {split: logits_report(*outputs[split], p.labels, p.task, thresholds, p.target_scale,
                                     cfg.loss == "huber", temperature) for split in SPLITS}
-    log_calibration(p, metrics["validation"])
+    log_calibration(p, metrics["validation"], source)
     metrics["training"] = training_summary(p, state)
     failpoint("evaluation")
     if p.world.is_main:
@@ -237,25 +240,26 @@ def record_epoch(state: TrainState, cfg: TrainConfig, epoch: dict) -> bool:
     return improved
 
 
-def calibrate(p: Prepared, logits: torch.Tensor, targets: torch.Tensor):
-    """The temperature(s) that make the validation split's scores probabilities (`calibration`)."""
+def calibrate(p: Prepared, logits: torch.Tensor, targets: torch.Tensor, source: str = "validation"):
+    """The temperature(s) that make the scores probabilities (`calibration`), fitted on the validation
+    split's logits, or on what `source` says they are (a tuned run: the winner's out-of-fold ones)."""
     if p.task == "regression":
         return None
     temperature = fit_temperatures(logits, targets, p.task)
     if temperature is None:
-        p.log(f"calibration: none ({len(targets)} validation texts; {MIN_TEXTS_TO_CALIBRATE} are needed)")
+        p.log(f"calibration: none ({len(targets)} {source} texts; {MIN_TEXTS_TO_CALIBRATE} are needed)")
     return temperature
 
 
-def log_calibration(p: Prepared, validation: dict) -> None:
+def log_calibration(p: Prepared, validation: dict, source: str) -> None:
     """The fitted temperature and what it did to the validation split's calibration error."""
     cal, temperature = validation.get("calibration"), validation.get("calibration", {}).get("temperature")
     if temperature is None:
         return
     shown = f"{temperature:.3f}" if isinstance(temperature, float) else \
         ", ".join(f"{label} {t:.2f}" for label, t in zip(p.labels, temperature))
-    p.log(f"calibration: temperature {shown} (validation NLL); validation ECE {cal['ece_before']:.4f} -> "
-          f"{cal['ece']:.4f}")
+    p.log(f"calibration: temperature {shown} (the NLL of {source}); "
+          f"validation ECE {cal['ece_before']:.4f} -> {cal['ece']:.4f}")
 
 
 def label_thresholds(p: Prepared, logits: torch.Tensor, targets: torch.Tensor) -> list[float]:

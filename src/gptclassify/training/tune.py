@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import hashlib
 import itertools
 import math
 import queue
@@ -40,6 +41,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from ..classifier.names import window_combine
@@ -50,7 +52,7 @@ from ..data.folds import stratified_folds
 from ..distributed import World, all_gather_objects, alone, barrier, current
 from ..errors import UserError
 from ..failpoints import failpoint
-from ..files import read_json, write_json
+from ..files import read_json, save_safetensors, write_json
 from ..hub import sha256_file
 from .prepare import Prepared, prepare
 from .run import train_run
@@ -178,9 +180,9 @@ def parallel_trials(prepared: dict[str, Prepared], grid_size: int) -> tuple[int,
 
 
 def trial(p: Prepared, worker: Worker, start: dict, data, train_rows: list[int], held_rows: list[int],
-          recipes: list[Recipe], max_steps: int | None = None, stop=None) -> dict[str, float]:
+          recipes: list[Recipe], max_steps: int | None = None, stop=None) -> dict[str, tuple]:
     """Train the recipes of one training (`trainings`) from the starting weights on `train_rows`;
-    each one's headline score on `held_rows`, after its epochs."""
+    each one's headline score on `held_rows` after its epochs, with the held-out logits and targets."""
     first, depth = recipes[0], recipes[0].trainable
     score_at = {r.epochs: r.name for r in recipes}
     cfg = replace(p.cfg, lr=first.lr, lr_schedule=first.schedule, epochs=max(score_at))
@@ -210,18 +212,24 @@ def trial(p: Prepared, worker: Worker, start: dict, data, train_rows: list[int],
                 return {}  # a timing probe
         if epoch in score_at and not max_steps:  # (not a timing probe)
             model.eval()
-            scores[score_at[epoch]] = held_out_score(p, logits_fn, data, held_rows)
+            logits, targets = held_out(p, logits_fn, data, held_rows)
+            scores[score_at[epoch]] = (held_out_score(p, logits, targets), logits, targets)
     return scores
 
 
 @torch.no_grad()
-def held_out_score(p: Prepared, logits_fn, data, rows: list[int]) -> float:
+def held_out(p: Prepared, logits_fn, data, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The held-out texts' logits and targets, in the order of `rows`."""
     logits, targets = [], []
     for batch in DataLoader(Subset(data, rows), batch_size=64, collate_fn=p.inputs.collate):
         inputs, target, *rest = batch
         logits.append(logits_fn(inputs.to(p.device), *(t.to(p.device) for t in rest)).float().cpu())
         targets.append(target)
-    return headline(p.task, torch.cat(logits), torch.cat(targets))[1]
+    return torch.cat(logits), torch.cat(targets)
+
+
+def held_out_score(p: Prepared, logits: torch.Tensor, targets: torch.Tensor) -> float:
+    return headline(p.task, logits, targets)[1]
 
 
 @contextlib.contextmanager
@@ -235,11 +243,13 @@ def threads_each(n: int):
         torch.set_num_threads(before)
 
 
-def setup_key(model, weights, data_dir: Path, base: TrainConfig, folds: int, grid: list[Recipe]) -> dict:
-    """What a partial tuning was made from: its trials are reused only for the same."""
+def setup_key(model, weights, data_dir: Path, base: TrainConfig, folds: int, grid: list[Recipe],
+              budget: float | None) -> dict:
+    """What a partial tuning was made from: its trials are reused only for the same (and its grid, as
+    the budget cut it then, is kept: the same command again ends with the same table)."""
     return {"model": model, "weights": weights, "data": {s: sha256_file(data_dir / f"{s}.csv")
                                                          for s in ("train", "validation")},
-            "base": asdict(base), "folds": folds, "grid": [r.name for r in grid]}
+            "base": asdict(base), "folds": folds, "grid": [r.name for r in grid], "budget": budget}
 
 
 def prepare_everywhere(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, log,
@@ -270,19 +280,24 @@ def prepare_depths(model, weights, data_dir: Path, base: TrainConfig, run_dir: P
     return prepared
 
 
-def probe_seconds(prepared: dict[str, Prepared], worker: Worker, starts: dict, data: dict, rows: list[int],
+def probe_seconds(prepared: dict[str, Prepared], workers: list[Worker], starts: dict, data: dict, rows: list[int],
                   threads: int) -> dict[str, float]:
-    """Seconds per training step at each depth on `threads` threads, timed on a few steps after two
-    untimed ones (a process's first steps pay for setting up its kernels); the weights are put back
+    """Seconds per training step at each depth, with every worker training side by side on `threads`
+    threads each (as the trials will: they share the memory bus), timed on a few steps after two
+    untimed ones (a process's first steps pay for setting up its kernels). The weights are put back
     by the next trial."""
+    def steps(depth: str, worker: Worker, n: int) -> float:
+        torch.set_num_threads(threads)
+        p, started = prepared[depth], time.perf_counter()
+        trial(p, worker, starts[depth], data[depth], rows, [], [Recipe(depth, p.cfg.lr, p.cfg.lr_schedule, 1)],
+              max_steps=n)
+        return (time.perf_counter() - started) / min(n, math.ceil(len(rows) / p.cfg.batch_size))
+
     out = {}
-    with threads_each(threads):
-        for depth, p in prepared.items():
-            probe = Recipe(depth, p.cfg.lr, p.cfg.lr_schedule, 1)
-            trial(p, worker, starts[depth], data[depth], rows, [], [probe], max_steps=2)
-            started = time.perf_counter()
-            trial(p, worker, starts[depth], data[depth], rows, [], [probe], max_steps=PROBE_STEPS)
-            out[depth] = (time.perf_counter() - started) / min(PROBE_STEPS, math.ceil(len(rows) / p.cfg.batch_size))
+    with threads_each(threads), ThreadPoolExecutor(len(workers)) as pool:
+        for depth in prepared:
+            list(pool.map(lambda w: steps(depth, w, 2), workers))
+            out[depth] = statistics.fmean(pool.map(lambda w: steps(depth, w, PROBE_STEPS), workers))
     return out
 
 
@@ -328,24 +343,22 @@ class Stopped(Exception):
     """Another trial failed or the user interrupted: the trials still running stop at their next step."""
 
 
-def cross_validate(prepared, workers: list[Worker], threads: int, starts, data, folds, grid, scores: dict, save, log,
-                   world: World = World()) -> int:
+def cross_validate(prepared, workers: list[Worker], threads: int, starts, data, folds, grid, scores: dict, record,
+                   log, world: World = World()) -> int:
     """Successive halving over the folds; `scores[f"{recipe name}|{fold}"]` filled in. Each fold's
-    trainings are shared out between the processes and, in each, run side by side by its workers;
-    alone, each score is saved as it comes, under torchrun after the fold (gathered). Returns how
-    many trainings ran."""
+    trainings are shared out between the processes and, in each, run side by side by its workers.
+    `record(results)` keeps each result (score, held-out logits and targets) as it comes when alone,
+    under torchrun after the fold (gathered on every process). Returns how many trainings ran."""
     alive, ran = list(grid), 0
     for k, held in enumerate(folds):
         rest = [i for j, f in enumerate(folds) if j != k for i in f]
         todo = trainings([r for r in alive if f"{r.name}|{k}" not in scores])
         done = run_side_by_side(todo[world.rank::world.size], prepared, workers, threads, starts, data, rest, held,
-                                lambda got: (scores.update(got), save(scores), failpoint("tune-trial"))
-                                if world.size == 1 else None, k)
+                                record if world.size == 1 else None, k)
         ran += len(todo)
-        for got in all_gather_objects(done):
-            scores.update(got)
-        if world.is_main:
-            save(scores)
+        if world.size > 1:
+            for got in all_gather_objects(done):
+                record(got)
         means = {r.name: mean_of(scores, r, k + 1) for r in alive}
         best = max(alive, key=lambda r: means[r.name])
         log(f"tune: fold {k + 1}/{len(folds)}: {len(alive)} recipes; best so far {best.name} "
@@ -355,10 +368,38 @@ def cross_validate(prepared, workers: list[Worker], threads: int, starts, data, 
     return ran
 
 
+def recorder(scores: dict, partial: Path, header: dict, held_dir: Path, is_main: bool):
+    """What keeps each finished result: its score in `scores` and in the partial table (written at once
+    by rank 0), its held-out logits in `held_dir`; a killed tune goes on after it."""
+    def record(results: dict) -> None:
+        scores.update({name: score for name, (score, _, _) in results.items()})
+        for name, (_, logits, targets) in results.items():  # every process (under torchrun, its own disk's)
+            save_safetensors({"logits": logits.contiguous(), "targets": targets.contiguous()},
+                             held_out_file(held_dir, name))
+        if is_main:
+            write_json(partial, {**header, "scores": scores})
+        failpoint("tune-trial")
+    return record
+
+
+def held_out_file(held_dir: Path, name: str) -> Path:
+    return held_dir / f"{hashlib.sha256(name.encode()).hexdigest()[:24]}.safetensors"
+
+
+def out_of_fold(held_dir: Path, winner: Recipe, folds: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The winner's logits and targets on every training and validation text, each from the fold
+    model that did not train on it; None when one fold's are missing."""
+    files = [held_out_file(held_dir, f"{winner.name}|{k}") for k in range(folds)]
+    if not all(f.is_file() for f in files):
+        return None
+    parts = [load_file(f) for f in files]
+    return torch.cat([t["logits"] for t in parts]), torch.cat([t["targets"] for t in parts])
+
+
 def run_side_by_side(todo: list[list[Recipe]], prepared, workers: list[Worker], threads: int, starts, data,
                      rest: list[int], held: list[int], finished, fold: int) -> dict:
     """This process's trainings of a fold, each on the next free worker's thread (`threads` kernel
-    threads each); `finished(scores)` after each. Every score, keyed by recipe and fold."""
+    threads each); `finished(results)` after each. Every result, keyed by recipe and fold."""
     free, stop, done = queue.SimpleQueue(), threading.Event(), {}
     for w in workers:
         free.put(w)
@@ -376,7 +417,7 @@ def run_side_by_side(todo: list[list[Recipe]], prepared, workers: list[Worker], 
         futures = [pool.submit(one, t) for t in todo]
         try:
             for future in as_completed(futures):
-                got = {f"{name}|{fold}": score for name, score in future.result().items()}
+                got = {f"{name}|{fold}": result for name, result in future.result().items()}
                 done.update(got)
                 if finished:
                     finished(got)
@@ -424,12 +465,19 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     full, n_layers = len(grid), len(first.model.trf_blocks)
     side, threads = parallel_trials(prepared, len(grid))
     workers = make_workers(prepared, side)
-    probed = probe_seconds(prepared, workers[0], starts, data, fold_rows[0], threads) if world.is_main else None
+    probed = probe_seconds(prepared, workers, starts, data, fold_rows[0], threads) if world.is_main else None
     costs = Costs(all_gather_objects(probed)[0],  # rank 0's timing sizes the grid everywhere
                   math.ceil(len(targets) * (folds - 1) / folds / base.batch_size),
                   math.ceil(len(first.texts["train"][1]) / base.batch_size), side * world.size)
-    left = None if budget is None else budget - (time.perf_counter() - started)
-    grid = sized_to(grid, left, folds, costs)
+    partial = run_dir / "tuning.partial.json"
+    key = setup_key(model, weights, data_dir, base, folds, grid, budget)
+    saved = all_gather_objects(read_json(partial) if world.is_main and partial.is_file() else None)[0]
+    if saved and saved.get("key") == key:  # the same command again: its grid and finished scores
+        grid, scores = [r for r in grid if r.name in set(saved["grid"])], saved["scores"]
+        log(f"tune: {len(scores)} finished scores read back from {partial.name}")
+    else:
+        left = None if budget is None else budget - (time.perf_counter() - started)
+        grid, scores = sized_to(grid, left, folds, costs), {}
     workers = workers[:max(1, min(side, len(grid)))]
     alongside = f", {len(workers)} at a time" if len(workers) > 1 else ""
     shared = f", shared by {world.size} processes" if world.size > 1 else ""
@@ -437,14 +485,10 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
         f"{len(targets):,} texts (the test split is not read), successive halving: about "
         f"{costs.cross_validation(grid, folds) / 60:.1f} min of trials{alongside}{shared}, then about "
         f"{costs.final(grid) / 60:.1f} min for the winner's training")
-    partial = run_dir / "tuning.partial.json"
-    key = setup_key(model, weights, data_dir, base, folds, grid)
-    scores = {}
-    if partial.is_file() and read_json(partial).get("key") == key:
-        scores = read_json(partial)["scores"]
-        log(f"tune: {len(scores)} finished scores read back from {partial.name}")
+    held_dir = run_dir / ".tuning" / "held-out"
     ran = cross_validate(prepared, workers, threads, starts, data, fold_rows, grid, scores,
-                         lambda s: write_json(partial, {"key": key, "scores": s}), log, world)
+                         recorder(scores, partial, {"key": key, "grid": [r.name for r in grid]}, held_dir,
+                                  world.is_main), log, world)
     metric = HEADLINES[first.task]
     rows = table(grid, scores, folds, metric)
     winner = next(r for r in grid if r.name == rows[0]["recipe"])
@@ -461,9 +505,12 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     cfg = replace(depth_settings(base, winner.trainable, n_layers), lr=winner.lr, lr_schedule=winner.schedule,
                   epochs=winner.epochs)
     log(f"tune: training the winner on the training split: {winner.name}")
+    oof = out_of_fold(held_dir, winner, folds)
+    fitted_on = {"temperature_fitted_on": f"the winner's out-of-fold scores ({len(oof[1]):,} texts of tune's "
+                                          "folds, each scored by the fold model that did not train on it)"} if oof else {}
     metrics = train_run(model, weights, data_dir, cfg, run_dir, log=log,
                         tuning={k: summary[k] for k in ("metric", "folds", "grid", "scores", "winner")}
-                        | {"cv_mean": rows[0]["mean"], "cv_std": rows[0]["std"]})
+                        | {"cv_mean": rows[0]["mean"], "cv_std": rows[0]["std"]} | fitted_on, calibrate_on=oof)
     if world.is_main:  # train_run ends at a barrier: every process is done with them
         shutil.rmtree(run_dir / ".tuning", ignore_errors=True)
         partial.unlink(missing_ok=True)
