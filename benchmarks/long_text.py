@@ -56,7 +56,7 @@ def measured(cmd: list[str], env: dict) -> tuple[float, float, int]:
     lines = []
     for line in child.stdout:
         lines.append(line)
-        if line.startswith(("frozen pass:", "length:", "feature cache:")):
+        if line.startswith(("frozen pass:", "length:", "feature cache:", "tune:", "calibration:")):
             print("   ", line.rstrip()[:160], flush=True)
     _, status, usage = os.wait4(child.pid, 0)
     return time.perf_counter() - started, usage.ru_maxrss / 1024, status
