@@ -6,20 +6,25 @@ trained on the whole training split as a normal run.
    `train` and later runs read them there.
 2. Folds: the training and validation splits together, stratified (`data.folds`); the test split is
    never scored.
-3. The grid: learning rate (the model family's rate x 1/4 to 4) x trainable depth x epochs, ordered
-   by how likely each is to win (the family's rate and the last block first), then LoRA on the last
-   2 blocks at the family's rate x 1 and x 4 (it reads the last-2-blocks pass); sized to `--budget`
-   from a timed probe of each depth, the cost said before it starts (LoRA is the first cut).
-4. Successive halving over the folds: every recipe is scored on the first fold, the better half goes
+3. The grid: the model family's rate (x 1, 2, 1/2, then 4, 1/4) x schedule (the family's and the
+   other) x trainable depth x epochs, the likeliest and cheapest first, then LoRA on the last 2
+   blocks (it reads the last-2-blocks states); sized to `--budget` (the whole tune's time) from a
+   timed probe of each depth, the cost said before it starts (the dear depths are left out first).
+4. Cheap trials: at a constant rate one training scores its 3- and 5-epoch recipes (`trainings`);
+   on a CPU the trials run side by side, one kernel thread each (`run_side_by_side`), the frozen
+   weights shared and each its own trainable copy (`replica`) and data order.
+5. Successive halving over the folds: every recipe is scored on the first fold, the better half goes
    on to the next fold, and so on (never fewer than two), so the finalists have every fold and a
-   losing recipe costs a fold or two. Each finished (recipe, fold) is written at once: a killed
-   `tune` run again continues after it, to the same table.
-5. The winner (best mean over all folds) is trained on the training split as `train` would, and its
-   run says it was tuned; `tuning.json` holds every recipe's mean, spread and scores.
+   losing recipe costs a fold or two. Each finished (recipe, fold) is written at once, its held-out
+   logits beside it: a killed `tune` run again continues after it, to the same table.
+6. The winner (best mean over all folds) is trained on the training split as `train` would, its
+   temperature fitted on its out-of-fold logits (every training and validation text, each scored by
+   the fold model that did not train on it); its run says it was tuned; `tuning.json` holds every
+   recipe's mean, spread and scores.
 
 Under torchrun the trials are shared out, not the examples: every process holds every example
-(rank 0 makes the frozen passes, the others read them from the on-disk cache), each fold's trials
-go round the processes, and their scores are gathered after each round, so the table is the one a
+(rank 0 makes the frozen pass, the others read it from the on-disk cache), each fold's trials go
+round the processes, and their results are gathered after the fold, so the table is the one a
 single process makes. The winner then trains data-parallel, as `train` under torchrun does.
 """
 
