@@ -15,12 +15,12 @@ import time
 import torch
 from torch.utils.data import ConcatDataset
 
-from common import RESULTS, book_split, save, scratch_dir
+from common import book_split, save, scratch_dir
 from long_text import MODEL, WEIGHTS
 
 from gptclassify.config import TrainConfig
 from gptclassify.data.folds import stratified_folds
-from gptclassify.training import tune
+from gptclassify.training import trials, tune, tune_grid
 
 
 def main():
@@ -33,13 +33,13 @@ def main():
     rest = [i for f in folds[1:] for i in f]
     data = {"last-block": ConcatDataset([p.inputs.sets["train"], p.inputs.sets["validation"]])}
     starts = {"last-block": {n: q.detach().clone() for n, q in p.model.named_parameters() if q.requires_grad}}
-    todo = [[tune.Recipe("last-block", p.cfg.lr * f, "cosine", 3)] for f in (1, 2, 0.5, 4)]
+    todo = [[tune_grid.Recipe("last-block", p.cfg.lr * f, "cosine", 3)] for f in (1, 2, 0.5, 4)]
     threads, results = torch.get_num_threads(), {}
     for name, side in (("one after another", 1), ("side by side", threads), ("one after another, again", 1),
                        ("side by side, again", threads)):
-        workers = tune.make_workers(prepared, side)
+        workers = trials.make_workers(prepared, side)
         started = time.perf_counter()
-        done = tune.run_side_by_side(todo, prepared, workers, max(1, threads // side), starts, data, rest, folds[0],
+        done = trials.run_side_by_side(todo, prepared, workers, max(1, threads // side), starts, data, rest, folds[0],
                                      None, 0)
         results[name] = {"seconds": time.perf_counter() - started, "workers": side,
                          "threads_each": max(1, threads // side),

@@ -15,7 +15,8 @@ from hypothesis import given, settings, strategies as st
 
 from gptclassify.cli import main
 from gptclassify.data.folds import stratified_folds
-from gptclassify.training import tune
+from gptclassify.config import TrainConfig
+from gptclassify.training import trials, tune, tune_grid
 
 
 @settings(max_examples=200, deadline=None)
@@ -43,10 +44,10 @@ def test_numbers_and_label_sets_are_stratified_too():
 
 
 def test_successive_halving_keeps_the_better_half_and_two_to_the_end():
-    assert tune.planned_trainings(20, 5) == [20, 10, 5, 3, 2]
-    assert tune.planned_trainings(3, 3) == [3, 2, 2]
-    assert tune.planned_trainings(1, 3) == [1, 1, 1]
-    assert tune.parse_budget("30m") == 1800 and tune.parse_budget("1.5h") == 5400 and tune.parse_budget("20") == 1200
+    assert tune_grid.planned_trainings(20, 5) == [20, 10, 5, 3, 2]
+    assert tune_grid.planned_trainings(3, 3) == [3, 2, 2]
+    assert tune_grid.planned_trainings(1, 3) == [1, 1, 1]
+    assert tune_grid.parse_budget("30m") == 1800 and tune_grid.parse_budget("1.5h") == 5400 and tune_grid.parse_budget("20") == 1200
 
 
 @pytest.fixture(scope="module")
@@ -60,16 +61,16 @@ def test_the_test_split_never_changes_the_choice(small_data, weights_dir, tmp_pa
     """Two data directories that differ only in their test split's labels tune to the same table."""
     import pandas as pd
 
-    monkeypatch.setattr(tune, "RATE_FACTORS", (1.0, 4.0))
-    monkeypatch.setattr(tune, "EPOCHS", (2,))
-    monkeypatch.setattr(tune, "LORA_FACTORS", (4.0,))
+    monkeypatch.setattr(tune_grid, "RATE_FACTORS", (1.0, 4.0))
+    monkeypatch.setattr(tune_grid, "EPOCHS", (2,))
+    monkeypatch.setattr(tune_grid, "LORA_FACTORS", (4.0,))
     flipped = shutil.copytree(small_data, tmp_path / "flipped")
     test = pd.read_csv(flipped / "test.csv", keep_default_na=False, dtype=str)
     test["label"] = ["ham" if y == "spam" else "spam" for y in test["label"]]
     test.to_csv(flipped / "test.csv", index=False)
     tables = []
     for name, data in (("a", small_data), ("b", flipped)):
-        base = tune.TrainConfig(prefix_dtype="float32")
+        base = TrainConfig(prefix_dtype="float32")
         tune.tune_run(None, str(weights_dir), data, base, tmp_path / name, folds=2, log=lambda *a: None)
         tables.append(json.loads((tmp_path / name / "tuning.json").read_text())["recipes"])
     assert tables[0] == tables[1] and len(tables[0]) == 7  # the last block on both schedules, the last 2, LoRA
@@ -136,9 +137,9 @@ def test_torchrun_shares_the_trials_out_to_the_same_table(small_data, weights_di
 
 
 def test_a_lora_winner_is_trained_as_lora_on_the_last_two_blocks(small_data, weights_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(tune, "RATE_FACTORS", ())  # LoRA's recipes alone: one of them wins
-    monkeypatch.setattr(tune, "EPOCHS", (2,))
-    tune.tune_run(None, str(weights_dir), small_data, tune.TrainConfig(prefix_dtype="float32"), tmp_path / "run",
+    monkeypatch.setattr(tune_grid, "RATE_FACTORS", ())  # LoRA's recipes alone: one of them wins
+    monkeypatch.setattr(tune_grid, "EPOCHS", (2,))
+    tune.tune_run(None, str(weights_dir), small_data, TrainConfig(prefix_dtype="float32"), tmp_path / "run",
                   folds=2, log=lambda *a: None)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["training"]["trainable"] == "lora" and config["training"]["lora_blocks"] == 2
@@ -150,7 +151,7 @@ def depths(small_data, weights_dir, tmp_path_factory):
     """Every depth prepared as `tune` prepares them, with the folds' data."""
     from torch.utils.data import ConcatDataset
 
-    prepared = tune.prepare_depths(None, str(weights_dir), small_data, tune.TrainConfig(prefix_dtype="float32"),
+    prepared = tune.prepare_depths(None, str(weights_dir), small_data, TrainConfig(prefix_dtype="float32"),
                                    tmp_path_factory.mktemp("depths"), lambda *a: None)
     data = {d: ConcatDataset([p.inputs.sets["train"], p.inputs.sets["validation"]]) for d, p in prepared.items()}
     starts = {d: {n: q.detach().clone() for n, q in p.model.named_parameters() if q.requires_grad}
@@ -167,39 +168,39 @@ def logit_sum(p, logits, targets):
 
 def test_one_training_at_a_constant_rate_scores_its_shorter_recipes_exactly(depths, monkeypatch):
     prepared, data, starts, (held, rest) = depths
-    monkeypatch.setattr(tune, "held_out_score", logit_sum)
+    monkeypatch.setattr(trials, "held_out_score", logit_sum)
     p = prepared["last-block"]
-    worker = tune.make_workers(prepared, 1)[0]
-    short, long = (tune.Recipe("last-block", 1e-3, "constant", e) for e in (2, 4))
-    assert tune.trainings([long, short]) == [[long, short]]
-    together = tune.trial(p, worker, starts["last-block"], data["last-block"], rest, held, [long, short])
-    alone = tune.trial(p, worker, starts["last-block"], data["last-block"], rest, held, [short])
+    worker = trials.make_workers(prepared, 1)[0]
+    short, long = (tune_grid.Recipe("last-block", 1e-3, "constant", e) for e in (2, 4))
+    assert tune_grid.trainings([long, short]) == [[long, short]]
+    together = trials.trial(p, worker, starts["last-block"], data["last-block"], rest, held, [long, short])
+    alone = trials.trial(p, worker, starts["last-block"], data["last-block"], rest, held, [short])
     assert together[short.name][0] == alone[short.name][0] and together[long.name][0] != alone[short.name][0]
-    cosine = [tune.Recipe("last-block", 1e-3, "cosine", e) for e in (2, 4)]
-    assert tune.trainings(cosine) == [[cosine[0]], [cosine[1]]]  # a decaying rate: each its own training
+    cosine = [tune_grid.Recipe("last-block", 1e-3, "cosine", e) for e in (2, 4)]
+    assert tune_grid.trainings(cosine) == [[cosine[0]], [cosine[1]]]  # a decaying rate: each its own training
 
 
 def test_workers_share_the_frozen_weights_and_train_to_the_same_scores(depths, monkeypatch):
     prepared, data, starts, (held, rest) = depths
-    monkeypatch.setattr(tune, "held_out_score", logit_sum)
-    workers = tune.make_workers(prepared, 2)
+    monkeypatch.setattr(trials, "held_out_score", logit_sum)
+    workers = trials.make_workers(prepared, 2)
     for depth, p in prepared.items():
         mine, theirs = dict(p.model.named_parameters()), dict(workers[1].models[depth].named_parameters())
         assert mine.keys() == theirs.keys()
         for name, q in mine.items():
             assert (q.data_ptr() == theirs[name].data_ptr()) == (not q.requires_grad), name
-        recipe = [tune.Recipe(depth, 2e-3, "cosine", 2)]
-        scores = [tune.trial(p, w, starts[depth], data[depth], rest, held, recipe)[recipe[0].name][0] for w in workers]
+        recipe = [tune_grid.Recipe(depth, 2e-3, "cosine", 2)]
+        scores = [trials.trial(p, w, starts[depth], data[depth], rest, held, recipe)[recipe[0].name][0] for w in workers]
         assert scores[0] == scores[1]
 
 
 def test_the_budget_keeps_what_fits_in_the_grids_order():
-    grid = tune.make_grid(1e-3, "cosine", tune.DEPTHS)
-    assert len(grid) == 32 and grid[0] == tune.Recipe("last-block", 1e-3, "cosine", 5)
-    assert grid[1] == tune.Recipe("last-block", 1e-3, "constant", 5) and grid[-1].trainable == "lora"
-    costs = tune.Costs({"last-block": 0.01, "last-2-blocks": 0.05, "lora": 0.04}, 100, 120, 1)
+    grid = tune_grid.make_grid(1e-3, "cosine", tune_grid.DEPTHS)
+    assert len(grid) == 32 and grid[0] == tune_grid.Recipe("last-block", 1e-3, "cosine", 5)
+    assert grid[1] == tune_grid.Recipe("last-block", 1e-3, "constant", 5) and grid[-1].trainable == "lora"
+    costs = tune_grid.Costs({"last-block": 0.01, "last-2-blocks": 0.05, "lora": 0.04}, 100, 120, 1)
     whole = costs.cross_validation(grid, 5) + costs.final(grid)
-    kept = {f: tune.sized_to(grid, whole * f, 5, costs) for f in (0.0, 0.1, 0.2, 0.6, 1.0)}
+    kept = {f: tune_grid.sized_to(grid, whole * f, 5, costs) for f in (0.0, 0.1, 0.2, 0.6, 1.0)}
     assert len(kept[0.0]) == 2 and kept[1.0] == grid
     for f, k in kept.items():
         assert [r for r in grid if r in k] == k  # in the grid's order
@@ -210,7 +211,7 @@ def test_the_budget_keeps_what_fits_in_the_grids_order():
     tight = kept[0.2]
     assert any(r.trainable == "last-2-blocks" for r in grid[:grid.index(tight[-1])] if r not in tight)
     # at a constant rate, the 3-epoch twin of a 5-epoch recipe costs nothing more
-    pair = [tune.Recipe("last-block", 1e-3, "constant", e) for e in (5, 3)]
+    pair = [tune_grid.Recipe("last-block", 1e-3, "constant", e) for e in (5, 3)]
     assert costs.cross_validation(pair, 5) == costs.cross_validation(pair[:1], 5)
 
 
@@ -219,7 +220,7 @@ def test_the_out_of_fold_scores_are_the_winners_on_every_fold_in_order(tmp_path)
 
     scores, partial, held = {}, tmp_path / "partial.json", tmp_path / "held-out"
     record = tune.recorder(scores, partial, {"key": 1}, held, True)
-    winner, other = tune.Recipe("last-block", 1e-3, "cosine", 5), tune.Recipe("last-block", 2e-3, "cosine", 5)
+    winner, other = tune_grid.Recipe("last-block", 1e-3, "cosine", 5), tune_grid.Recipe("last-block", 2e-3, "cosine", 5)
     folds = [(torch.randn(3, 2), torch.tensor([0, 1, 1])), (torch.randn(2, 2), torch.tensor([1, 0]))]
     record({f"{winner.name}|1": (0.5, *folds[1]), f"{other.name}|0": (0.7, torch.zeros(3, 2), torch.zeros(3))})
     assert tune.out_of_fold(held, winner, 2) is None  # fold 0's are not there yet

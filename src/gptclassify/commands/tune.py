@@ -9,7 +9,8 @@ from ..distributed import barrier, current
 from ..errors import UserError
 from ..options import settings_of
 from ..training.checkpoint import check_run_dir_free, clear_run_dir
-from ..training.tune import parse_budget, tune_run
+from ..training.tune import tune_run
+from ..training.tune_grid import parse_budget
 
 CHOSEN = ("trainable", "epochs", "lr_schedule")  # what the grid decides (the rate: centred on --lr when given)
 

@@ -1,0 +1,137 @@
+"""`tune`'s grid of recipes and what it costs: the recipes in the order a budget keeps them, which
+of them one training scores, successive halving's plan, and the grid cut to a budget from a probe's
+timing (`trials.probe_seconds`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from ..config import TrainConfig
+from ..errors import UserError
+
+RATE_FACTORS = (1.0, 2.0, 0.5, 4.0, 0.25)  # times the family's rate, the likeliest first
+CORE_FACTORS = 3  # the first three: every depth and schedule tries them before the outer two
+DEPTHS = ("last-block", "last-2-blocks", "lora")  # lora: adapters on the last LORA_BLOCKS blocks (and the head)
+EPOCHS = (5, 3)
+LORA_BLOCKS = 2  # the same frozen prefix as last-2-blocks: one cached pass serves both
+LORA_FACTORS = (1.0, 4.0)  # LoRA's rates, times the family's: at the grid's end, the first a budget cuts
+FINALISTS = 2  # successive halving keeps at least this many recipes to the last fold
+# Trials took up to 13% longer than the probe's steps said (their held-out scoring, the machine's
+# other work; benchmarks/README.md): the budget plans for this much more.
+MARGIN = 1.1
+
+
+@dataclass(frozen=True)
+class Recipe:
+    trainable: str
+    lr: float
+    schedule: str
+    epochs: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.trainable}, lr {self.lr:.3g}, {self.schedule}, {self.epochs} epochs"
+
+
+def other_schedule(schedule: str) -> str:
+    """The schedule the grid tries beside the family's: a constant rate, or (for a constant family) cosine."""
+    return "cosine" if schedule == "constant" else "constant"
+
+
+def make_grid(rate: float, schedule: str, depths: tuple[str, ...]) -> list[Recipe]:
+    """Every recipe, the likeliest and cheapest first (a budget keeps what fits, in this order): the
+    last block at the family's rate x 1, 2 and 1/2 on both schedules, then the last 2 blocks on the
+    family's schedule at those rates, then the outer rates (x 4, x 1/4), then LoRA."""
+    schedules = (schedule, other_schedule(schedule))
+    core, outer = RATE_FACTORS[:CORE_FACTORS], RATE_FACTORS[CORE_FACTORS:]
+    shallow = [d for d in depths if d == "last-block"]
+    deep = [d for d in depths if d not in ("last-block", "lora")]
+    grid = [Recipe(d, rate * f, s, e) for d in shallow for f in core for e in EPOCHS for s in schedules]
+    grid += [Recipe(d, rate * f, schedule, e) for d in deep for f in core for e in EPOCHS]
+    grid += [Recipe(d, rate * f, s, e) for d in shallow for f in outer for e in EPOCHS for s in schedules]
+    grid += [Recipe(d, rate * f, schedule, e) for d in deep for f in outer for e in EPOCHS]
+    return grid + [Recipe("lora", rate * f, schedule, EPOCHS[0]) for f in LORA_FACTORS if "lora" in depths]
+
+
+def trainings(recipes: list[Recipe]) -> list[list[Recipe]]:
+    """The recipes one training scores, in order: at a constant rate, a shorter recipe is the first
+    epochs of a longer one (the same steps in the same order), so one training scores both."""
+    groups: dict[tuple, list[Recipe]] = {}
+    for r in recipes:
+        key = (r.trainable, r.lr, r.schedule, None if r.schedule == "constant" else r.epochs)
+        groups.setdefault(key, []).append(r)
+    return list(groups.values())
+
+
+def depth_settings(base: TrainConfig, depth: str, n_layers: int | None = None) -> TrainConfig:
+    """`base` training at `depth` (LoRA on the last LORA_BLOCKS blocks, or all of a smaller model's)."""
+    if depth == "lora":
+        return replace(base, trainable="lora", lora_blocks=min(LORA_BLOCKS, n_layers or LORA_BLOCKS))
+    return replace(base, trainable=depth)
+
+
+def planned_trainings(n_recipes: int, folds: int) -> list[int]:
+    """Recipes trained on each fold under successive halving."""
+    alive, out = n_recipes, []
+    for k in range(folds):
+        out.append(alive)
+        alive = max(min(FINALISTS, alive), math.ceil(alive / 2))
+    return out
+
+
+def parse_budget(text: str | None) -> float | None:
+    """'30m', '1.5h', '600s' or '45' (minutes) -> seconds."""
+    if text is None:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "m")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        raise UserError(f"--budget {text!r}: a time such as 30m, 1.5h or 600s") from None
+    if not seconds > 0:
+        raise UserError(f"--budget {text!r}: must be more than nothing")
+    return seconds
+
+
+@dataclass
+class Costs:
+    """What sizes the grid: seconds per step at each depth, steps per epoch of a fold's training and of
+    the whole training split (the final run's), and how many trainings run side by side."""
+
+    step_seconds: dict
+    fold_steps: int
+    final_steps: int
+    side_by_side: int
+
+    def training(self, recipes: list[Recipe], steps: int) -> float:
+        return self.step_seconds[recipes[0].trainable] * steps * max(r.epochs for r in recipes)
+
+    def cross_validation(self, grid: list[Recipe], folds: int) -> float:
+        """Seconds successive halving takes over `grid`: every recipe on the first fold, and on each
+        later fold as many as go on, at worst the dearest (a deeper recipe that wins costs several
+        of the last block's: planning for the average one ran 75% over)."""
+        if not grid:
+            return 0.0
+        def fold(recipes: list[Recipe]) -> float:
+            return sum(self.training(t, self.fold_steps) for t in trainings(recipes))
+
+        dearest = sorted(grid, key=lambda r: -self.training([r], self.fold_steps))
+        return MARGIN * sum(fold(dearest[:n]) for n in planned_trainings(len(grid), folds)) / self.side_by_side
+
+    def final(self, grid: list[Recipe]) -> float:
+        """The winner's training on the whole training split, at worst the dearest recipe's."""
+        return max((self.training([r], self.final_steps) for r in grid), default=0.0)
+
+
+def sized_to(grid: list[Recipe], seconds: float | None, folds: int, costs: Costs) -> list[Recipe]:
+    """The recipes, in the grid's order, that fit in `seconds` with the final training (each one
+    that would pass it left out; the first two always kept)."""
+    if seconds is None:
+        return grid
+    kept = []
+    for r in grid:
+        if len(kept) < FINALISTS or costs.cross_validation(kept + [r], folds) + costs.final(kept + [r]) <= seconds:
+            kept.append(r)
+    return kept
