@@ -192,6 +192,23 @@ def test_workers_share_the_frozen_weights_and_train_to_the_same_scores(depths, m
         recipe = [tune_grid.Recipe(depth, 2e-3, "cosine", 2)]
         scores = [trials.trial(p, w, starts[depth], data[depth], rest, held, recipe)[recipe[0].name][0] for w in workers]
         assert scores[0] == scores[1]
+    # side by side on one thread each: the same scores, and a thread started after them (a server's
+    # worker) computes with the process's threads again, not the trials' one
+    import threading
+
+    import torch
+
+    recipes = [[tune_grid.Recipe("last-block", r, "cosine", 2)] for r in (1e-3, 2e-3)]
+    with trials.threads_each(1):  # one after another, on one thread as each is side by side
+        alone = [trials.trial(prepared["last-block"], workers[0], starts["last-block"], data["last-block"], rest, held,
+                              r) for r in recipes]
+    both = trials.run_side_by_side(recipes, prepared, workers, 1, starts, data, rest, held, None, 0)
+    assert [both[f"{r[0].name}|0"][0] for r in recipes] == [a[r[0].name][0] for a, r in zip(alone, recipes)]
+    later = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [torch.get_num_threads()]
 
 
 def test_the_budget_keeps_what_fits_in_the_grids_order():

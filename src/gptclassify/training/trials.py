@@ -165,14 +165,16 @@ def run_side_by_side(todo: list[list[Recipe]], prepared, workers: list[Worker], 
 
     def one(recipes: list[Recipe]) -> dict:
         worker = free.get()
-        torch.set_num_threads(threads)  # this thread's kernels (the setting is each thread's own)
+        torch.set_num_threads(threads)  # this thread's kernels
         try:
             depth = recipes[0].trainable
             return trial(prepared[depth], worker, starts[depth], data[depth], rest, held, recipes, stop=stop)
         finally:
             free.put(worker)
 
-    with ThreadPoolExecutor(len(workers), thread_name_prefix="tune") as pool:
+    # A thread's setting is its own, and also what threads started after it begin with: this thread
+    # sets its own again at the end, so that later ones (a server's worker) get the process's.
+    with threads_each(torch.get_num_threads()), ThreadPoolExecutor(len(workers), thread_name_prefix="tune") as pool:
         futures = [pool.submit(one, t) for t in todo]
         try:
             for future in as_completed(futures):

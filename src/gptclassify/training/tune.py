@@ -190,20 +190,10 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
                   math.ceil(len(first.texts["train"][1]) / base.batch_size), side * world.size)
     partial = run_dir / "tuning.partial.json"
     key = setup_key(model, weights, data_dir, base, folds, grid, budget)
-    saved = all_gather_objects(read_json(partial) if world.is_main and partial.is_file() else None)[0]
-    if saved and saved.get("key") == key:  # the same command again: its grid and finished scores
-        grid, scores = [r for r in grid if r.name in set(saved["grid"])], saved["scores"]
-        log(f"tune: {len(scores)} finished scores read back from {partial.name}")
-    else:
-        left = None if budget is None else budget - (time.perf_counter() - started)
-        grid, scores = sized_to(grid, left, folds, costs), {}
+    left = None if budget is None else budget - (time.perf_counter() - started)
+    grid, scores = resumed_or_sized(partial, key, grid, left, folds, costs, log, world)
     workers = workers[:max(1, min(side, len(grid)))]
-    alongside = f", {len(workers)} at a time" if len(workers) > 1 else ""
-    shared = f", shared by {world.size} processes" if world.size > 1 else ""
-    log(f"tune: {len(grid)} recipes{f' of {full} (--budget)' if len(grid) < full else ''}, {folds} folds of "
-        f"{len(targets):,} texts (the test split is not read), successive halving: about "
-        f"{costs.cross_validation(grid, folds) / 60:.1f} min of trials{alongside}{shared}, then about "
-        f"{costs.final(grid) / 60:.1f} min for the winner's training")
+    log_plan(grid, full, folds, len(targets), costs, len(workers), world.size, log)
     held_dir, trials_started = run_dir / ".tuning" / "held-out", time.perf_counter()
     ran = cross_validate(prepared, workers, threads, starts, data, fold_rows, grid, scores,
                          recorder(scores, partial, {"key": key, "grid": [r.name for r in grid]}, held_dir,
@@ -223,19 +213,48 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     gc.collect()
     if world.is_main:
         write_json(run_dir / "tuning.json", summary)
-    cfg = replace(depth_settings(base, winner.trainable, n_layers), lr=winner.lr, lr_schedule=winner.schedule,
-                  epochs=winner.epochs)
     log(f"tune: training the winner on the training split: {winner.name}")
-    oof = out_of_fold(held_dir, winner, folds)
-    fitted_on = {"temperature_fitted_on": f"the winner's out-of-fold scores ({len(oof[1]):,} texts of tune's "
-                                          "folds, each scored by the fold model that did not train on it)"} if oof else {}
-    metrics = train_run(model, weights, data_dir, cfg, run_dir, log=log,
-                        tuning={k: summary[k] for k in ("metric", "folds", "grid", "scores", "winner")}
-                        | {"cv_mean": rows[0]["mean"], "cv_std": rows[0]["std"]} | fitted_on, calibrate_on=oof)
+    metrics = train_winner(model, weights, data_dir, base, run_dir, winner, n_layers, held_dir,
+                           {k: summary[k] for k in ("metric", "folds", "grid", "scores", "winner")}
+                           | {"cv_mean": rows[0]["mean"], "cv_std": rows[0]["std"]}, log)
     if world.is_main:  # train_run ends at a barrier: every process is done with them
         shutil.rmtree(run_dir / ".tuning", ignore_errors=True)
         partial.unlink(missing_ok=True)
     return metrics
+
+
+def resumed_or_sized(partial: Path, key: dict, grid: list[Recipe], seconds: float | None, folds: int, costs: Costs,
+                     log, world: World) -> tuple[list[Recipe], dict]:
+    """The grid and the finished scores of the same command's partial tuning (rank 0's, shared), or
+    the grid cut to `seconds` and no scores."""
+    saved = all_gather_objects(read_json(partial) if world.is_main and partial.is_file() else None)[0]
+    if saved and saved.get("key") == key:
+        log(f"tune: {len(saved['scores'])} finished scores read back from {partial.name}")
+        return [r for r in grid if r.name in set(saved["grid"])], saved["scores"]
+    return sized_to(grid, seconds, folds, costs), {}
+
+
+def train_winner(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, winner: Recipe, n_layers: int,
+                 held_dir: Path, tuning: dict, log) -> dict:
+    """`train` with the winner's recipe, calibrated on its out-of-fold logits when every fold's are there."""
+    cfg = replace(depth_settings(base, winner.trainable, n_layers), lr=winner.lr, lr_schedule=winner.schedule,
+                  epochs=winner.epochs)
+    oof = out_of_fold(held_dir, winner, tuning["folds"])
+    if oof:
+        tuning = tuning | {"temperature_fitted_on": f"the winner's out-of-fold scores ({len(oof[1]):,} texts of "
+                                                    "tune's folds, each scored by the fold model that did not "
+                                                    "train on it)"}
+    return train_run(model, weights, data_dir, cfg, run_dir, log=log, tuning=tuning, calibrate_on=oof)
+
+
+def log_plan(grid: list[Recipe], full: int, folds: int, texts: int, costs: Costs, side: int, processes: int,
+             log) -> None:
+    alongside = f", {side} at a time" if side > 1 else ""
+    shared = f", shared by {processes} processes" if processes > 1 else ""
+    log(f"tune: {len(grid)} recipes{f' of {full} (--budget)' if len(grid) < full else ''}, {folds} folds of "
+        f"{texts:,} texts (the test split is not read), successive halving: about "
+        f"{costs.cross_validation(grid, folds) / 60:.1f} min of trials{alongside}{shared}, then about "
+        f"{costs.final(grid) / 60:.1f} min for the winner's training")
 
 
 def log_table(rows: list[dict], log) -> None:
