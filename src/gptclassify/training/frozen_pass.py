@@ -65,7 +65,7 @@ def frozen_pass(classifier, tokens, world, device, log, names: dict, also_keep: 
     prefix, dim = classifier.prefix, classifier.model.cfg.emb_dim
     nbytes, where = where_features_live(mine, dim, prefix.out_dtype)
     writer, outputs, where = open_entry_writer(key, meta, widths, nbytes, where, dim, prefix.dtype_name)
-    also = also_writers(classifier, tokens, world, device, counts, names, widths, also_keep) if writer else {}
+    also = also_writers(classifier, tokens, world, device, counts, names, widths, nbytes, also_keep) if writer else {}
     each = " per process" if world.size > 1 else ""
     blocks = f"{classifier.start} frozen block{'s' if classifier.start != 1 else ''}"
     extra = f"; also the states entering block{'s' if len(also) > 1 else ''} {', '.join(map(str, also))} " \
@@ -94,10 +94,11 @@ def frozen_pass(classifier, tokens, world, device, log, names: dict, also_keep: 
     return Inputs(features, collate_features, cached=True)
 
 
-def also_writers(classifier, tokens, world, device, counts: dict, names: dict, widths: dict,
+def also_writers(classifier, tokens, world, device, counts: dict, names: dict, widths: dict, nbytes: int,
                  starts: tuple[int, ...]) -> dict[int, tuple]:
     """{start: (writer, key, {split: tensor})} for each other first trainable block in `starts` whose
-    entry is not in the cache yet and can be written (one that cannot is left to the run that needs it)."""
+    entry is not in the cache yet and can be written (one that cannot is left to the run that needs it);
+    each entry is the size of the pass's own (`nbytes`)."""
     dim, dtype, out = classifier.model.cfg.emb_dim, classifier.prefix.dtype_name, {}
     for start in sorted(set(starts)):
         if start == classifier.start or not 0 < start <= len(classifier.model.trf_blocks):
@@ -105,8 +106,7 @@ def also_writers(classifier, tokens, world, device, counts: dict, names: dict, w
         key, meta = cache_key(classifier, tokens, world, device, counts, names, start)
         entry, _ = feature_cache.open_entry(key)
         if entry is None:
-            nbytes, where = where_features_live(sum(counts.values()), dim, classifier.prefix.out_dtype)
-            writer, outputs, _ = open_entry_writer(key, meta, widths, nbytes, where, dim, dtype)
+            writer, outputs, _ = open_entry_writer(key, meta, widths, nbytes, "", dim, dtype)
             if writer:
                 out[start] = (writer, key, outputs)
     return out

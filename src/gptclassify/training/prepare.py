@@ -16,7 +16,7 @@ import torch
 
 from ..classifier.head import add_classifier_head, first_trainable_block, freeze_all_but
 from ..classifier.lora import add_lora
-from ..classifier.prefix import FrozenPrefix, describe_cpu, resolve_prefix_dtype
+from ..classifier.prefix import FrozenPrefix, describe_cpu, first_trainable_block_fits, resolve_prefix_dtype
 from ..config import DEFAULT_MAX_LENGTH, TrainConfig, with_family_defaults
 from ..data.batches import ShardedLoader, TextDataset
 from ..classifier.names import head_size, window_combine
@@ -118,21 +118,14 @@ def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainCo
     n_layers = len(classifier.model.trf_blocks)
     inputs = frozen_pass(classifier, tokens, world, device, log, {"model": classifier.model_name, "weights": weights,
                                                                    "data_dir": data_dir},
-                         tuple(first_trainable_block(n_layers, t) for t in also_keep if fits(n_layers, t)))
+                         tuple(first_trainable_block(n_layers, t) for t in also_keep
+                               if first_trainable_block_fits(classifier.model, t)))
     loaders = make_loaders(inputs, texts, classifier.cfg, world)
     logits_fn = make_logits_fn(classifier.model, classifier.start, classifier.cfg.pooling, inputs.cached,
                                autocast_for(device), classifier.prefix, classifier.cfg.recompute_blocks,
                                window_combine(task))
     return Prepared(model, weights, data_dir, run_dir, world, device, labels, texts, classifier, tokens, inputs,
                     loaders, logits_fn, log, task, target_scale)
-
-
-def fits(n_layers: int, trainable: str) -> bool:
-    """Whether a model of `n_layers` blocks has the blocks `trainable` names (and a frozen one before)."""
-    try:
-        return first_trainable_block(n_layers, trainable) > 0
-    except ValueError:
-        return False
 
 
 def check_task_settings(task: str, cfg: TrainConfig) -> None:

@@ -23,7 +23,7 @@ from ..classifier.tasks import headline
 from ..device import autocast_for
 from .prepare import Prepared
 from .steps import calc_loss_batch, make_logits_fn, make_optimizer
-from .tune_grid import Recipe
+from .tune_grid import Recipe, scored
 
 PROBE_STEPS = 10
 
@@ -178,7 +178,7 @@ def run_side_by_side(todo: list[list[Recipe]], prepared, workers: list[Worker], 
         futures = [pool.submit(one, t) for t in todo]
         try:
             for future in as_completed(futures):
-                got = {f"{name}|{fold}": result for name, result in future.result().items()}
+                got = {scored(name, fold): result for name, result in future.result().items()}
                 done.update(got)
                 if finished:
                     finished(got)

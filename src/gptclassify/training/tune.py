@@ -54,8 +54,8 @@ from ..hub import sha256_file
 from .prepare import Prepared, prepare
 from .run import train_run
 from .trials import Worker, make_workers, parallel_trials, probe_seconds, run_side_by_side
-from .tune_grid import (DEPTHS, LORA_BLOCKS, Costs, Recipe, depth_settings, make_grid, planned_trainings, sized_to,
-                        trainings)
+from .tune_grid import (DEPTHS, LORA_BLOCKS, Costs, Recipe, depth_settings, make_grid, planned_trainings, scored,
+                        sized_to, trainings)
 
 
 def setup_key(model, weights, data_dir: Path, base: TrainConfig, folds: int, grid: list[Recipe],
@@ -97,14 +97,14 @@ def prepare_depths(model, weights, data_dir: Path, base: TrainConfig, run_dir: P
 
 def cross_validate(prepared, workers: list[Worker], threads: int, starts, data, folds, grid, scores: dict, record,
                    log, world: World = World()) -> int:
-    """Successive halving over the folds; `scores[f"{recipe name}|{fold}"]` filled in. Each fold's
+    """Successive halving over the folds; `scores[scored(recipe name, fold)]` filled in. Each fold's
     trainings are shared out between the processes and, in each, run side by side by its workers.
     `record(results)` keeps each result (score, held-out logits and targets) as it comes when alone,
     under torchrun after the fold (gathered on every process). Returns how many trainings ran."""
     alive, ran = list(grid), 0
     for k, held in enumerate(folds):
         rest = [i for j, f in enumerate(folds) if j != k for i in f]
-        todo = trainings([r for r in alive if f"{r.name}|{k}" not in scores])
+        todo = trainings([r for r in alive if scored(r.name, k) not in scores])
         done = run_side_by_side(todo[world.rank::world.size], prepared, workers, threads, starts, data, rest, held,
                                 record if world.size == 1 else None, k)
         ran += len(todo)
@@ -141,7 +141,7 @@ def held_out_file(held_dir: Path, name: str) -> Path:
 def out_of_fold(held_dir: Path, winner: Recipe, folds: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The winner's logits and targets on every training and validation text, each from the fold
     model that did not train on it; None when one fold's are missing."""
-    files = [held_out_file(held_dir, f"{winner.name}|{k}") for k in range(folds)]
+    files = [held_out_file(held_dir, scored(winner.name, k)) for k in range(folds)]
     if not all(f.is_file() for f in files):
         return None
     parts = [load_file(f) for f in files]
@@ -149,14 +149,14 @@ def out_of_fold(held_dir: Path, winner: Recipe, folds: int) -> tuple[torch.Tenso
 
 
 def mean_of(scores: dict, r: Recipe, folds: int) -> float:
-    return statistics.fmean(scores[f"{r.name}|{k}"] for k in range(folds))
+    return statistics.fmean(scores[scored(r.name, k)] for k in range(folds))
 
 
 def table(grid: list[Recipe], scores: dict, folds: int, metric: str) -> list[dict]:
     """Every recipe with its scores, the finalists (every fold) first by mean, then the rest by mean."""
     rows = []
     for r in grid:
-        got = [scores[f"{r.name}|{k}"] for k in range(folds) if f"{r.name}|{k}" in scores]
+        got = [scores[scored(r.name, k)] for k in range(folds) if scored(r.name, k) in scores]
         rows.append({"recipe": r.name, **asdict(r), "metric": metric, "folds": len(got), "scores": got,
                      "mean": statistics.fmean(got) if got else None,
                      "std": statistics.pstdev(got) if len(got) > 1 else 0.0})

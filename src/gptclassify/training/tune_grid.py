@@ -43,15 +43,17 @@ def make_grid(rate: float, schedule: str, depths: tuple[str, ...]) -> list[Recip
     """Every recipe, the likeliest and cheapest first (a budget keeps what fits, in this order): the
     last block at the family's rate x 1, 2 and 1/2 on both schedules, then the last 2 blocks on the
     family's schedule at those rates, then the outer rates (x 4, x 1/4), then LoRA."""
-    schedules = (schedule, other_schedule(schedule))
-    core, outer = RATE_FACTORS[:CORE_FACTORS], RATE_FACTORS[CORE_FACTORS:]
-    shallow = [d for d in depths if d == "last-block"]
-    deep = [d for d in depths if d not in ("last-block", "lora")]
-    grid = [Recipe(d, rate * f, s, e) for d in shallow for f in core for e in EPOCHS for s in schedules]
-    grid += [Recipe(d, rate * f, schedule, e) for d in deep for f in core for e in EPOCHS]
-    grid += [Recipe(d, rate * f, s, e) for d in shallow for f in outer for e in EPOCHS for s in schedules]
-    grid += [Recipe(d, rate * f, schedule, e) for d in deep for f in outer for e in EPOCHS]
+    grid = []
+    for factors in (RATE_FACTORS[:CORE_FACTORS], RATE_FACTORS[CORE_FACTORS:]):
+        for depth in (d for d in depths if d != "lora"):  # the last block on both schedules, deeper on the family's
+            schedules = (schedule, other_schedule(schedule)) if depth == "last-block" else (schedule,)
+            grid += [Recipe(depth, rate * f, s, e) for f in factors for e in EPOCHS for s in schedules]
     return grid + [Recipe("lora", rate * f, schedule, EPOCHS[0]) for f in LORA_FACTORS if "lora" in depths]
+
+
+def scored(name: str, fold: int) -> str:
+    """The key of a recipe's score on a fold (in `tuning.partial.json` and the held-out files' names)."""
+    return f"{name}|{fold}"
 
 
 def trainings(recipes: list[Recipe]) -> list[list[Recipe]]:
@@ -112,8 +114,6 @@ class Costs:
         """Seconds successive halving takes over `grid`: every recipe on the first fold, and on each
         later fold as many as go on, at worst the dearest (a deeper recipe that wins costs several
         of the last block's: planning for the average one ran 75% over)."""
-        if not grid:
-            return 0.0
         def fold(recipes: list[Recipe]) -> float:
             return sum(self.training(t, self.fold_steps) for t in trainings(recipes))
 
