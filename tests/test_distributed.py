@@ -266,7 +266,8 @@ def test_commands_that_run_alone_refuse_torchrun(tmp_path):
 
 @pytest.mark.parametrize("task", ["multi-label", "regression", "pairs", "chunks", "chunks-multi-label"])
 def test_label_shapes_take_the_same_steps_on_two_processes_and_after_a_resume(task, weights_dir, tmp_path, monkeypatch):
-    """A set of labels, a number per text, a pair of texts, long texts read in windows: 2 processes
+    """A set of labels, a number per text, a pair of texts, long texts read in windows (batched by
+    length): 2 processes
     take the single-process steps, and a run interrupted after its first epoch resumes to the same
     weights bit for bit."""
     from test_chunks import long_rows
@@ -276,6 +277,8 @@ def test_label_shapes_take_the_same_steps_on_two_processes_and_after_a_resume(ta
     from gptclassify.training.run import train_run
 
     chunks = {"truncation": "chunks", "max_length": 24, "max_chunks": 3} if task.startswith("chunks") else {}
+    if task == "chunks":  # texts of 1 to 3 windows: batched by length from every process's lengths
+        chunks["batch_order"] = "by-length"
     if task == "pairs":
         src = write_csv(tmp_path / "data.csv", pair_rows(), ("text", "other", "label"))
         prepare = ["--text-pair-column", "other"]

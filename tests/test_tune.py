@@ -213,9 +213,10 @@ def test_workers_share_the_frozen_weights_and_train_to_the_same_scores(depths, m
 
 def test_the_budget_keeps_what_fits_in_the_grids_order():
     grid = tune_grid.make_grid(1e-3, "cosine", tune_grid.DEPTHS)
-    assert len(grid) == 32 and grid[0] == tune_grid.Recipe("last-block", 1e-3, "cosine", 5)
+    assert len(grid) == 42 and grid[0] == tune_grid.Recipe("last-block", 1e-3, "cosine", 5)
     assert grid[1] == tune_grid.Recipe("last-block", 1e-3, "constant", 5) and grid[-1].trainable == "lora"
-    costs = tune_grid.Costs({"last-block": 0.01, "last-2-blocks": 0.05, "lora": 0.04}, 100, 120, 1)
+    costs = tune_grid.Costs({"last-block": 0.01, "last-2-blocks": 0.05, "last-4-blocks": 0.08, "lora": 0.04}, 100,
+                            120, 1)
     whole = costs.cross_validation(grid, 5) + costs.final(grid)
     kept = {f: tune_grid.sized_to(grid, whole * f, 5, costs) for f in (0.0, 0.1, 0.2, 0.6, 1.0)}
     assert len(kept[0.0]) == 2 and kept[1.0] == grid

@@ -13,7 +13,7 @@ import torch.nn as nn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gptclassify.data.batches import Collate, ShardedLoader
+from gptclassify.data.batches import GROUP_BATCHES, Collate, ShardedLoader, by_length
 from gptclassify.training.checkpoint import flatten_optimizer, unflatten_optimizer
 from gptclassify.classifier.head import add_classifier_head, first_trainable_block, freeze_all_but, pool
 from gptclassify.distributed import World
@@ -97,6 +97,47 @@ def test_two_processes_see_the_single_processs_batches_between_them():
     together = [sorted(labels_of(a) + labels_of(b))
                 for (a, size_a), (b, size_b) in zip(shares[0].batches(order), shares[1].batches(order))]
     assert together == seen
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 9).flatmap(lambda b: st.tuples(
+    st.one_of(st.lists(st.integers(1, 300), min_size=1, max_size=900),
+              st.integers(1, 100).flatmap(lambda n: st.lists(st.integers(1, 300), min_size=n * b, max_size=n * b))),
+    st.just(b))), st.integers(0, 2 ** 32 - 1))
+def test_batches_by_length_hold_every_text_once_and_pad_no_more_than_the_shuffled_order(case, seed):
+    """(No more padding: where every batch is full; a short batch can, by chance, fall better shuffled.)"""
+    sizes, batch_size = case
+    order = torch.randperm(len(sizes), generator=torch.Generator().manual_seed(seed)).tolist()
+    batches = by_length(order, sizes, batch_size, torch.Generator().manual_seed(seed))
+    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+    assert sum(len(b) < batch_size for b in batches) <= 1
+    groups = [set(order[g:g + GROUP_BATCHES * batch_size]) for g in range(0, len(order), GROUP_BATCHES * batch_size)]
+    assert all(any(set(b) <= g for g in groups) for b in batches)  # texts mix only within their group
+    padded = sum(len(b) * max(sizes[i] for i in b) for b in batches)
+    shuffled = sum(len(b) * max(sizes[i] for i in b) for b in (order[k:k + batch_size]
+                                                                for k in range(0, len(order), batch_size)))
+    assert padded <= shuffled or len(sizes) % batch_size
+
+
+def test_batches_by_length_are_the_same_for_one_process_or_two():
+    collate = Collate(pad_id=-1)
+    sizes = [(7 * i) % 13 + 1 for i in range(50)]
+    examples = [([i] * sizes[i], i) for i in range(50)]
+    torch.manual_seed(0)
+    order = ShardedLoader(examples, 50, 4, collate, World(), shuffle=True, sizes=sizes).draw_order()
+    torch.manual_seed(0)
+    shuffled = ShardedLoader(examples, 50, 4, collate, World(), shuffle=True).draw_order()
+    assert sorted(i for b in order for i in b) == list(range(50))
+
+    def padded(batches):
+        return sum(max(sizes[i] for i in b) * len(b) for b in batches)
+
+    assert padded(order) < 0.8 * padded(shuffled)
+    shares = [ShardedLoader([examples[i] for i in World(r, 2).shard(50)], 50, 4, collate, World(r, 2), sizes=sizes)
+              for r in (0, 1)]
+    together = [sorted(labels_of(a) + labels_of(b))
+                for (a, _), (b, _) in zip(shares[0].batches(order), shares[1].batches(order))]
+    assert together == [sorted(b) for b in order]
 
 
 def labels_of(batch) -> list[int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from ..config import TrainConfig, make_config
 from ..distributed import barrier, current
@@ -31,6 +32,8 @@ def cmd_tune(args) -> None:
             clear_run_dir(args.out)
     cfg = make_config(args.preset, **{f.name: getattr(args, f.name) for f in settings_of(TrainConfig)
                                       if f.name != "preset" and f.metadata["cli"]})
+    if args.batch_order is None:  # the grid's deeper recipes read every position: padding is what they pay for
+        cfg = replace(cfg, batch_order="by-length")
     metrics = tune_run(args.model, args.weights, args.data, cfg, args.out, args.folds, budget)
     if not current().is_main:
         return

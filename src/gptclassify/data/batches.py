@@ -108,6 +108,38 @@ def label_tensor(labels) -> torch.Tensor:
     return torch.tensor(labels, dtype=torch.float32 if floats else torch.long)
 
 
+# --batch-order by-length: the shuffled order is cut in groups of this many batches, each batched by
+# length (as transformers' LengthGroupedSampler makes its "megabatches").
+GROUP_BATCHES = 50
+
+
+def by_length(order: list[int], sizes, batch_size: int, generator=None) -> list[list[int]]:
+    """A shuffled `order`'s texts batched with texts of similar length: the order cut in groups of
+    GROUP_BATCHES batches, each group sorted by length and cut into batches (the short one, if any,
+    of the longest texts: the fewest padded positions), then the batches' order drawn from
+    `generator` (None: the global RNG). Every text once; at most one short batch."""
+    group, batches = GROUP_BATCHES * batch_size, []
+    for start in range(0, len(order), group):
+        part = sorted(order[start:start + group], key=lambda i: sizes[i])
+        batches += [part[b:b + batch_size] for b in range(0, len(part), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+class ByLength:
+    """A DataLoader's `batch_sampler` for --batch-order by-length: each epoch a new shuffle of
+    `len(sizes)` texts from `generator`, batched by `by_length`."""
+
+    def __init__(self, sizes: list[int], batch_size: int, generator: torch.Generator):
+        self.sizes, self.batch_size, self.generator = sizes, batch_size, generator
+
+    def __len__(self):
+        return -(-len(self.sizes) // self.batch_size)
+
+    def __iter__(self):
+        order = torch.randperm(len(self.sizes), generator=self.generator).tolist()
+        return iter(by_length(order, self.sizes, self.batch_size, self.generator))
+
+
 class ShardedLoader:
     """Global batches of a split, each cut to the examples this process holds.
 
@@ -115,10 +147,13 @@ class ShardedLoader:
     RNG exactly as the book's `DataLoader(shuffle=True)` is, so one process or many visit the same
     batches in the same order. `dataset` holds this process's share: global example `i` is its
     item `i // world.size` when `i % world.size == world.rank`. Yields `(batch or None, global size)`.
+    With `sizes` (every example's length), the shuffled order is batched `by_length`.
     """
 
-    def __init__(self, dataset, n_global: int, batch_size: int, collate, world, shuffle=False, drop_last=False):
-        self.dataset, self.collate, self.world = dataset, collate, world
+    def __init__(self, dataset, n_global: int, batch_size: int, collate, world, shuffle=False, drop_last=False,
+                 sizes: list[int] | None = None):
+        self.dataset, self.collate, self.world, self.sizes = dataset, collate, world, sizes
+        self.batch_size = batch_size
         self.order = DataLoader(range(n_global), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                                 collate_fn=list)
 
@@ -126,8 +161,12 @@ class ShardedLoader:
         return len(self.order)
 
     def draw_order(self) -> list[list[int]]:
-        """One epoch's global batches, drawn from the global RNG as iterating the loader draws them."""
-        return list(self.order)
+        """One epoch's global batches, drawn from the global RNG as iterating the loader draws them
+        (by length: that order's texts, batched `by_length`, the batches' order from the global RNG too)."""
+        order = list(self.order)
+        if self.sizes is None:
+            return order
+        return by_length([i for batch in order for i in batch], self.sizes, self.batch_size)
 
     def batches(self, order, skip: int = 0):
         size, rank = self.world.size, self.world.rank

@@ -120,7 +120,7 @@ def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainCo
                                                                    "data_dir": data_dir},
                          tuple(first_trainable_block(n_layers, t) for t in also_keep
                                if first_trainable_block_fits(classifier.model, t)))
-    loaders = make_loaders(inputs, texts, classifier.cfg, world)
+    loaders = make_loaders(inputs, tokens, texts, classifier.cfg, world)
     logits_fn = make_logits_fn(classifier.model, classifier.start, classifier.cfg.pooling, inputs.cached,
                                autocast_for(device), classifier.prefix, classifier.cfg.recompute_blocks,
                                window_combine(task))
@@ -214,14 +214,24 @@ def tokenize(texts: dict, classifier: Classifier, world: World, log) -> Tokenize
     return Tokenized(out, max_length, max_length if cfg.pad_to_fixed else None)
 
 
-def make_loaders(inputs: Inputs, texts: dict, cfg: TrainConfig, world: World) -> dict[str, ShardedLoader]:
-    """Shuffled from the global RNG, seeded right before training, exactly as the book's loader is."""
+def make_loaders(inputs: Inputs, tokens: Tokenized, texts: dict, cfg: TrainConfig,
+                 world: World) -> dict[str, ShardedLoader]:
+    """Shuffled from the global RNG, seeded right before training, exactly as the book's loader is
+    (--batch-order by-length: then batched by length, from every process's lengths)."""
     n = {split: len(texts[split][0]) for split in SPLITS}
+    sizes = global_sizes(tokens.datasets["train"], n["train"], world) if cfg.batch_order == "by-length" else None
     return {
         "train": ShardedLoader(inputs.sets["train"], n["train"], cfg.batch_size, inputs.collate, world, shuffle=True,
-                               drop_last=cfg.drop_last),
+                               drop_last=cfg.drop_last, sizes=sizes),
         "validation": ShardedLoader(inputs.sets["validation"], n["validation"], cfg.batch_size, inputs.collate, world),
     }
+
+
+def global_sizes(dataset: TextDataset, n: int, world: World) -> list[int]:
+    """Every example's length in token positions, from this process's share and the others'."""
+    sizes = torch.zeros(n, dtype=torch.long)
+    sizes[list(world.shard(n))] = torch.tensor(dataset.sizes, dtype=torch.long)
+    return all_reduce_sum(sizes).tolist()
 
 
 def quiet(*args, **kwargs) -> None:

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ..classifier.names import window_combine
 from ..classifier.tasks import headline
+from ..data.batches import ByLength
 from ..device import autocast_for
 from .prepare import Prepared
 from .steps import calc_loss_batch, make_logits_fn, make_optimizer
@@ -78,9 +79,7 @@ def trial(p: Prepared, worker: Worker, start: dict, data, train_rows: list[int],
         for name, param in model.named_parameters():
             if name in start:
                 param.copy_(start[name])
-    order = torch.Generator().manual_seed(cfg.seed)  # this trial's own: trials run side by side
-    loader = DataLoader(Subset(data, train_rows), batch_size=cfg.batch_size, shuffle=True, generator=order,
-                        collate_fn=p.inputs.collate)
+    loader = trial_loader(p, data, train_rows)
     optimizer, scheduler = make_optimizer(model, cfg, cfg.epochs * len(loader))
     params, steps, scores = [q for q in model.parameters() if q.requires_grad], 0, {}
     for epoch in range(1, cfg.epochs + 1):
@@ -102,6 +101,32 @@ def trial(p: Prepared, worker: Worker, start: dict, data, train_rows: list[int],
             logits, targets = held_out(p, logits_fn, data, held_rows)
             scores[score_at[epoch]] = (held_out_score(p, logits, targets), logits, targets)
     return scores
+
+
+def trial_loader(p: Prepared, data, rows: list[int]) -> DataLoader:
+    """`rows` of the training and validation splits (`data`) in the run's batch order, shuffled by the
+    trial's own generator (trials run side by side)."""
+    order = torch.Generator().manual_seed(p.cfg.seed)
+    if p.cfg.batch_order == "by-length":
+        sizes = sizes_of(p)
+        return DataLoader(Subset(data, rows), batch_sampler=ByLength([sizes[i] for i in rows], p.cfg.batch_size, order),
+                          collate_fn=p.inputs.collate)
+    return DataLoader(Subset(data, rows), batch_size=p.cfg.batch_size, shuffle=True, generator=order,
+                      collate_fn=p.inputs.collate)
+
+
+def sizes_of(p: Prepared) -> list[int]:
+    """The token positions of each text of the training and validation splits, in `data`'s order."""
+    return p.tokens.datasets["train"].sizes + p.tokens.datasets["validation"].sizes
+
+
+def spread_over_lengths(rows: list[int], sizes: list[int], n: int) -> list[int]:
+    """`n` of `rows` evenly spaced from the shortest to the longest: batches of them cost, on
+    average, what a training's batches cost (in either batch order)."""
+    ranked = sorted(rows, key=lambda i: sizes[i])
+    if len(ranked) <= n:
+        return ranked
+    return [ranked[round(k * (len(ranked) - 1) / (n - 1))] for k in range(n)]
 
 
 @torch.no_grad()
@@ -135,7 +160,10 @@ def probe_seconds(prepared: dict[str, Prepared], workers: list[Worker], starts: 
     """Seconds per training step at each depth, with every worker training side by side on `threads`
     threads each (as the trials will: they share the memory bus), timed on a few steps after two
     untimed ones (a process's first steps pay for setting up its kernels). The weights are put back
-    by the next trial."""
+    by the next trial. The steps' texts: `spread_over_lengths` of `rows`."""
+    first = next(iter(prepared.values()))
+    rows = spread_over_lengths(rows, sizes_of(first), PROBE_STEPS * first.cfg.batch_size)
+
     def steps(depth: str, worker: Worker, n: int) -> float:
         torch.set_num_threads(threads)
         p, started = prepared[depth], time.perf_counter()

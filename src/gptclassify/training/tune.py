@@ -2,15 +2,17 @@
 trained on the whole training split as a normal run.
 
 1. One frozen pass that keeps the states every trainable depth of the grid starts from (entering the
-   last block, the last 2 blocks) in the on-disk feature cache: each depth's trials, the final
-   `train` and later runs read them there.
+   last block, the last 2 and the last 4 blocks) in the on-disk feature cache: each depth's trials,
+   the final `train` and later runs read them there.
 2. Folds: the training and validation splits together, stratified (`data.folds`); the test split is
    never scored.
 3. The grid: the model family's rate (x 1, 2, 1/2, then 4, 1/4) x schedule (the family's and the
    other) x trainable depth x epochs, the likeliest and cheapest first, then LoRA on the last 2
    blocks (it reads the last-2-blocks states); sized to `--budget` (the whole tune's time) from a
    timed probe of each depth, the cost said before it starts (the dear depths are left out first).
-4. Cheap trials: at a constant rate one training scores its 3- and 5-epoch recipes (`trainings`);
+4. Cheap trials: batches of texts of similar length (`--batch-order by-length`, tune's default: the
+   deeper depths compute every position, padding too); at a constant rate one training scores its
+   3- and 5-epoch recipes (`trainings`);
    on a CPU the trials run side by side, one kernel thread each (`run_side_by_side`), the frozen
    weights shared and each its own trainable copy (`replica`) and data order.
 5. Successive halving over the folds: every recipe is scored on the first fold, the better half goes
@@ -43,6 +45,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import ConcatDataset
 
+from ..classifier.names import blocks_trained
 from ..classifier.tasks import HEADLINES
 from ..config import TrainConfig
 from ..data.folds import stratified_folds
@@ -86,7 +89,7 @@ def prepare_depths(model, weights, data_dir: Path, base: TrainConfig, run_dir: P
     prepared, deepest, n_layers = {}, False, None
     others = tuple(dict.fromkeys(d if d != "lora" else f"last-{LORA_BLOCKS}-blocks" for d in DEPTHS[1:]))
     for depth in DEPTHS:
-        if deepest and depth != "lora":  # the model has no block left to freeze
+        if depth != "lora" and (deepest or n_layers and blocks_trained(depth) > n_layers):  # no block left to freeze
             continue
         p = prepare(model, weights, data_dir, depth_settings(base, depth, n_layers), run_dir / ".tuning" / depth, log,
                     also_keep=others if not prepared else ())
@@ -254,7 +257,8 @@ def log_plan(grid: list[Recipe], full: int, folds: int, texts: int, costs: Costs
     log(f"tune: {len(grid)} recipes{f' of {full} (--budget)' if len(grid) < full else ''}, {folds} folds of "
         f"{texts:,} texts (the test split is not read), successive halving: about "
         f"{costs.cross_validation(grid, folds) / 60:.1f} min of trials{alongside}{shared}, then about "
-        f"{costs.final(grid) / 60:.1f} min for the winner's training")
+        f"{costs.final(grid) / 60:.1f} min for the winner's training (a step: "
+        + ", ".join(f"{d} {s * 1000:.0f} ms" for d, s in costs.step_seconds.items()) + ")")
 
 
 def log_table(rows: list[dict], log) -> None:

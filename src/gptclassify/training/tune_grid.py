@@ -12,7 +12,7 @@ from ..errors import UserError
 
 RATE_FACTORS = (1.0, 2.0, 0.5, 4.0, 0.25)  # times the family's rate, the likeliest first
 CORE_FACTORS = 3  # the first three: every depth and schedule tries them before the outer two
-DEPTHS = ("last-block", "last-2-blocks", "lora")  # lora: adapters on the last LORA_BLOCKS blocks (and the head)
+DEPTHS = ("last-block", "last-2-blocks", "last-4-blocks", "lora")  # lora: adapters on the last LORA_BLOCKS blocks
 EPOCHS = (5, 3)
 LORA_BLOCKS = 2  # the same frozen prefix as last-2-blocks: one cached pass serves both
 LORA_FACTORS = (1.0, 4.0)  # LoRA's rates, times the family's: at the grid's end, the first a budget cuts
@@ -41,8 +41,8 @@ def other_schedule(schedule: str) -> str:
 
 def make_grid(rate: float, schedule: str, depths: tuple[str, ...]) -> list[Recipe]:
     """Every recipe, the likeliest and cheapest first (a budget keeps what fits, in this order): the
-    last block at the family's rate x 1, 2 and 1/2 on both schedules, then the last 2 blocks on the
-    family's schedule at those rates, then the outer rates (x 4, x 1/4), then LoRA."""
+    last block at the family's rate x 1, 2 and 1/2 on both schedules, then the last 2 and the last 4
+    blocks on the family's schedule at those rates, then the outer rates (x 4, x 1/4), then LoRA."""
     grid = []
     for factors in (RATE_FACTORS[:CORE_FACTORS], RATE_FACTORS[CORE_FACTORS:]):
         for depth in (d for d in depths if d != "lora"):  # the last block on both schedules, deeper on the family's
