@@ -7,7 +7,7 @@ and the expected calibration error of the test split before and after the run's 
     ../.venv/bin/python tune_vs_default.py --datasets sms --folds 5 --budget 30m
     ../.venv/bin/python tune_vs_default.py --budget-multiple 4     # tune's budget: 4 x the default's wall time
 
-Rows measured by earlier invocations are kept in results/tune_vs_default.json.
+Rows measured by earlier invocations are kept in results/tune_vs_default.json (or --results NAME's).
 """
 
 from __future__ import annotations
@@ -19,9 +19,6 @@ import os
 from accuracy_table import dataset
 from common import RESULTS, save, scratch_dir
 from long_text import GPTCLASSIFY, MODEL, WEIGHTS, measured
-
-RESULTS_FILE = RESULTS / "tune_vs_default.json"
-
 
 def one(command: str, data, work, extra: list[str]) -> dict:
     run = work / command
@@ -53,21 +50,23 @@ def main():
     parser.add_argument("--budget", help="tune's --budget (default: the whole grid)")
     parser.add_argument("--budget-multiple", type=float, help="tune's --budget as this multiple of the default "
                                                               "train's wall time, measured just before")
+    parser.add_argument("--results", default="tune_vs_default", help="the results file's name under results/")
     args = parser.parse_args()
-    results = json.loads(RESULTS_FILE.read_text()).get("results", {}) if RESULTS_FILE.is_file() else {}
+    results_file = RESULTS / f"{args.results}.json"
+    results = json.loads(results_file.read_text()).get("results", {}) if results_file.is_file() else {}
     for name in args.datasets:
         data, work = dataset(name), scratch_dir(f"gptclassify-tune-{name}-")
         print(f"== {name}", flush=True)
         default = one("train", data, work, [])
         budget = f"{args.budget_multiple * default['wall_seconds']:.0f}s" if args.budget_multiple else args.budget
         tuned = one("tune", data, work, ["--folds", args.folds, *(["--budget", budget] if budget else [])])
-        tuned["budget"] = budget
+        tuned["budget"], tuned["budget_multiple"] = budget, args.budget_multiple
         results[name] = {"default": default, "tuned": tuned, "wall_multiple": tuned["wall_seconds"] /
                          default["wall_seconds"], "test_texts_better": round((tuned["test_accuracy"] -
                                                                               default["test_accuracy"]) *
                                                                              default["test_texts"])}
         print(json.dumps(results[name]), flush=True)
-        save("tune_vs_default", {"model": MODEL, "weights": WEIGHTS, "folds": args.folds, "budget": args.budget,
+        save(args.results, {"model": MODEL, "weights": WEIGHTS, "folds": args.folds, "budget": args.budget,
                                  "budget_multiple": args.budget_multiple, "results": results})
 
 

@@ -76,10 +76,16 @@ def test_the_test_split_never_changes_the_choice(small_data, weights_dir, tmp_pa
     assert tables[0] == tables[1] and len(tables[0]) == 7  # the last block on both schedules, the last 2, LoRA
     assert {(r["trainable"], r["schedule"]) for r in tables[0]} == {
         ("last-block", "constant"), ("last-block", "cosine"), ("last-2-blocks", "constant"), ("lora", "constant")}
-    assert [r["folds"] for r in tables[0]] == [2, 2, 2, 2, 1, 1, 1]  # 7 recipes on fold 1, the better 4 on fold 2 too
+    # 7 recipes on fold 1; on fold 2 the better 4 and the default (the grid's first), whatever its rank
+    grid = tune_grid.make_grid(5e-5, "constant", ("last-block", "last-2-blocks", "lora"))
+    first = sorted(grid, key=lambda r: -next(row["scores"][0] for row in tables[0] if row["recipe"] == r.name))
+    assert {r["recipe"] for r in tables[0] if r["folds"] == 2} == {r.name for r in first[:4]} | {grid[0].name}
     assert "lora" in {r["trainable"] for r in tables[0]}  # LoRA (on the last 2 blocks) is in the grid
     config = json.loads((tmp_path / "a" / "config.json").read_text())
-    assert config["tuning"]["winner"] == tables[0][0]["recipe"] and config["tuning"]["folds"] == 2
+    tuning = json.loads((tmp_path / "a" / "tuning.json").read_text())
+    assert tuning["against_default"]["best"] == tables[0][0]["recipe"] and tuning["against_default"]["default"] == grid[0].name
+    assert config["tuning"]["winner"] == tuning["winner"] in (tables[0][0]["recipe"], grid[0].name)
+    assert config["tuning"]["folds"] == 2
     # its temperature: fitted on the winner's 120 out-of-fold scores, not on the 15 validation texts
     assert config["tuning"]["temperature_fitted_on"].startswith("the winner's out-of-fold scores (120 texts")
     assert config["training"]["trainable"] == tables[0][0]["trainable"]
@@ -231,6 +237,25 @@ def test_the_budget_keeps_what_fits_in_the_grids_order():
     # at a constant rate, the 3-epoch twin of a 5-epoch recipe costs nothing more
     pair = [tune_grid.Recipe("last-block", 1e-3, "constant", e) for e in (5, 3)]
     assert costs.cross_validation(pair, 5) == costs.cross_validation(pair[:1], 5)
+
+
+def test_a_lead_within_one_standard_error_keeps_the_default():
+    default, other = (tune_grid.Recipe("last-block", lr, "cosine", 5) for lr in (1e-3, 2e-3))
+    base = [0.90, 0.80, 0.85, 0.88, 0.83]
+    clear = tune_grid.choose(other, default, [b + 0.02 for b in base], base)  # better by 2 points on every fold
+    assert clear["winner"] == other and clear["lead"] == pytest.approx(0.02) and clear["lead_se"] == pytest.approx(0, abs=1e-9)
+    noisy = tune_grid.choose(other, default, [b + d for b, d in zip(base, (0.06, -0.04, 0.05, -0.03, 0.0))], base)
+    assert noisy["lead"] == pytest.approx(0.008) and noisy["lead_se"] > noisy["lead"] and noisy["winner"] == default
+    assert tune_grid.choose(default, default, base, base)["winner"] == default
+
+
+def test_successive_halving_keeps_the_default_to_the_last_fold():
+    grid = [tune_grid.Recipe("last-block", lr, "cosine", 5) for lr in (1e-3, 2e-3, 4e-3, 5e-4)]
+    means = {r.name: m for r, m in zip(grid, (0.1, 0.9, 0.8, 0.7))}
+    assert tune_grid.survivors(grid, means, 2, grid[0]) == [grid[1], grid[2], grid[0]]
+    assert tune_grid.survivors(grid[1:], means, 2, grid[0]) == [grid[1], grid[2]]
+    means[grid[0].name] = 1.0
+    assert tune_grid.survivors(grid, means, 2, grid[0]) == [grid[0], grid[1]]
 
 
 def test_the_out_of_fold_scores_are_the_winners_on_every_fold_in_order(tmp_path):

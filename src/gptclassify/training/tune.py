@@ -57,8 +57,8 @@ from ..hub import sha256_file
 from .prepare import Prepared, prepare
 from .run import train_run
 from .trials import Worker, make_workers, parallel_trials, probe_seconds, run_side_by_side
-from .tune_grid import (DEPTHS, LORA_BLOCKS, Costs, Recipe, depth_settings, make_grid, planned_trainings, scored,
-                        sized_to, trainings)
+from .tune_grid import (DEPTHS, LORA_BLOCKS, Costs, Recipe, choose, depth_settings, make_grid, planned_trainings,
+                        scored, sized_to, survivors, trainings)
 
 
 def setup_key(model, weights, data_dir: Path, base: TrainConfig, folds: int, grid: list[Recipe],
@@ -119,7 +119,7 @@ def cross_validate(prepared, workers: list[Worker], threads: int, starts, data, 
         log(f"tune: fold {k + 1}/{len(folds)}: {len(alive)} recipes; best so far {best.name} "
             f"({means[best.name]:.4f})")
         if k < len(folds) - 1:
-            alive = sorted(alive, key=lambda r: -means[r.name])[:planned_trainings(len(grid), len(folds))[k + 1]]
+            alive = survivors(alive, means, planned_trainings(len(grid), len(folds))[k + 1], grid[0])
     return ran
 
 
@@ -205,21 +205,29 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
         f"{costs.cross_validation(grid, folds) / 60:.1f})")
     metric = HEADLINES[first.task]
     rows = table(grid, scores, folds, metric)
-    winner = next(r for r in grid if r.name == rows[0]["recipe"])
+    best = next(r for r in grid if r.name == rows[0]["recipe"])
+    chosen = choose(best, grid[0], *([scores[scored(r.name, k)] for k in range(folds)] for r in (best, grid[0])))
+    winner = chosen.pop("winner")
     summary = {"metric": metric, "folds": folds, "recipes": rows, "grid": len(grid), "grid_full": full,
                "scores": len(scores), "trainings": ran, "side_by_side": len(workers),
-               "seconds": time.perf_counter() - started, "winner": winner.name,
+               "seconds": time.perf_counter() - started, "winner": winner.name, "against_default": chosen,
                "summary": f"{len(grid)} recipes, {folds}-fold cross-validation on the training and validation "
-                          f"splits by {metric}, successive halving ({len(scores)} scores): {winner.name} won"}
+                          f"splits by {metric}, successive halving ({len(scores)} scores): {winner.name} "
+                          + ("won" if winner == best else f"kept ({best.name} led it by {chosen['lead']:.4f}, within "
+                                                           f"one standard error, {chosen['lead_se']:.4f})")}
     log_table(rows, log)
+    if winner != best:
+        log(f"tune: {best.name} leads the default by {chosen['lead']:.4f} ± {chosen['lead_se']:.4f} (one standard "
+            "error over the folds): within the noise, the default is kept")
     del prepared, data, starts, first, workers
     gc.collect()
     if world.is_main:
         write_json(run_dir / "tuning.json", summary)
     log(f"tune: training the winner on the training split: {winner.name}")
+    won = next(row for row in rows if row["recipe"] == winner.name)
     metrics = train_winner(model, weights, data_dir, base, run_dir, winner, n_layers, held_dir,
                            {k: summary[k] for k in ("metric", "folds", "grid", "scores", "winner")}
-                           | {"cv_mean": rows[0]["mean"], "cv_std": rows[0]["std"]}, log)
+                           | {"cv_mean": won["mean"], "cv_std": won["std"]}, log)
     if world.is_main:  # train_run ends at a barrier: every process is done with them
         shutil.rmtree(run_dir / ".tuning", ignore_errors=True)
         partial.unlink(missing_ok=True)

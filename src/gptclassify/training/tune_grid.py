@@ -5,6 +5,7 @@ timing (`trials.probe_seconds`)."""
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, replace
 
 from ..config import TrainConfig
@@ -49,6 +50,24 @@ def make_grid(rate: float, schedule: str, depths: tuple[str, ...]) -> list[Recip
             schedules = (schedule, other_schedule(schedule)) if depth == "last-block" else (schedule,)
             grid += [Recipe(depth, rate * f, s, e) for f in factors for e in EPOCHS for s in schedules]
     return grid + [Recipe("lora", rate * f, schedule, EPOCHS[0]) for f in LORA_FACTORS if "lora" in depths]
+
+
+def survivors(alive: list[Recipe], means: dict, n: int, default: Recipe) -> list[Recipe]:
+    """Successive halving's next fold: the `n` best by mean so far, and the default recipe (the
+    grid's first) whatever its rank, so that the winner is compared with it on every fold."""
+    kept = sorted(alive, key=lambda r: -means[r.name])[:n]
+    return kept + [default] if default in alive and default not in kept else kept
+
+
+def choose(best: Recipe, default: Recipe, best_scores: list[float], default_scores: list[float]) -> dict:
+    """The winner: `best` (the best mean over every fold) only where it beats the default recipe by
+    more than one standard error of their difference, fold by fold (the one-standard-error rule); a
+    lead within the folds' noise keeps the default. What was compared, for tuning.json."""
+    diffs = [b - d for b, d in zip(best_scores, default_scores)]
+    lead = statistics.fmean(diffs)
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.inf
+    winner = best if best == default or lead > se else default
+    return {"winner": winner, "default": default.name, "best": best.name, "lead": lead, "lead_se": se}
 
 
 def scored(name: str, fold: int) -> str:
@@ -118,7 +137,9 @@ class Costs:
             return sum(self.training(t, self.fold_steps) for t in trainings(recipes))
 
         dearest = sorted(grid, key=lambda r: -self.training([r], self.fold_steps))
-        return MARGIN * sum(fold(dearest[:n]) for n in planned_trainings(len(grid), folds)) / self.side_by_side
+        survivors = [dearest[:n] if k == 0 else list(dict.fromkeys(dearest[:n] + grid[:1]))  # the default stays
+                     for k, n in enumerate(planned_trainings(len(grid), folds))]
+        return MARGIN * sum(fold(alive) for alive in survivors) / self.side_by_side
 
     def final(self, grid: list[Recipe]) -> float:
         """The winner's training on the whole training split, at worst the dearest recipe's."""
