@@ -115,7 +115,7 @@ def cross_validate(prepared, workers: list[Worker], threads: int, starts, data, 
             for got in all_gather_objects(done):
                 record(got)
         means = {r.name: mean_of(scores, r, k + 1) for r in alive}
-        best = max(alive, key=lambda r: means[r.name])
+        best = min(alive, key=lambda r: (-means[r.name], grid.index(r)))  # ties: the grid's order, as `table`'s
         log(f"tune: fold {k + 1}/{len(folds)}: {len(alive)} recipes; best so far {best.name} "
             f"({means[best.name]:.4f})")
         if k < len(folds) - 1:
