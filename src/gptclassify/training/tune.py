@@ -203,22 +203,8 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
                                   world.is_main), log, world)
     log(f"tune: {ran} trainings in {(time.perf_counter() - trials_started) / 60:.1f} min (planned: about "
         f"{costs.cross_validation(grid, folds) / 60:.1f})")
-    metric = HEADLINES[first.task]
-    rows = table(grid, scores, folds, metric)
-    best = next(r for r in grid if r.name == rows[0]["recipe"])
-    chosen = choose(best, grid[0], *([scores[scored(r.name, k)] for k in range(folds)] for r in (best, grid[0])))
-    winner = chosen.pop("winner")
-    summary = {"metric": metric, "folds": folds, "recipes": rows, "grid": len(grid), "grid_full": full,
-               "scores": len(scores), "trainings": ran, "side_by_side": len(workers),
-               "seconds": time.perf_counter() - started, "winner": winner.name, "against_default": chosen,
-               "summary": f"{len(grid)} recipes, {folds}-fold cross-validation on the training and validation "
-                          f"splits by {metric}, successive halving ({len(scores)} scores): {winner.name} "
-                          + ("won" if winner == best else f"kept ({best.name} led it by {chosen['lead']:.4f}, within "
-                                                           f"one standard error, {chosen['lead_se']:.4f})")}
-    log_table(rows, log)
-    if winner != best:
-        log(f"tune: {best.name} leads the default by {chosen['lead']:.4f} ± {chosen['lead_se']:.4f} (one standard "
-            "error over the folds): within the noise, the default is kept")
+    winner, rows, summary = chosen_recipe(grid, scores, folds, HEADLINES[first.task], log)
+    summary.update(grid_full=full, trainings=ran, side_by_side=len(workers), seconds=time.perf_counter() - started)
     del prepared, data, starts, first, workers
     gc.collect()
     if world.is_main:
@@ -232,6 +218,26 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
         shutil.rmtree(run_dir / ".tuning", ignore_errors=True)
         partial.unlink(missing_ok=True)
     return metrics
+
+
+def chosen_recipe(grid: list[Recipe], scores: dict, folds: int, metric: str, log) -> tuple[Recipe, list[dict], dict]:
+    """The winner (`choose`: the best mean, where it beats the default by more than the folds' noise),
+    the table (printed) and what tuning.json says of them."""
+    rows = table(grid, scores, folds, metric)
+    best = next(r for r in grid if r.name == rows[0]["recipe"])
+    chosen = choose(best, grid[0], *([scores[scored(r.name, k)] for k in range(folds)] for r in (best, grid[0])))
+    winner = chosen.pop("winner")
+    log_table(rows, log)
+    outcome = "won" if winner == best else \
+        f"kept ({best.name} led it by {chosen['lead']:.4f}, within one standard error, {chosen['lead_se']:.4f})"
+    if winner != best:
+        log(f"tune: {best.name} leads the default by {chosen['lead']:.4f} ± {chosen['lead_se']:.4f} (one standard "
+            "error over the folds): within the noise, the default is kept")
+    return winner, rows, {
+        "metric": metric, "folds": folds, "recipes": rows, "grid": len(grid), "scores": len(scores),
+        "winner": winner.name, "against_default": chosen,
+        "summary": f"{len(grid)} recipes, {folds}-fold cross-validation on the training and validation splits by "
+                   f"{metric}, successive halving ({len(scores)} scores): {winner.name} {outcome}"}
 
 
 def resumed_or_sized(partial: Path, key: dict, grid: list[Recipe], seconds: float | None, folds: int, costs: Costs,
