@@ -29,7 +29,7 @@ VALUES = st.one_of(
 )
 TRAIN_OPTIONS = ["--epochs", "--batch-size", "--lr", "--weight-decay", "--seed", "--lora-rank", "--lora-alpha",
                  "--lora-dropout", "--lora-blocks", "--max-length", "--eval-freq", "--eval-iter", "--grad-clip",
-                 "--warmup-steps", "--max-steps", "--checkpoint-every", "--early-stopping"]
+                 "--warmup-steps", "--max-steps", "--checkpoint-every", "--early-stopping", "--batch-order"]
 FUZZ = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 
 

@@ -228,9 +228,10 @@ def chosen_recipe(grid: list[Recipe], scores: dict, folds: int, metric: str, log
     chosen = choose(best, grid[0], *([scores[scored(r.name, k)] for k in range(folds)] for r in (best, grid[0])))
     winner = chosen.pop("winner")
     log_table(rows, log)
-    outcome = "won" if winner == best else \
-        f"kept ({best.name} led it by {chosen['lead']:.4f}, within one standard error, {chosen['lead_se']:.4f})"
+    outcome = "won"
     if winner != best:
+        outcome = (f"kept ({best.name} led it by {chosen['lead']:.4f}, within one standard error, "
+                   f"{chosen['lead_se']:.4f})")
         log(f"tune: {best.name} leads the default by {chosen['lead']:.4f} ± {chosen['lead_se']:.4f} (one standard "
             "error over the folds): within the noise, the default is kept")
     return winner, rows, {

@@ -137,9 +137,9 @@ class Costs:
             return sum(self.training(t, self.fold_steps) for t in trainings(recipes))
 
         dearest = sorted(grid, key=lambda r: -self.training([r], self.fold_steps))
-        survivors = [dearest[:n] if k == 0 else list(dict.fromkeys(dearest[:n] + grid[:1]))  # the default stays
-                     for k, n in enumerate(planned_trainings(len(grid), folds))]
-        return MARGIN * sum(fold(alive) for alive in survivors) / self.side_by_side
+        per_fold = [dearest[:n] if k == 0 else list(dict.fromkeys(dearest[:n] + grid[:1]))  # the default stays
+                    for k, n in enumerate(planned_trainings(len(grid), folds))]
+        return MARGIN * sum(fold(alive) for alive in per_fold) / self.side_by_side
 
     def final(self, grid: list[Recipe]) -> float:
         """The winner's training on the whole training split, at worst the dearest recipe's."""
