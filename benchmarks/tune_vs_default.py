@@ -6,6 +6,7 @@ and the expected calibration error of the test split before and after the run's 
     ../.venv/bin/python tune_vs_default.py                       # sms, rotten-tomatoes, fortunes, spam-assassin
     ../.venv/bin/python tune_vs_default.py --datasets sms --folds 5 --budget 30m
     ../.venv/bin/python tune_vs_default.py --budget-multiple 4     # tune's budget: 4 x the default's wall time
+    ../.venv/bin/python tune_vs_default.py --model gemma-3-270m-gguf --results tune_vs_default_gemma3
 
 Rows measured by earlier invocations are kept in results/tune_vs_default.json (or --results NAME's).
 """
@@ -20,11 +21,11 @@ from accuracy_table import dataset
 from common import RESULTS, save, scratch_dir
 from long_text import GPTCLASSIFY, MODEL, WEIGHTS, measured
 
-def one(command: str, data, work, extra: list[str]) -> dict:
+def one(command: str, data, work, extra: list[str], model: str | None = None) -> dict:
     run = work / command
     env = {**os.environ, "GPTCLASSIFY_FEATURE_CACHE": str(work / f"cache-{command}")}
-    cmd = [GPTCLASSIFY, command, "--data", str(data), "--model", MODEL, "--weights", WEIGHTS, "--out", str(run),
-           "--overwrite", *extra]
+    named = ["--model", model] if model else ["--model", MODEL, "--weights", WEIGHTS]
+    cmd = [GPTCLASSIFY, command, "--data", str(data), *named, "--out", str(run), "--overwrite", *extra]
     wall, rss, status = measured(cmd, env)
     if status != 0:
         raise SystemExit(f"{command}: failed ({status})")
@@ -51,22 +52,23 @@ def main():
     parser.add_argument("--budget-multiple", type=float, help="tune's --budget as this multiple of the default "
                                                               "train's wall time, measured just before")
     parser.add_argument("--results", default="tune_vs_default", help="the results file's name under results/")
+    parser.add_argument("--model", help="another model (a name, hub id or .gguf; default SmolLM2-135M-Instruct)")
     args = parser.parse_args()
     results_file = RESULTS / f"{args.results}.json"
     results = json.loads(results_file.read_text()).get("results", {}) if results_file.is_file() else {}
     for name in args.datasets:
         data, work = dataset(name), scratch_dir(f"gptclassify-tune-{name}-")
         print(f"== {name}", flush=True)
-        default = one("train", data, work, [])
+        default = one("train", data, work, [], args.model)
         budget = f"{args.budget_multiple * default['wall_seconds']:.0f}s" if args.budget_multiple else args.budget
-        tuned = one("tune", data, work, ["--folds", args.folds, *(["--budget", budget] if budget else [])])
+        tuned = one("tune", data, work, ["--folds", args.folds, *(["--budget", budget] if budget else [])], args.model)
         tuned["budget"], tuned["budget_multiple"] = budget, args.budget_multiple
         results[name] = {"default": default, "tuned": tuned, "wall_multiple": tuned["wall_seconds"] /
                          default["wall_seconds"], "test_texts_better": round((tuned["test_accuracy"] -
                                                                               default["test_accuracy"]) *
                                                                              default["test_texts"])}
         print(json.dumps(results[name]), flush=True)
-        save(args.results, {"model": MODEL, "weights": WEIGHTS, "folds": args.folds, "budget": args.budget,
+        save(args.results, {"model": args.model or MODEL, "weights": None if args.model else WEIGHTS, "folds": args.folds, "budget": args.budget,
                                  "budget_multiple": args.budget_multiple, "results": results})
 
 
