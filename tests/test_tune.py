@@ -186,6 +186,32 @@ def test_one_training_at_a_constant_rate_scores_its_shorter_recipes_exactly(dept
     assert tune_grid.trainings(cosine) == [[cosine[0]], [cosine[1]]]  # a decaying rate: each its own training
 
 
+def test_class_weight_balanced_weighs_each_folds_own_classes(depths, monkeypatch):
+    import dataclasses
+
+    import torch
+
+    from gptclassify.training import steps
+
+    prepared, data, starts, (held, rest) = depths
+    monkeypatch.setattr(trials, "held_out_score", logit_sum)
+    p = prepared["last-block"]
+    targets = p.texts["train"][1] + p.texts["validation"][1]
+    first_class = [i for i in rest if targets[i] == 0]
+    lopsided = first_class + [i for i in rest if targets[i] != 0][:len(first_class) // 3]  # 3 to 1
+    weighed = dataclasses.replace(p, classifier=dataclasses.replace(
+        p.classifier, cfg=dataclasses.replace(p.cfg, class_weight="balanced")))
+    seen = []
+    real = steps.calc_loss_batch
+    monkeypatch.setattr(trials, "calc_loss_batch", lambda *a, **k: seen.append(k["weight"]) or real(*a, **k))
+    worker, recipe = trials.make_workers(prepared, 1)[0], [tune_grid.Recipe("last-block", 2e-3, "cosine", 2)]
+    plain = trials.trial(p, worker, starts["last-block"], data["last-block"], lopsided, held, recipe)
+    balanced = trials.trial(weighed, worker, starts["last-block"], data["last-block"], lopsided, held, recipe)
+    expected = steps.balanced_class_weights([targets[i] for i in lopsided], len(p.labels))
+    assert seen[0] is None and torch.equal(seen[-1], expected) and expected[0] < 1 < expected[1]
+    assert plain[recipe[0].name][0] != balanced[recipe[0].name][0]
+
+
 def test_workers_share_the_frozen_weights_and_train_to_the_same_scores(depths, monkeypatch):
     prepared, data, starts, (held, rest) = depths
     monkeypatch.setattr(trials, "held_out_score", logit_sum)

@@ -22,7 +22,7 @@ from ..classifier.calibration import MIN_TEXTS_TO_CALIBRATE, calibrated, fit_tem
 from ..classifier.lora import adapter_state, merge_lora
 from ..classifier.metrics import SPLIT_BATCH_SIZE, logits_report, split_logits
 from ..classifier.names import head_size
-from ..classifier.tasks import (balanced_positive_weights, choose_thresholds, headline, loss_fn,
+from ..classifier.tasks import (choose_thresholds, headline, loss_fn,
                                 multi_label_report)
 from ..config import TOKENIZERS, Policy, RunConfig, TrainConfig
 from ..data.splits import SPLITS
@@ -32,7 +32,7 @@ from ..files import read_json, save_safetensors
 from ..rundir import write_run
 from .checkpoint import load_trainable, restore_checkpoint, save_best, save_checkpoint
 from .prepare import Prepared, prepare
-from .steps import (TrainState, balanced_class_weights, calc_accuracy_loader, calc_loss_batch, calc_loss_loader,
+from .steps import (TrainState, calc_accuracy_loader, calc_loss_batch, calc_loss_loader, class_weights,
                     evaluate_model, macro_f1, make_optimizer, share_of, smoothed)
 
 CHECKPOINT_SECONDS = 600  # mid-epoch checkpoints, unless --checkpoint-every says otherwise
@@ -64,11 +64,8 @@ def train(p: Prepared, resume: bool = False, tuning: dict | None = None, calibra
         state, order = restored
         p.log("resuming " + (f"in epoch {state.epoch + 1} after step {state.global_step}" if order else
                              f"after epoch {state.epoch} (step {state.global_step})"))
-    weight = None
-    if cfg.class_weight == "balanced":  # from every training label, the same on every process
-        weight = balanced_positive_weights(p.texts["train"][1]) if p.task == "multi-label" else \
-            balanced_class_weights(p.texts["train"][1], len(p.labels))
-        weight = weight.to(p.device)
+    weight = class_weights(cfg, p.task, p.texts["train"][1], len(p.labels), p.device)  # every label: all processes alike
+    if weight is not None:
         p.log(f"{'positive' if p.task == 'multi-label' else 'class'} weights (balanced): "
               + ", ".join(f"{label} {w:.3f}" for label, w in zip(p.labels, weight)))
     state = fit(p, optimizer, scheduler, state, order, weight)

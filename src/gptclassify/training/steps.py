@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from ..classifier.head import suffix_logits
 from ..classifier.pooling import combine_windows
 from ..config import TrainConfig
-from ..classifier.tasks import loss_fn
+from ..classifier.tasks import balanced_positive_weights, loss_fn
 from ..distributed import all_reduce_sum
 from ..errors import UserError
 
@@ -64,6 +64,15 @@ def balanced_class_weights(labels: list[int], num_classes: int) -> torch.Tensor:
     if (counts == 0).any():
         raise UserError("--class-weight balanced: a class has no training example")
     return len(labels) / (num_classes * counts)
+
+
+def class_weights(cfg, task: str, targets: list, num_labels: int, device) -> torch.Tensor | None:
+    """--class-weight balanced's weights from these training targets (per class, or per label's
+    positives for multi-label), on `device`; None without the option."""
+    if cfg.class_weight != "balanced":
+        return None
+    weight = balanced_positive_weights(targets) if task == "multi-label" else balanced_class_weights(targets, num_labels)
+    return weight.to(device)
 
 
 def macro_f1(predicted: torch.Tensor, targets: torch.Tensor, num_classes: int) -> float:

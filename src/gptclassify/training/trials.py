@@ -23,7 +23,7 @@ from ..classifier.tasks import headline
 from ..data.batches import ByLength
 from ..device import autocast_for
 from .prepare import Prepared
-from .steps import calc_loss_batch, make_logits_fn, make_optimizer
+from .steps import calc_loss_batch, class_weights, make_logits_fn, make_optimizer
 from .tune_grid import Recipe, scored
 
 PROBE_STEPS = 10
@@ -80,6 +80,8 @@ def trial(p: Prepared, worker: Worker, start: dict, data, train_rows: list[int],
             if name in start:
                 param.copy_(start[name])
     loader = trial_loader(p, data, train_rows)
+    targets = p.texts["train"][1] + p.texts["validation"][1]  # `data`'s order
+    weight = class_weights(cfg, p.task, [targets[i] for i in train_rows], len(p.labels), p.device)
     optimizer, scheduler = make_optimizer(model, cfg, cfg.epochs * len(loader))
     params, steps, scores = [q for q in model.parameters() if q.requires_grad], 0, {}
     for epoch in range(1, cfg.epochs + 1):
@@ -88,7 +90,7 @@ def trial(p: Prepared, worker: Worker, start: dict, data, train_rows: list[int],
             if stop is not None and stop.is_set():
                 raise Stopped
             optimizer.zero_grad()
-            calc_loss_batch(batch, logits_fn, p.device, huber=cfg.loss == "huber").backward()
+            calc_loss_batch(batch, logits_fn, p.device, weight=weight, huber=cfg.loss == "huber").backward()
             if cfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             optimizer.step()
