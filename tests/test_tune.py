@@ -186,6 +186,27 @@ def test_one_training_at_a_constant_rate_scores_its_shorter_recipes_exactly(dept
     assert tune_grid.trainings(cosine) == [[cosine[0]], [cosine[1]]]  # a decaying rate: each its own training
 
 
+def test_the_trials_models_keep_only_what_they_train_from_the_cached_states(depths, monkeypatch, small_data,
+                                                                            weights_dir, tmp_path):
+    prepared, data, starts, (held, rest) = depths
+    monkeypatch.setattr(trials, "held_out_score", logit_sum)
+    for depth, p in prepared.items():
+        start = p.classifier.start
+        assert p.model.tok_emb.weight.numel() == 0 and all(
+            q.numel() == 0 for block in p.model.trf_blocks[:start] for q in block.parameters())
+        assert all(q.numel() > 0 for q in p.model.trf_blocks[start:].parameters()), depth
+    # a released model trains to the very scores of one that kept everything
+    full = tune.prepare(None, str(weights_dir), small_data, TrainConfig(prefix_dtype="float32"), tmp_path / "full",
+                        lambda *a: None)
+    assert full.classifier.start == prepared["last-block"].classifier.start and full.model.tok_emb.weight.numel()
+    recipe = [tune_grid.Recipe("last-block", 2e-3, "cosine", 2)]
+    worker = trials.make_workers(prepared, 1)[0]
+    released = trials.trial(prepared["last-block"], worker, starts["last-block"], data["last-block"], rest, held, recipe)
+    whole_worker = trials.Worker({"last-block": full.model}, {"last-block": full.logits_fn})
+    whole = trials.trial(full, whole_worker, starts["last-block"], data["last-block"], rest, held, recipe)
+    assert released[recipe[0].name][0] == whole[recipe[0].name][0]
+
+
 def test_class_weight_balanced_weighs_each_folds_own_classes(depths, monkeypatch):
     import dataclasses
 

@@ -45,6 +45,7 @@ import torch
 from safetensors.torch import load_file
 from torch.utils.data import ConcatDataset
 
+from ..classifier.head import release_prefix
 from ..classifier.names import blocks_trained
 from ..classifier.tasks import HEADLINES
 from ..config import TrainConfig
@@ -95,6 +96,8 @@ def prepare_depths(model, weights, data_dir: Path, base: TrainConfig, run_dir: P
                     also_keep=others if not prepared else ())
         prepared[depth], n_layers = p, len(p.model.trf_blocks)
         deepest = deepest or p.classifier.start <= 0
+        if p.inputs.cached:  # the trials read the cached states: the frozen weights are never run again
+            release_prefix(p.model, p.classifier.start)
     return prepared
 
 
