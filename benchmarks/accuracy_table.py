@@ -26,7 +26,7 @@ from pathlib import Path
 from common import RESULTS, book_split, cpu_description, save, scratch_dir
 from gptclassify.data.tokenizer import TRUNCATIONS
 from gptclassify.config import TrainConfig
-from long_text import GPTCLASSIFY, MODEL, WEIGHTS, json_child, measured, peer, subset, tfidf
+from long_text import GPTCLASSIFY, MODEL, WEIGHTS, json_child, measured, model_args, peer, subset, tfidf
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
@@ -52,8 +52,7 @@ def dataset(name: str) -> Path:
 def ours(row: str, data: Path, work: Path, extra: list[str], model: str | None = None) -> dict:
     run = work / row
     env = {**os.environ, "GPTCLASSIFY_FEATURE_CACHE": str(work / f"cache-{row}")}
-    named = ["--model", model] if model else ["--model", MODEL, "--weights", WEIGHTS]
-    cmd = [GPTCLASSIFY, "train", "--data", str(data), *named, "--out", str(run), "--overwrite", *ROWS[row], *extra]
+    cmd = [GPTCLASSIFY, "train", "--data", str(data), *model_args(model), "--out", str(run), "--overwrite", *ROWS[row], *extra]
     wall, rss, status = measured(cmd, env)
     if status != 0:
         raise SystemExit(f"{row}: train failed ({status})")

@@ -47,7 +47,7 @@ def measure(name: str) -> dict:
     work = scratch_dir(f"gptclassify-batch-order-{name}-")
     prepared = tune.prepare_depths(MODEL, WEIGHTS, dataset(name), TrainConfig(), work / "run", lambda *a: None)
     first = next(iter(prepared.values()))
-    folds = stratified_folds(first.texts["train"][1] + first.texts["validation"][1], 5, first.cfg.seed)
+    folds = stratified_folds(trials.targets_of(first), 5, first.cfg.seed)
     rows = [i for f in folds[1:] for i in f]
     (worker,) = trials.make_workers(prepared, 1)
     out = {"texts": len(rows), "real_positions": sum(trials.sizes_of(first)[i] for i in rows), "depths": {}}

@@ -29,6 +29,12 @@ HERE = Path(__file__).resolve().parent
 DATA = HERE / "data"
 GPTCLASSIFY = str(HERE.parent / ".venv" / "bin" / "gptclassify")
 MODEL, WEIGHTS = "smollm2-135m", "smollm2-135m-instruct-gguf"
+
+
+def model_args(model: str | None) -> list[str]:
+    """`--model` for another model (a name, hub id or .gguf), else SmolLM2-135M with its GGUF's weights."""
+    return ["--model", model] if model else ["--model", MODEL, "--weights", WEIGHTS]
+
 ROWS = {f"{t}-{c}": (t, c) for c in (128, 256, 512) for t in ("head", "tail", "head+tail")}
 DEFAULT_ROWS = ["head-128", "tail-128", "head+tail-128", "head-256", "tail-256", "head+tail-256", "head-512"]
 

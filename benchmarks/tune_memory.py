@@ -24,9 +24,6 @@ from accuracy_table import dataset
 from common import RESULTS, save, scratch_dir
 from long_text import MODEL, WEIGHTS, measured
 
-HERE = Path(__file__).resolve().parent
-
-
 def hub_style_checkpoint(out: Path) -> Path:
     """SmolLM2-135M-Instruct in the hub's layout, bfloat16 (in a child process: this one stays small)."""
     code = f"""

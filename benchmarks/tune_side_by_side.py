@@ -29,7 +29,7 @@ def main():
                                    lambda *a: None)
     prepared = {"last-block": prepared["last-block"]}
     p = prepared["last-block"]
-    folds = stratified_folds(p.texts["train"][1] + p.texts["validation"][1], 5, p.cfg.seed)
+    folds = stratified_folds(trials.targets_of(p), 5, p.cfg.seed)
     rest = [i for f in folds[1:] for i in f]
     data = {"last-block": ConcatDataset([p.inputs.sets["train"], p.inputs.sets["validation"]])}
     starts = {"last-block": {n: q.detach().clone() for n, q in p.model.named_parameters() if q.requires_grad}}

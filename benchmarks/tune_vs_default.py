@@ -19,13 +19,12 @@ import os
 
 from accuracy_table import dataset
 from common import RESULTS, save, scratch_dir
-from long_text import GPTCLASSIFY, MODEL, WEIGHTS, measured
+from long_text import GPTCLASSIFY, MODEL, WEIGHTS, measured, model_args
 
 def one(command: str, data, work, extra: list[str], model: str | None = None) -> dict:
     run = work / command
     env = {**os.environ, "GPTCLASSIFY_FEATURE_CACHE": str(work / f"cache-{command}")}
-    named = ["--model", model] if model else ["--model", MODEL, "--weights", WEIGHTS]
-    cmd = [GPTCLASSIFY, command, "--data", str(data), *named, "--out", str(run), "--overwrite", *extra]
+    cmd = [GPTCLASSIFY, command, "--data", str(data), *model_args(model), "--out", str(run), "--overwrite", *extra]
     wall, rss, status = measured(cmd, env)
     if status != 0:
         raise SystemExit(f"{command}: failed ({status})")
@@ -68,8 +67,9 @@ def main():
                                                                               default["test_accuracy"]) *
                                                                              default["test_texts"])}
         print(json.dumps(results[name]), flush=True)
-        save(args.results, {"model": args.model or MODEL, "weights": None if args.model else WEIGHTS, "folds": args.folds, "budget": args.budget,
-                                 "budget_multiple": args.budget_multiple, "results": results})
+        save(args.results, {"model": args.model or MODEL, "weights": None if args.model else WEIGHTS,
+                            "folds": args.folds, "budget": args.budget, "budget_multiple": args.budget_multiple,
+                            "results": results})
 
 
 if __name__ == "__main__":

@@ -100,18 +100,15 @@ def suffix_logits(model: nn.Module, x: torch.Tensor, lengths: torch.Tensor, star
     return model.out_head(model.final_norm(x))
 
 
-def release_prefix(model: nn.Module, start: int) -> int:
+def release_prefix(model: nn.Module, start: int) -> None:
     """Give back the memory of every weight `suffix_logits` does not read from `start` on (the
     embeddings and the blocks before `start`), for a model that will only ever see cached states:
-    each becomes an empty tensor, so that a stray use fails loudly. Returns the bytes released."""
+    each becomes an empty tensor, so that a stray use fails loudly."""
     kept = {id(q) for part in (model.trf_blocks[max(start, 0):], model.final_norm, model.out_head)
             for q in part.parameters()}
-    released = 0
     for q in model.parameters():
-        if id(q) not in kept and q.numel():
-            released += q.numel() * q.element_size()
+        if id(q) not in kept:
             q.data = torch.empty(0, dtype=q.dtype, device=q.device)
-    return released
 
 
 def classify_logits(model: nn.Module, ids: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:

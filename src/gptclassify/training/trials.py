@@ -80,7 +80,7 @@ def trial(p: Prepared, worker: Worker, start: dict, data, train_rows: list[int],
             if name in start:
                 param.copy_(start[name])
     loader = trial_loader(p, data, train_rows)
-    targets = p.texts["train"][1] + p.texts["validation"][1]  # `data`'s order
+    targets = targets_of(p)
     weight = class_weights(cfg, p.task, [targets[i] for i in train_rows], len(p.labels), p.device)
     optimizer, scheduler = make_optimizer(model, cfg, cfg.epochs * len(loader))
     params, steps, scores = [q for q in model.parameters() if q.requires_grad], 0, {}
@@ -115,6 +115,11 @@ def trial_loader(p: Prepared, data, rows: list[int]) -> DataLoader:
                           collate_fn=p.inputs.collate)
     return DataLoader(Subset(data, rows), batch_size=p.cfg.batch_size, shuffle=True, generator=order,
                       collate_fn=p.inputs.collate)
+
+
+def targets_of(p: Prepared) -> list:
+    """The targets of the training and validation splits, in `data`'s order (what the folds split)."""
+    return p.texts["train"][1] + p.texts["validation"][1]
 
 
 def sizes_of(p: Prepared) -> list[int]:

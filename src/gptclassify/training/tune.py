@@ -57,7 +57,7 @@ from ..files import read_json, save_safetensors, write_json
 from ..hub import sha256_file
 from .prepare import Prepared, prepare
 from .run import train_run
-from .trials import Worker, make_workers, parallel_trials, probe_seconds, run_side_by_side
+from .trials import Worker, make_workers, parallel_trials, probe_seconds, run_side_by_side, targets_of
 from .tune_grid import (DEPTHS, LORA_BLOCKS, Costs, Recipe, choose, depth_settings, make_grid, planned_trainings,
                         scored, sized_to, survivors, trainings)
 
@@ -179,7 +179,7 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     data_dir, run_dir = Path(data_dir), Path(run_dir)
     prepared = prepare_everywhere(model, weights, data_dir, base, run_dir, log, world)
     first = next(iter(prepared.values()))
-    targets = first.texts["train"][1] + first.texts["validation"][1]
+    targets = targets_of(first)
     if len(targets) < 2 * folds:
         raise UserError(f"{len(targets)} training and validation texts cannot make {folds} folds")
     fold_rows = stratified_folds(targets, folds, base.seed)
