@@ -89,6 +89,28 @@ def test_the_test_split_never_changes_the_choice(small_data, weights_dir, tmp_pa
     # its temperature: fitted on the winner's 120 out-of-fold scores, not on the 15 validation texts
     assert config["tuning"]["temperature_fitted_on"].startswith("the winner's out-of-fold scores (120 texts")
     assert config["training"]["trainable"] == tables[0][0]["trainable"]
+    # the winner trained on the training and validation splits (105 + 15 texts), batch after batch of
+    # both; those splits' held-out scores are its out-of-fold ones, and no epoch was held out to pick
+    assert config["tuning"]["trained_on"] == "the training and validation splits"
+    metrics = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    batch = config["training"]["batch_size"]
+    assert metrics["training"]["steps"] == config["training"]["epochs"] * -(-120 // batch)
+    assert metrics["training"]["examples_seen"] == config["training"]["epochs"] * 120
+    assert metrics["validation"]["scored"].startswith("out of fold")
+    assert sum(c["support"] for c in metrics["validation"]["per_class"].values()) == 120
+    history = json.loads((tmp_path / "a" / "history.json").read_text())
+    assert history["epochs"] and all("val_accuracy" not in e for e in history["epochs"])
+    assert all("val_loss" not in e and "train_loss" in e for e in history["eval"])
+    # its report: the tuning table, what it trained on, a baseline trained on the same texts
+    logged = []
+    from gptclassify.inference.report import gather
+
+    got = gather(tmp_path / "a", None, "test", "cpu", log=logged.append)
+    assert "report: the TF-IDF baseline on the same training data (train and validation splits)" in logged
+    assert got.baseline["accuracy"] is not None
+    assert main(["report", str(tmp_path / "a")]) == 0
+    page = (tmp_path / "a" / "report.html").read_text(encoding="utf-8")
+    assert "id=tuning" in page and "the training and validation splits" in page
     assert not (tmp_path / "a" / ".tuning").exists() and not (tmp_path / "a" / "tuning.partial.json").exists()
 
 
@@ -115,7 +137,8 @@ def test_a_killed_tune_resumes_to_the_same_table(small_data, weights_dir, tmp_pa
 def test_tune_refuses_what_it_chooses_itself(small_data, weights_dir, tmp_path, capsys):
     for extra, message in ((["--trainable", "last-block"], "tune chooses --trainable itself"),
                            (["--budget", "soon"], "--budget 'soon': a time such as 30m"),
-                           (["--folds", "1"], "--folds must be 2 or more")):
+                           (["--folds", "1"], "--folds must be 2 or more"),
+                           (["--keep-best"], "--keep-best need a validation split held out")):
         capsys.readouterr()
         assert main(["tune", "--data", str(small_data), "--weights", str(weights_dir), "--out", str(tmp_path / "r"),
                      *extra]) == 1
@@ -139,6 +162,11 @@ def test_torchrun_shares_the_trials_out_to_the_same_table(small_data, weights_di
     assert [x for r in one["recipes"] for x in r["scores"]] == \
         pytest.approx([x for r in two["recipes"] for x in r["scores"]], abs=1e-9)
     assert one["winner"] == two["winner"] and one["scores"] == two["scores"] == one["trainings"] == 4
+    # the winner, trained on both splits shared out over the two processes: the single process's run
+    m1, m2 = (json.loads((tmp_path / r / "metrics.json").read_text()) for r in ("one", "two"))
+    assert m1["training"]["steps"] == m2["training"]["steps"] and m1["training"]["examples_seen"] == \
+        m2["training"]["examples_seen"] == m1["training"]["epochs"] * 120
+    assert m1["test"]["loss"] == pytest.approx(m2["test"]["loss"], rel=1e-4)
     assert not (tmp_path / "two" / ".tuning").exists() and not (tmp_path / "two" / "tuning.partial.json").exists()
 
 

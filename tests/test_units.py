@@ -99,6 +99,25 @@ def test_two_processes_see_the_single_processs_batches_between_them():
     assert together == seen
 
 
+@pytest.mark.parametrize("parts", [(11, 5), (4, 7, 3), (1, 1)])
+def test_two_splits_shared_out_are_one_loaders_examples_each_held_once(parts):
+    """tune's winner trains on the training and validation splits: each shared out on its own, as
+    the frozen pass shares them; the two processes' batches hold the single process's examples."""
+    splits = [[([i] * (i % 3 + 1), 100 * s + i) for i in range(n)] for s, n in enumerate(parts)]
+    every = [e for split in splits for e in split]
+    collate = Collate(pad_id=-1)
+    torch.manual_seed(0)
+    alone = ShardedLoader(every, len(every), 4, collate, World(), shuffle=True, parts=list(parts))
+    order = alone.draw_order()
+    seen = [sorted(labels_of(b)) for b, _ in alone.batches(order)]
+    assert sorted(x for b in seen for x in b) == sorted(y for _, y in every)
+    shares = [ShardedLoader([split[i] for split in splits for i in World(r, 2).shard(len(split))], len(every), 4,
+                            collate, World(r, 2), parts=list(parts)) for r in (0, 1)]
+    together = [sorted(labels_of(a) + labels_of(b))
+                for (a, _), (b, _) in zip(shares[0].batches(order), shares[1].batches(order))]
+    assert together == seen
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.integers(1, 9).flatmap(lambda b: st.tuples(
     st.one_of(st.lists(st.integers(1, 300), min_size=1, max_size=900),

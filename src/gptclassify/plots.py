@@ -24,7 +24,8 @@ def plot_history(history: dict, run_dir: Path) -> None:
         if points:
             seen = [p["examples_seen"] for p in points]
             ax.plot(seen, [p[train_key] for p in points], label=f"Training {what}")
-            ax.plot(seen, [p[val_key] for p in points], linestyle="-.", label=f"Validation {what}")
+            if all(val_key in p for p in points):  # tune's winner trains on the validation split too
+                ax.plot(seen, [p[val_key] for p in points], linestyle="-.", label=f"Validation {what}")
             ax.legend()
         ax.set_xlabel("Examples seen")
         ax.set_ylabel(what[:1].upper() + what[1:])

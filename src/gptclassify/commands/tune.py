@@ -22,6 +22,11 @@ def cmd_tune(args) -> None:
     given = [f"--{name.replace('_', '-')}" for name in CHOSEN if getattr(args, name) is not None]
     if given:
         raise UserError(f"tune chooses {' and '.join(given)} itself; leave {'them' if len(given) > 1 else 'it'} out")
+    held = [f"--{name.replace('_', '-')}" for name in ("keep_best", "select_by", "early_stopping") if getattr(args, name)]
+    if held:
+        raise UserError(f"tune trains its winner on the training and validation splits together (the folds hold "
+                        f"every text out once); {' and '.join(held)} need a validation split held out: leave "
+                        f"{'them' if len(held) > 1 else 'it'} out")
     if args.folds < 2:
         raise UserError("--folds must be 2 or more")
     budget = parse_budget(args.budget)

@@ -147,13 +147,15 @@ class ShardedLoader:
     RNG exactly as the book's `DataLoader(shuffle=True)` is, so one process or many visit the same
     batches in the same order. `dataset` holds this process's share: global example `i` is its
     item `i // world.size` when `i % world.size == world.rank`. Yields `(batch or None, global size)`.
-    With `sizes` (every example's length), the shuffled order is batched `by_length`.
+    With `sizes` (every example's length), the shuffled order is batched `by_length`. With `parts`
+    (the global sizes of several splits whose shares `dataset` holds one after the other), global
+    example `i` is the splits' examples in turn, each split shared out as above.
     """
 
     def __init__(self, dataset, n_global: int, batch_size: int, collate, world, shuffle=False, drop_last=False,
-                 sizes: list[int] | None = None):
+                 sizes: list[int] | None = None, parts: list[int] | None = None):
         self.dataset, self.collate, self.world, self.sizes = dataset, collate, world, sizes
-        self.batch_size = batch_size
+        self.batch_size, self.parts = batch_size, parts or [n_global]
         self.order = DataLoader(range(n_global), batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                                 collate_fn=list)
 
@@ -169,10 +171,18 @@ class ShardedLoader:
         return by_length([i for batch in order for i in batch], self.sizes, self.batch_size)
 
     def batches(self, order, skip: int = 0):
-        size, rank = self.world.size, self.world.rank
         for indices in order[skip:] if skip else order:
-            mine = [i // size for i in indices if i % size == rank]
+            mine = [j for j in map(self.local, indices) if j is not None]
             yield (self.collate([self.dataset[j] for j in mine]) if mine else None), len(indices)
+
+    def local(self, i: int) -> int | None:
+        """Global example `i`'s index in this process's `dataset`, or None when another holds it."""
+        size, rank, before = self.world.size, self.world.rank, 0
+        for n in self.parts:
+            if i < n:
+                return before + i // size if i % size == rank else None
+            i, before = i - n, before + len(range(rank, n, size))
+        raise IndexError(f"example {i} is past the {sum(self.parts)} this loader holds")
 
     def __iter__(self):
         return self.batches(self.order)

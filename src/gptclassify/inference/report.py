@@ -92,8 +92,10 @@ def baseline_metrics(data_dir: Path, test: tuple[list, list], clf: Classifier, t
     `targets` as a tensor), or why there are none."""
     if importlib.util.find_spec("sklearn") is None:
         return SKLEARN_MISSING
-    train = load_data_split(data_dir, "train", clf.labels, task, separator)
-    log("report: the TF-IDF baseline on the same training split")
+    splits = trained_on(clf.config)
+    parts = [load_data_split(data_dir, s, clf.labels, task, separator) for s in splits]
+    train = ([t for texts, _ in parts for t in texts], [y for _, ys in parts for y in ys])
+    log(f"report: the TF-IDF baseline on the same training data ({' and '.join(splits)} split{'s' * (len(splits) > 1)})")
     got = tfidf_baseline(train, test, task, clf.labels)
     predicted = got["predicted"]
     if task == "multi-label":
@@ -104,6 +106,11 @@ def baseline_metrics(data_dir: Path, test: tuple[list, list], clf: Classifier, t
     else:
         report = classification_report(targets.numpy(), predicted, clf.labels)
     return {**report, "seconds": got["seconds"]}
+
+
+def trained_on(config) -> tuple[str, ...]:
+    """The splits a run trained on: the training split, and the validation split too for tune's winner."""
+    return ("train", "validation") if (config.tuning or {}).get("trained_on") else ("train",)
 
 
 def ranked_by_score(probs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -60,6 +60,9 @@ def recipe_section(data: ReportData) -> str:
             ["scored on", f"the {data.split} split: {len(data.texts):,} texts"]]
     if data.tuning:
         rows.append(["tuned", "yes: the recipe won the cross-validation below"])
+    if (c.tuning or {}).get("trained_on"):
+        rows.append(["trained on", c.tuning["trained_on"] + (" (these scores are not held out)"
+                                                             if data.split != "test" else "")])
     return "<h2 id=recipe>Recipe and data</h2>" + table(["", ""], rows, (0, 1))
 
 
@@ -71,11 +74,15 @@ def curves_section(data: ReportData) -> str:
 
     def losses(ax):
         for key, style in (("train_loss", "-"), ("val_loss", "-.")):
+            if any(key not in p for p in evals):  # tune's winner: no validation split held out
+                continue
             ax.plot([p["examples_seen"] for p in evals], [p[key] for p in evals], style, label=key.replace("_", " "))
         ax.set_xlabel("examples seen"), ax.set_ylabel("loss"), ax.legend()
 
     def scores(ax):
         for key, style in (("train_accuracy", "-o"), ("val_accuracy", "-.o")):
+            if any(key not in p for p in epochs):
+                continue
             ax.plot([p["epoch"] for p in epochs], [p[key] for p in epochs], style,
                     label=("train " if key.startswith("train") else "validation ") + metric)
         ax.xaxis.get_major_locator().set_params(integer=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+from torch.utils.data import ConcatDataset
 
 from ..classifier.head import add_classifier_head, first_trainable_block, freeze_all_but
 from ..classifier.lora import add_lora
@@ -85,6 +86,15 @@ class Prepared:
     def model(self) -> torch.nn.Module:
         return self.classifier.model
 
+    @property
+    def held_out(self) -> bool:
+        """Whether the validation split is held out (tune's winner trains on it too)."""
+        return "validation" in self.loaders
+
+    def training_targets(self) -> list:
+        """The targets of every text that trains."""
+        return self.texts["train"][1] + ([] if self.held_out else self.texts["validation"][1])
+
     def run_info(self) -> dict:
         """What `--resume` needs to build the same run again (kept in every checkpoint)."""
         return {"model_name": self.classifier.model_name, "model": self.given_model, "weights": self.weights,
@@ -92,9 +102,10 @@ class Prepared:
 
 
 def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainConfig, run_dir: Path,
-            log=print, also_keep: tuple[str, ...] = ()) -> Prepared:
+            log=print, also_keep: tuple[str, ...] = (), train_on: tuple[str, ...] = ("train",)) -> Prepared:
     """Everything before the first step. `also_keep`: other trainable policies (`last-2-blocks`...)
-    whose frozen states the frozen pass keeps in the feature cache too, from the same pass."""
+    whose frozen states the frozen pass keeps in the feature cache too, from the same pass;
+    `train_on`: the splits that train (`make_loaders`)."""
     world = current()
     log = log if world.is_main else quiet
     data_dir, run_dir, weights = Path(data_dir), Path(run_dir), weights or model or "gpt2"
@@ -120,7 +131,7 @@ def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainCo
                                                                    "data_dir": data_dir},
                          tuple(first_trainable_block(n_layers, t) for t in also_keep
                                if first_trainable_block_fits(classifier.model, t)))
-    loaders = make_loaders(inputs, tokens, texts, classifier.cfg, world)
+    loaders = make_loaders(inputs, tokens, texts, classifier.cfg, world, train_on)
     logits_fn = make_logits_fn(classifier.model, classifier.start, classifier.cfg.pooling, inputs.cached,
                                autocast_for(device), classifier.prefix, classifier.cfg.recompute_blocks,
                                window_combine(task))
@@ -214,17 +225,23 @@ def tokenize(texts: dict, classifier: Classifier, world: World, log) -> Tokenize
     return Tokenized(out, max_length, max_length if cfg.pad_to_fixed else None)
 
 
-def make_loaders(inputs: Inputs, tokens: Tokenized, texts: dict, cfg: TrainConfig,
-                 world: World) -> dict[str, ShardedLoader]:
+def make_loaders(inputs: Inputs, tokens: Tokenized, texts: dict, cfg: TrainConfig, world: World,
+                 train_on: tuple[str, ...] = ("train",)) -> dict[str, ShardedLoader]:
     """Shuffled from the global RNG, seeded right before training, exactly as the book's loader is
-    (--batch-order by-length: then batched by length, from every process's lengths)."""
+    (--batch-order by-length: then batched by length, from every process's lengths). `train_on`:
+    the splits the training loader goes over (tune's winner: the validation split too, and then
+    there is no validation loader)."""
     n = {split: len(texts[split][0]) for split in SPLITS}
-    sizes = global_sizes(tokens.datasets["train"], n["train"], world) if cfg.batch_order == "by-length" else None
-    return {
-        "train": ShardedLoader(inputs.sets["train"], n["train"], cfg.batch_size, inputs.collate, world, shuffle=True,
-                               drop_last=cfg.drop_last, sizes=sizes),
-        "validation": ShardedLoader(inputs.sets["validation"], n["validation"], cfg.batch_size, inputs.collate, world),
-    }
+    sizes = [size for split in train_on for size in global_sizes(tokens.datasets[split], n[split], world)] \
+        if cfg.batch_order == "by-length" else None
+    data = inputs.sets["train"] if train_on == ("train",) else ConcatDataset([inputs.sets[s] for s in train_on])
+    loaders = {"train": ShardedLoader(data, sum(n[s] for s in train_on), cfg.batch_size, inputs.collate, world,
+                                      shuffle=True, drop_last=cfg.drop_last, sizes=sizes,
+                                      parts=[n[s] for s in train_on])}
+    if "validation" not in train_on:
+        loaders["validation"] = ShardedLoader(inputs.sets["validation"], n["validation"], cfg.batch_size,
+                                              inputs.collate, world)
+    return loaders
 
 
 def global_sizes(dataset: TextDataset, n: int, world: World) -> list[int]:

@@ -46,9 +46,11 @@ def train_run(model: str | None, weights: str | None, data_dir: Path, cfg: Train
               resume: bool = False, log=print, tuning: dict | None = None, calibrate_on=None) -> dict:
     """A whole training run, from a data directory and a model to a finished run directory
     (`tuning`: how `gptclassify tune` chose its recipe, kept in its config.json; `calibrate_on`: its
-    out-of-fold logits and targets, which fit the temperature instead of the validation split's)."""
-    return train(prepare(model, weights, data_dir, cfg, run_dir, log), resume=resume, tuning=tuning,
-                 calibrate_on=calibrate_on)
+    out-of-fold logits and targets, the held-out scores of every training and validation text: then
+    the validation split trains too, and those scores stand in for it)."""
+    train_on = ("train", "validation") if calibrate_on else ("train",)
+    return train(prepare(model, weights, data_dir, cfg, run_dir, log, train_on=train_on), resume=resume,
+                 tuning=tuning, calibrate_on=calibrate_on)
 
 
 def train(p: Prepared, resume: bool = False, tuning: dict | None = None, calibrate_on=None) -> dict:
@@ -64,7 +66,7 @@ def train(p: Prepared, resume: bool = False, tuning: dict | None = None, calibra
         state, order = restored
         p.log("resuming " + (f"in epoch {state.epoch + 1} after step {state.global_step}" if order else
                              f"after epoch {state.epoch} (step {state.global_step})"))
-    weight = class_weights(cfg, p.task, p.texts["train"][1], len(p.labels), p.device)  # every label: all processes alike
+    weight = class_weights(cfg, p.task, p.training_targets(), len(p.labels), p.device)  # all processes alike
     if weight is not None:
         p.log(f"{'positive' if p.task == 'multi-label' else 'class'} weights (balanced): "
               + ", ".join(f"{label} {w:.3f}" for label, w in zip(p.labels, weight)))
@@ -75,12 +77,16 @@ def train(p: Prepared, resume: bool = False, tuning: dict | None = None, calibra
         p.log(f"kept the best epoch by validation {cfg.select_by}: {state.best_epoch}")
     model.eval()
     outputs = {split: full_logits(p, split) for split in SPLITS}  # each split's pass once
+    if not p.held_out:  # the validation split trained: its held-out scores are tune's out-of-fold ones
+        outputs["validation"] = calibrate_on
     source = f"{len(calibrate_on[1]):,} out-of-fold texts of tune's folds" if calibrate_on else "validation"
-    temperature = calibrate(p, *(calibrate_on or outputs["validation"]), source)
+    temperature = calibrate(p, *outputs["validation"], source)
     thresholds = label_thresholds(p, calibrated(outputs["validation"][0], temperature), outputs["validation"][1]) \
         if p.task == "multi-label" else None
     metrics = {split: logits_report(*outputs[split], p.labels, p.task, thresholds, p.target_scale,
                                     cfg.loss == "huber", temperature) for split in SPLITS}
+    if not p.held_out:
+        metrics["validation"]["scored"] = f"out of fold: {source}, each by the fold model that did not train on it"
     log_calibration(p, metrics["validation"], source)
     metrics["training"] = training_summary(p, state)
     failpoint("evaluation")
@@ -171,15 +177,17 @@ def save(p: Prepared, optimizer, scheduler, state: TrainState, order=None) -> No
 
 def estimate_losses(p: Prepared, state: TrainState) -> None:
     """The book's loss estimate on the first `eval_iter` batches of each split, into the history."""
-    train_loss, val_loss = evaluate_model(p.model, p.loaders["train"], p.loaders["validation"], p.logits_fn, p.device,
-                                          p.cfg.eval_iter, p.cfg.loss == "huber")
-    state.history["eval"].append({"step": state.global_step, "examples_seen": state.examples_seen,
-                                  "train_loss": train_loss, "val_loss": val_loss})
+    losses = evaluate_model(p.model, p.loaders["train"], p.loaders.get("validation"), p.logits_fn, p.device,
+                            p.cfg.eval_iter, p.cfg.loss == "huber")
+    state.history["eval"].append({"step": state.global_step, "examples_seen": state.examples_seen}
+                                 | {k: v for k, v in zip(("train_loss", "val_loss"), losses) if v is not None})
 
 
 def end_of_epoch(p: Prepared, state: TrainState) -> bool:
     """The epoch's accuracies and validation loss (whole splits, or the book's first batches) into the
     history and the log; whether this epoch is the best so far by `cfg.select_by`."""
+    if not p.held_out:
+        return end_of_epoch_all_trained(p, state)
     cfg, train_loader, val_loader = p.cfg, p.loaders["train"], p.loaders["validation"]
     if p.task != "single-label":
         return end_of_epoch_scored(p, state)
@@ -224,6 +232,18 @@ def end_of_epoch_scored(p: Prepared, state: TrainState) -> bool:
     p.log(f"epoch {state.epoch}: train {name} {train_score:.4f}, validation {name} {val_score:.4f}, "
           f"validation loss {val_loss:.4f} ({state.seconds:.1f}s)")
     return improved
+
+
+def end_of_epoch_all_trained(p: Prepared, state: TrainState) -> bool:
+    """`end_of_epoch` when the validation split trains too (tune's winner): the headline score over
+    every text that trains, and no epoch is the best (nothing is held out to say so)."""
+    logits, targets = (torch.cat(pair) for pair in zip(full_logits(p, "train"), full_logits(p, "validation")))
+    name, score = headline(p.task, logits, targets)
+    state.history["epochs"].append({"epoch": state.epoch, "examples_seen": state.examples_seen, "metric": name,
+                                    "train_accuracy": score, "seconds": state.seconds})
+    p.log(f"epoch {state.epoch}: train {name} {score:.4f} (the training and validation splits; "
+          f"tune's folds held the scores out) ({state.seconds:.1f}s)")
+    return False
 
 
 def record_epoch(state: TrainState, cfg: TrainConfig, epoch: dict) -> bool:

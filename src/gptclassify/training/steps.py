@@ -126,7 +126,8 @@ def calc_accuracy_loader(loader, logits_fn, device, num_batches=None):
 def evaluate_model(model, train_loader, val_loader, logits_fn, device, eval_iter, huber: bool = False):
     model.eval()
     train_loss = calc_loss_loader(train_loader, logits_fn, device, num_batches=eval_iter, huber=huber)
-    val_loss = calc_loss_loader(val_loader, logits_fn, device, num_batches=eval_iter, huber=huber)
+    val_loss = None if val_loader is None else calc_loss_loader(val_loader, logits_fn, device, num_batches=eval_iter,
+                                                                huber=huber)
     model.train()
     return train_loss, val_loss
 

@@ -19,10 +19,12 @@ trained on the whole training split as a normal run.
    on to the next fold, and so on (never fewer than two), so the finalists have every fold and a
    losing recipe costs a fold or two. Each finished (recipe, fold) is written at once, its held-out
    logits beside it: a killed `tune` run again continues after it, to the same table.
-6. The winner (best mean over all folds) is trained on the training split as `train` would, its
-   temperature fitted on its out-of-fold logits (every training and validation text, each scored by
-   the fold model that did not train on it); its run says it was tuned; `tuning.json` holds every
-   recipe's mean, spread and scores.
+6. The winner (best mean over all folds) is trained as `train` would, on the training and validation
+   splits together (as scikit-learn's GridSearchCV refits on all it searched: the folds already held
+   every text out once). Its out-of-fold logits (every training and validation text, each scored by
+   the fold model that did not train on it) stand in for the validation split: the temperature is
+   fitted on them and metrics.json's validation scores are theirs. Its run says it was tuned;
+   `tuning.json` holds every recipe's mean, spread and scores.
 
 Under torchrun the trials are shared out, not the examples: every process holds every example
 (rank 0 makes the frozen pass, the others read it from the on-disk cache), each fold's trials go
@@ -212,7 +214,7 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     gc.collect()
     if world.is_main:
         write_json(run_dir / "tuning.json", summary)
-    log(f"tune: training the winner on the training split: {winner.name}")
+    log(f"tune: training the winner: {winner.name}")
     won = next(row for row in rows if row["recipe"] == winner.name)
     metrics = train_winner(model, weights, data_dir, base, run_dir, winner, n_layers, held_dir,
                            {k: summary[k] for k in ("metric", "folds", "grid", "scores", "winner")}
@@ -257,14 +259,18 @@ def resumed_or_sized(partial: Path, key: dict, grid: list[Recipe], seconds: floa
 
 def train_winner(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, winner: Recipe, n_layers: int,
                  held_dir: Path, tuning: dict, log) -> dict:
-    """`train` with the winner's recipe, calibrated on its out-of-fold logits when every fold's are there."""
+    """`train` with the winner's recipe on the training and validation splits, calibrated on its
+    out-of-fold logits, when every fold's are there (else on the training split, as `train`)."""
     cfg = replace(depth_settings(base, winner.trainable, n_layers), lr=winner.lr, lr_schedule=winner.schedule,
                   epochs=winner.epochs)
     oof = out_of_fold(held_dir, winner, tuning["folds"])
     if oof:
         tuning = tuning | {"temperature_fitted_on": f"the winner's out-of-fold scores ({len(oof[1]):,} texts of "
                                                     "tune's folds, each scored by the fold model that did not "
-                                                    "train on it)"}
+                                                    "train on it)",
+                           "trained_on": "the training and validation splits"}
+        log(f"tune: the winner trains on the training and validation splits ({len(oof[1]):,} texts); its "
+            "out-of-fold scores stand in for the validation split's")
     return train_run(model, weights, data_dir, cfg, run_dir, log=log, tuning=tuning, calibrate_on=oof)
 
 
