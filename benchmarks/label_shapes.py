@@ -2,13 +2,16 @@
 against a TF-IDF baseline of the same shape and the Hugging Face transformers peer with the same
 weights and recipe, by the shape's headline metric, wall time and peak memory.
 
-    ../.venv/bin/python datasets.py debtags vader-tweets simlex conventions spam-assassin-long  # once
+    ../.venv/bin/python datasets.py debtags vader-tweets simlex lee-pairs conventions spam-assassin-long  # once
     ../.venv/bin/python label_shapes.py                                       # every row (about an hour)
     ../.venv/bin/python label_shapes.py --only conventions                    # one dataset; others kept
 
 debtags: multi-label (micro-F1), a stratified subset of 1,500 / 300 / 600 programs.
 vader-tweets: regression (R², Pearson, Spearman; RMSE in rating points), all 4,200 tweets.
 simlex: word pairs, regression (Spearman, SimLex-999's own measure, and R²), all 999 pairs.
+lee-pairs: pairs of news articles, regression (Pearson, the Lee set's own measure, Spearman, R²), all
+1,225 pairs; the TF-IDF row also gives the untrained cosine of the two texts' vectors, the
+classic measure on this set.
 conventions: long documents (accuracy, macro-F1), all 189 speeches: our default head+tail at 256
 tokens, chunks (windows of 256, up to 4 each), head+tail at 1,024 tokens (the chunks' positions in
 one window), and the peer at head+tail 256.
@@ -40,7 +43,7 @@ DATA = HERE / "data"
 GPTCLASSIFY = str(HERE.parent / ".venv" / "bin" / "gptclassify")
 MODEL, WEIGHTS = "smollm2-135m", "smollm2-135m-instruct-gguf"
 SPLITS = ("train", "validation", "test")
-TASKS = {"debtags": "multi-label", "vader-tweets": "regression", "simlex": "regression",
+TASKS = {"debtags": "multi-label", "vader-tweets": "regression", "simlex": "regression", "lee-pairs": "regression",
          "spam-assassin-long": "single-label", "conventions": "single-label"}
 LONG_ROWS = {"default": [], "chunks": ["--truncation", "chunks", "--max-length", "256", "--max-chunks", "4"],
              "head+tail-1024": ["--max-length", "1024"]}
@@ -50,6 +53,7 @@ OURS = {  # rows of gptclassify per dataset: extra train options
     # word pairs: the default, and three recipes a user would try, chosen between by validation
     "simlex": {"default": [], "mean-pooling": ["--pooling", "mean"], "lr-2e-4": ["--lr", "2e-4"],
                "mean-pooling-lr-2e-4": ["--pooling", "mean", "--lr", "2e-4"]},
+    "lee-pairs": {"default": []},
     "conventions": LONG_ROWS,
     "spam-assassin-long": {"default": [], "chunks": ["--truncation", "chunks", "--max-length", "256", "--max-chunks", "2"],
                            "head+tail-512": ["--max-length", "512"]},
@@ -154,6 +158,10 @@ def tfidf(name: str, data: Path) -> dict:
              "single-label": LinearSVC()}[task]
     model.fit(x_train, targets(train, task, labels))
     got = scores(task, targets(test, task, labels), model.predict(x_test))
+    if "text_pair" in test:  # the untrained measure: how alike the two texts' vectors are
+        a, b = vec.transform(test["text"]), vec.transform(test["text_pair"])
+        cosine = np.asarray(a.multiply(b).sum(1)).ravel()  # rows are L2-normalized
+        got["cosine"] = scores(task, targets(test, task, labels), cosine)
     return {**got, "wall_seconds": time.perf_counter() - started}
 
 
@@ -223,6 +231,7 @@ def token_lengths(data: Path) -> dict:
 
 
 HEADLINE = {"multi-label": ("micro_f1", "micro-F1"), "regression": ("r2", "R²"), "single-label": ("accuracy", "accuracy")}
+PAIR_HEADLINE = {"simlex": ("spearman", "Spearman"), "lee-pairs": ("pearson", "Pearson")}  # each set's own measure
 
 
 def table(results: dict) -> str:
@@ -231,20 +240,20 @@ def table(results: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for name, rows in results.items():
         task = rows["task"]
-        key, label = HEADLINE[task]
-        if name == "simlex":
-            key, label = "spearman", "Spearman"
+        key, label = PAIR_HEADLINE.get(name, HEADLINE[task])
         for row, r in rows.items():
             if not isinstance(r, dict) or key not in r:
                 continue
             others = ", ".join(f"{k} {r[k]:.4f}" for k in ("macro_f1", "subset_accuracy", "r2", "pearson", "spearman",
                                                             "rmse") if k in r and k != key)
+            if "cosine" in r:
+                others += f"; untrained cosine: Pearson {r['cosine']['pearson']:.4f}, Spearman {r['cosine']['spearman']:.4f}"
             if "tuned_thresholds" in r:
                 others += f"; with validation thresholds micro-F1 {r['tuned_thresholds']['micro_f1']:.4f}"
             system = {"tfidf": "TF-IDF + linear", "peer": "transformers peer"}.get(row, f"gptclassify {row}")
             wall = r.get("process_wall_seconds", r.get("wall_seconds"))
             rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else ""
-            lines.append(f"| {name} | {task}{' pairs' if name == 'simlex' else ''} | {system} | {label} | "
+            lines.append(f"| {name} | {task}{' pairs' if name in PAIR_HEADLINE else ''} | {system} | {label} | "
                          f"{r[key]:.4f} | {others} | {wall:.0f} | {rss} |")
     return "\n".join(lines)
 
