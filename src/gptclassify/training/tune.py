@@ -195,7 +195,7 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     probed = probe_seconds(prepared, workers, starts, data, fold_rows[0], threads) if world.is_main else None
     costs = Costs(all_gather_objects(probed)[0],  # rank 0's timing sizes the grid everywhere
                   math.ceil(len(targets) * (folds - 1) / folds / base.batch_size),
-                  math.ceil(len(first.texts["train"][1]) / base.batch_size), side * world.size)
+                  math.ceil(len(targets) / base.batch_size), side * world.size)  # the winner: every fold text
     partial = run_dir / "tuning.partial.json"
     key = setup_key(model, weights, data_dir, base, folds, grid, budget)
     left = None if budget is None else budget - (time.perf_counter() - started)

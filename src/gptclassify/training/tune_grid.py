@@ -119,7 +119,7 @@ def parse_budget(text: str | None) -> float | None:
 @dataclass
 class Costs:
     """What sizes the grid: seconds per step at each depth, steps per epoch of a fold's training and of
-    the whole training split (the final run's), and how many trainings run side by side."""
+    the training and validation splits (the final run's), and how many trainings run side by side."""
 
     step_seconds: dict
     fold_steps: int
@@ -142,7 +142,7 @@ class Costs:
         return MARGIN * sum(fold(alive) for alive in per_fold) / self.side_by_side
 
     def final(self, grid: list[Recipe]) -> float:
-        """The winner's training on the whole training split, at worst the dearest recipe's."""
+        """The winner's training on the training and validation splits, at worst the dearest recipe's."""
         return max((self.training([r], self.final_steps) for r in grid), default=0.0)
 
 
