@@ -134,6 +134,26 @@ def test_a_killed_tune_resumes_to_the_same_table(small_data, weights_dir, tmp_pa
     assert a["recipes"] == b["recipes"] and a["winner"] == b["winner"] and a["grid"] == 2
 
 
+def test_a_tune_killed_in_its_winners_training_is_finished_by_tune_not_train(small_data, weights_dir, tmp_path,
+                                                                             capsys):
+    """The winner trains on the training and validation splits, which `train --resume` would not
+    give it: it says to run the tune again, and the tune again finishes the run."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "gptclassify.cli", "tune", "--data", str(small_data), "--weights", str(weights_dir),
+            "--folds", "2", "--budget", "1s", "--prefix-dtype", "float32", "--out", str(out)]
+    killed = subprocess.run(args, env={**env, "GPTCLASSIFY_FAILPOINT": "step:20"}, capture_output=True, text=True)
+    assert killed.returncode == -9 and (out / "tuning.partial.json").is_file() and (out / "checkpoint").is_dir()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out)]) == 1
+    assert "was training its winner here when it stopped; run the same tune command again" in capsys.readouterr().err
+    again = subprocess.run(args, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "finished scores read back" in again.stdout + again.stderr
+    assert json.loads((out / "config.json").read_text())["tuning"]["trained_on"] == "the training and validation splits"
+    assert not (out / "tuning.partial.json").exists()
+
+
 def test_tune_refuses_what_it_chooses_itself(small_data, weights_dir, tmp_path, capsys):
     for extra, message in ((["--trainable", "last-block"], "tune chooses --trainable itself"),
                            (["--budget", "soon"], "--budget 'soon': a time such as 30m"),

@@ -176,6 +176,9 @@ def resume_settings(run_dir: Path) -> tuple[str | None, str, Path, TrainConfig]:
         raise UserError(f"{run_dir}: no checkpoint to resume from (expected {Path(run_dir) / 'checkpoint'})")
     path = latest_snapshot(Path(run_dir) / "checkpoint") / "state.json"
     saved = read_json(path)
+    if isinstance(saved.get("run"), dict) and saved["run"].get("train_on"):
+        raise UserError(f"{run_dir}: `gptclassify tune` was training its winner here when it stopped; run the same "
+                        "tune command again (it reads its finished folds back and trains the winner anew)")
     try:
         run = saved["run"]
         # the model as the user named it (None: taken from the weights); older checkpoints kept only the name

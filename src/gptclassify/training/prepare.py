@@ -98,7 +98,7 @@ class Prepared:
     def run_info(self) -> dict:
         """What `--resume` needs to build the same run again (kept in every checkpoint)."""
         return {"model_name": self.classifier.model_name, "model": self.given_model, "weights": self.weights,
-                "data": str(self.data_dir)}
+                "data": str(self.data_dir)} | ({} if self.held_out else {"train_on": ["train", "validation"]})
 
 
 def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainConfig, run_dir: Path,
@@ -122,7 +122,8 @@ def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainCo
     classifier = build_classifier(model, weights, cfg, head_size(task, labels), device, log)
     if world.is_main and not has_checkpoint(run_dir):  # from here on, a killed run can be resumed
         save_start(run_dir / "checkpoint", classifier.cfg,
-                   {"model_name": classifier.model_name, "model": model, "weights": weights, "data": str(data_dir)})
+                   {"model_name": classifier.model_name, "model": model, "weights": weights, "data": str(data_dir)}
+                   | ({} if train_on == ("train",) else {"train_on": list(train_on)}))
     if launched():
         log(f"data parallel: {world.describe()}; each holds 1/{world.size} of the examples")
     tokens = tokenize(texts, classifier, world, log)
