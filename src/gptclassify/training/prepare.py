@@ -87,18 +87,29 @@ class Prepared:
         return self.classifier.model
 
     @property
+    def train_on(self) -> tuple[str, ...]:
+        """The splits that train: the training split, and for tune's winner the validation split too
+        (then `make_loaders` made no validation loader)."""
+        return ("train",) if "validation" in self.loaders else ("train", "validation")
+
+    @property
     def held_out(self) -> bool:
-        """Whether the validation split is held out (tune's winner trains on it too)."""
-        return "validation" in self.loaders
+        """Whether the validation split is held out."""
+        return self.train_on == ("train",)
 
     def training_targets(self) -> list:
         """The targets of every text that trains."""
-        return self.texts["train"][1] + ([] if self.held_out else self.texts["validation"][1])
+        return [y for split in self.train_on for y in self.texts[split][1]]
 
     def run_info(self) -> dict:
-        """What `--resume` needs to build the same run again (kept in every checkpoint)."""
-        return {"model_name": self.classifier.model_name, "model": self.given_model, "weights": self.weights,
-                "data": str(self.data_dir)} | ({} if self.held_out else {"train_on": ["train", "validation"]})
+        return run_info_of(self.classifier.model_name, self.given_model, self.weights, self.data_dir, self.train_on)
+
+
+def run_info_of(model_name: str, model: str | None, weights: str, data_dir: Path, train_on: tuple[str, ...]) -> dict:
+    """What `--resume` needs to build the same run again (kept in every checkpoint); a run that
+    trains on more than the training split (tune's winner) says so, and `--resume` refuses it."""
+    return {"model_name": model_name, "model": model, "weights": weights, "data": str(data_dir)} | \
+        ({} if train_on == ("train",) else {"train_on": list(train_on)})
 
 
 def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainConfig, run_dir: Path,
@@ -122,8 +133,7 @@ def prepare(model: str | None, weights: str | None, data_dir: Path, cfg: TrainCo
     classifier = build_classifier(model, weights, cfg, head_size(task, labels), device, log)
     if world.is_main and not has_checkpoint(run_dir):  # from here on, a killed run can be resumed
         save_start(run_dir / "checkpoint", classifier.cfg,
-                   {"model_name": classifier.model_name, "model": model, "weights": weights, "data": str(data_dir)}
-                   | ({} if train_on == ("train",) else {"train_on": list(train_on)}))
+                   run_info_of(classifier.model_name, model, weights, data_dir, train_on))
     if launched():
         log(f"data parallel: {world.describe()}; each holds 1/{world.size} of the examples")
     tokens = tokenize(texts, classifier, world, log)
