@@ -318,13 +318,16 @@ def test_the_budget_keeps_what_fits_in_the_grids_order():
     assert grid[1] == tune_grid.Recipe("last-block", 1e-3, "constant", 5) and grid[-1].trainable == "lora"
     costs = tune_grid.Costs({"last-block": 0.01, "last-2-blocks": 0.05, "last-4-blocks": 0.08, "lora": 0.04}, 100,
                             120, 1)
-    whole = costs.cross_validation(grid, 5) + costs.final(grid)
+    whole = costs.whole(grid, 5)
     kept = {f: tune_grid.sized_to(grid, whole * f, 5, costs) for f in (0.0, 0.1, 0.2, 0.6, 1.0)}
     assert len(kept[0.0]) == 2 and kept[1.0] == grid
     for f, k in kept.items():
         assert [r for r in grid if r in k] == k  # in the grid's order
         if len(k) > 2:
-            assert costs.cross_validation(k, 5) + costs.final(k) <= whole * f
+            assert costs.whole(k, 5) <= whole * f
+            # the first fold and the dearest finalists on the others fit, whatever wins
+            least = costs.folds(costs.halving(k, k[0], 5, least=True)) + costs.final(k)
+            assert least <= costs.whole(k, 5)
     assert len(kept[0.1]) < len(kept[0.6]) < len(grid)
     # a tight budget leaves out the dear recipes of the last 2 blocks, and keeps cheaper ones after them
     tight = kept[0.2]
@@ -332,6 +335,36 @@ def test_the_budget_keeps_what_fits_in_the_grids_order():
     # at a constant rate, the 3-epoch twin of a 5-epoch recipe costs nothing more
     pair = [tune_grid.Recipe("last-block", 1e-3, "constant", e) for e in (5, 3)]
     assert costs.cross_validation(pair, 5) == costs.cross_validation(pair[:1], 5)
+
+
+def test_the_recipes_going_on_are_cut_to_the_time_left_the_worst_first():
+    costs = tune_grid.Costs({"last-block": 0.01, "last-2-blocks": 0.05}, 100, 120, 1)
+    default = tune_grid.Recipe("last-block", 1e-3, "cosine", 5)
+    ranked = [tune_grid.Recipe("last-2-blocks", 2e-3, "cosine", 5), tune_grid.Recipe("last-block", 2e-3, "cosine", 3),
+              tune_grid.Recipe("last-block", 5e-4, "cosine", 5), default]  # the best first, the default last
+    need = costs.folds(costs.halving(ranked, default, 3)) + costs.final(ranked)
+    assert tune_grid.fit_to_time(ranked, default, 3, None, costs) == ranked
+    assert tune_grid.fit_to_time(ranked, default, 3, need, costs) == ranked
+    fewer = tune_grid.fit_to_time(ranked, default, 3, need * 0.9, costs)
+    assert fewer == ranked[:2] + [default] or fewer == ranked[:1] + [default]
+    assert costs.folds(costs.halving(fewer, default, 3)) + costs.final(fewer) <= need * 0.9
+    assert tune_grid.fit_to_time(ranked, default, 3, 0.0, costs) == [ranked[0], default]  # never fewer than two
+
+
+def test_what_goes_on_to_each_fold_is_recorded_and_a_resumed_tune_keeps_it(tmp_path):
+    grid = [tune_grid.Recipe("last-block", lr, "cosine", 5) for lr in (1e-3, 2e-3, 4e-3, 5e-4)]
+    means = {r.name: m for r, m in zip(grid, (0.1, 0.9, 0.8, 0.7))}
+    scores, partial, decided, logged = {}, tmp_path / "partial.json", {}, []
+    record = tune.recorder(scores, partial, {"key": 1, "alive": decided}, tmp_path / "held-out", True)
+    kept = tune.going_on(grid, means, grid, 1, 3, lambda alive, folds: [alive[0], alive[-1]], decided, record,
+                         logged.append)
+    assert kept == [grid[1], grid[0]]  # halving kept 2 and the default; the cut, the best and the default
+    assert logged == ["tune: 2 recipes go on to fold 2, not 3: the rest would pass the budget"]
+    saved = json.loads(partial.read_text())
+    assert saved["alive"] == {"1": [grid[1].name, grid[0].name]} and saved["scores"] == {}
+    resumed = tune.going_on(grid, means, grid, 1, 3, lambda alive, folds: alive, saved["alive"], record, logged.append)
+    assert resumed == kept  # what the killed tune decided, whatever the time left now
+    assert tune.going_on(grid, means, grid, 1, 3, None, {}, record, logged.append) == [grid[1], grid[2], grid[0]]
 
 
 def test_a_lead_within_one_standard_error_keeps_the_default():

@@ -9,7 +9,9 @@ trained on the whole training split as a normal run.
 3. The grid: the model family's rate (x 1, 2, 1/2, then 4, 1/4) x schedule (the family's and the
    other) x trainable depth x epochs, the likeliest and cheapest first, then LoRA on the last 2
    blocks (it reads the last-2-blocks states); sized to `--budget` (the whole tune's time) from a
-   timed probe of each depth, the cost said before it starts (the dear depths are left out first).
+   timed probe of each depth, the cost said before it starts (the dear depths are left out first),
+   planning for the recipes that go on to cost the grid's average, and for the worst that the cut
+   of step 5 can always come down to.
 4. Cheap trials: batches of texts of similar length (`--batch-order by-length`, tune's default: the
    deeper depths compute every position, padding too); at a constant rate one training scores its
    3- and 5-epoch recipes (`trainings`);
@@ -17,8 +19,10 @@ trained on the whole training split as a normal run.
    weights shared and each its own trainable copy (`replica`) and data order.
 5. Successive halving over the folds: every recipe is scored on the first fold, the better half goes
    on to the next fold, and so on (never fewer than two), so the finalists have every fold and a
-   losing recipe costs a fold or two. Each finished (recipe, fold) is written at once, its held-out
-   logits beside it: a killed `tune` run again continues after it, to the same table.
+   losing recipe costs a fold or two. Under `--budget`, the recipes going on to a fold are cut, the
+   worst first, to what fits the time left, planning for the dearest of them to go on (the log says
+   so). Each finished (recipe, fold) is written at once, its held-out logits beside it, and which
+   recipes go on to each fold: a killed `tune` run again continues after it, to the same table.
 6. The winner (best mean over all folds) is trained as `train` would, on the training and validation
    splits together (as scikit-learn's GridSearchCV refits on all it searched: the folds already held
    every text out once). Its out-of-fold logits (every training and validation text, each scored by
@@ -60,8 +64,8 @@ from ..hub import sha256_file
 from .prepare import Prepared, prepare
 from .run import train_run
 from .trials import Worker, make_workers, parallel_trials, probe_seconds, run_side_by_side, targets_of
-from .tune_grid import (DEPTHS, LORA_BLOCKS, Costs, Recipe, choose, depth_settings, make_grid, planned_trainings,
-                        scored, sized_to, survivors, trainings)
+from .tune_grid import (DEPTHS, LORA_BLOCKS, Costs, Recipe, choose, depth_settings, fit_to_time, make_grid,
+                        planned_trainings, scored, sized_to, survivors, trainings)
 
 
 def setup_key(model, weights, data_dir: Path, base: TrainConfig, folds: int, grid: list[Recipe],
@@ -104,12 +108,15 @@ def prepare_depths(model, weights, data_dir: Path, base: TrainConfig, run_dir: P
 
 
 def cross_validate(prepared, workers: list[Worker], threads: int, starts, data, folds, grid, scores: dict, record,
-                   log, world: World = World()) -> int:
+                   log, world: World = World(), cut=None, decided: dict | None = None) -> int:
     """Successive halving over the folds; `scores[scored(recipe name, fold)]` filled in. Each fold's
     trainings are shared out between the processes and, in each, run side by side by its workers.
     `record(results)` keeps each result (score, held-out logits and targets) as it comes when alone,
-    under torchrun after the fold (gathered on every process). Returns how many trainings ran."""
-    alive, ran = list(grid), 0
+    under torchrun after the fold (gathered on every process). `cut(alive, folds left)`: the recipes
+    that go on within the time left (`fit_to_time`); `decided` (fold -> names, kept by `record({})`)
+    holds what went on to each fold, so that a resumed tune goes on with the same. Returns how many
+    trainings ran."""
+    alive, ran, decided = list(grid), 0, {} if decided is None else decided
     for k, held in enumerate(folds):
         rest = [i for j, f in enumerate(folds) if j != k for i in f]
         todo = trainings([r for r in alive if scored(r.name, k) not in scores])
@@ -124,13 +131,30 @@ def cross_validate(prepared, workers: list[Worker], threads: int, starts, data, 
         log(f"tune: fold {k + 1}/{len(folds)}: {len(alive)} recipes; best so far {best.name} "
             f"({means[best.name]:.4f})")
         if k < len(folds) - 1:
-            alive = survivors(alive, means, planned_trainings(len(grid), len(folds))[k + 1], grid[0])
+            alive = going_on(alive, means, grid, k + 1, len(folds), cut, decided, record, log)
     return ran
+
+
+def going_on(alive: list[Recipe], means: dict, grid: list[Recipe], fold: int, folds: int, cut, decided: dict, record,
+             log) -> list[Recipe]:
+    """The recipes trained on `fold`: those a resumed tune had decided on, else successive halving's
+    and, where `cut` says so, fewer (said, and recorded at once)."""
+    if str(fold) in decided:
+        named = {r.name: r for r in grid}
+        return [named[name] for name in decided[str(fold)]]
+    halved = survivors(alive, means, planned_trainings(len(grid), folds)[fold], grid[0])
+    kept = halved if cut is None else cut(halved, folds - fold)
+    if len(kept) < len(halved):
+        log(f"tune: {len(kept)} recipes go on to fold {fold + 1}, not {len(halved)}: the rest would pass the budget")
+    decided[str(fold)] = [r.name for r in kept]
+    record({})
+    return kept
 
 
 def recorder(scores: dict, partial: Path, header: dict, held_dir: Path, is_main: bool):
     """What keeps each finished result: its score in `scores` and in the partial table (written at once
-    by rank 0), its held-out logits in `held_dir`; a killed tune goes on after it."""
+    by rank 0, with `header`), its held-out logits in `held_dir`; a killed tune goes on after it.
+    `record({})` writes the partial table again (`header` changed)."""
     def record(results: dict) -> None:
         scores.update({name: score for name, (score, _, _) in results.items()})
         for name, (_, logits, targets) in results.items():  # every process (under torchrun, its own disk's)
@@ -138,7 +162,8 @@ def recorder(scores: dict, partial: Path, header: dict, held_dir: Path, is_main:
                              held_out_file(held_dir, name))
         if is_main:
             write_json(partial, {**header, "scores": scores})
-        failpoint("tune-trial")
+        if results:
+            failpoint("tune-trial")
     return record
 
 
@@ -199,13 +224,14 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     partial = run_dir / "tuning.partial.json"
     key = setup_key(model, weights, data_dir, base, folds, grid, budget)
     left = None if budget is None else budget - (time.perf_counter() - started)
-    grid, scores = resumed_or_sized(partial, key, grid, left, folds, costs, log, world)
+    grid, scores, decided = resumed_or_sized(partial, key, grid, left, folds, costs, log, world)
     workers = workers[:max(1, min(side, len(grid)))]
     log_plan(grid, full, folds, len(targets), costs, len(workers), world.size, log)
     held_dir, trials_started = run_dir / ".tuning" / "held-out", time.perf_counter()
     ran = cross_validate(prepared, workers, threads, starts, data, fold_rows, grid, scores,
-                         recorder(scores, partial, {"key": key, "grid": [r.name for r in grid]}, held_dir,
-                                  world.is_main), log, world)
+                         recorder(scores, partial, {"key": key, "grid": [r.name for r in grid], "alive": decided},
+                                  held_dir, world.is_main), log, world,
+                         cut=within(started + budget if budget else None, grid[0], costs, world), decided=decided)
     log(f"tune: {ran} trainings in {(time.perf_counter() - trials_started) / 60:.1f} min (planned: about "
         f"{costs.cross_validation(grid, folds) / 60:.1f})")
     winner, rows, summary = chosen_recipe(grid, scores, folds, HEADLINES[first.task], log)
@@ -247,14 +273,23 @@ def chosen_recipe(grid: list[Recipe], scores: dict, folds: int, metric: str, log
 
 
 def resumed_or_sized(partial: Path, key: dict, grid: list[Recipe], seconds: float | None, folds: int, costs: Costs,
-                     log, world: World) -> tuple[list[Recipe], dict]:
-    """The grid and the finished scores of the same command's partial tuning (rank 0's, shared), or
-    the grid cut to `seconds` and no scores."""
+                     log, world: World) -> tuple[list[Recipe], dict, dict]:
+    """The grid, the finished scores and the recipes that went on to each fold of the same command's
+    partial tuning (rank 0's, shared), or the grid cut to `seconds` and nothing done."""
     saved = all_gather_objects(read_json(partial) if world.is_main and partial.is_file() else None)[0]
     if saved and saved.get("key") == key:
         log(f"tune: {len(saved['scores'])} finished scores read back from {partial.name}")
-        return [r for r in grid if r.name in set(saved["grid"])], saved["scores"]
-    return sized_to(grid, seconds, folds, costs), {}
+        return [r for r in grid if r.name in set(saved["grid"])], saved["scores"], saved.get("alive", {})
+    return sized_to(grid, seconds, folds, costs), {}, {}
+
+
+def within(deadline: float | None, default: Recipe, costs: Costs, world: World):
+    """`cross_validate`'s `cut`: the recipes that go on, cut to what rank 0's clock says is left of
+    the budget (every process cuts the same)."""
+    def cut(alive: list[Recipe], folds: int) -> list[Recipe]:
+        left = all_gather_objects(None if deadline is None else deadline - time.perf_counter())[0]
+        return fit_to_time(alive, default, folds, left, costs)
+    return cut
 
 
 def train_winner(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, winner: Recipe, n_layers: int,

@@ -129,21 +129,45 @@ class Costs:
     def training(self, recipes: list[Recipe], steps: int) -> float:
         return self.step_seconds[recipes[0].trainable] * steps * max(r.epochs for r in recipes)
 
-    def cross_validation(self, grid: list[Recipe], folds: int) -> float:
-        """Seconds successive halving takes over `grid`: every recipe on the first fold, and on each
-        later fold as many as go on, at worst the dearest (a deeper recipe that wins costs several
-        of the last block's: planning for the average one ran 75% over)."""
-        def fold(recipes: list[Recipe]) -> float:
-            return sum(self.training(t, self.fold_steps) for t in trainings(recipes))
+    def folds(self, per_fold: list[list[Recipe]]) -> float:
+        """Seconds to train these recipes on each of these folds, side by side."""
+        seconds = sum(self.training(t, self.fold_steps) for alive in per_fold for t in trainings(alive))
+        return MARGIN * seconds / self.side_by_side
 
-        dearest = sorted(grid, key=lambda r: -self.training([r], self.fold_steps))
-        per_fold = [dearest[:n] if k == 0 else list(dict.fromkeys(dearest[:n] + grid[:1]))  # the default stays
-                    for k, n in enumerate(planned_trainings(len(grid), folds))]
-        return MARGIN * sum(fold(alive) for alive in per_fold) / self.side_by_side
+    def cross_validation(self, grid: list[Recipe], folds: int) -> float:
+        """Seconds successive halving is expected to take over `grid`: every recipe on the first fold,
+        and on each later fold as many as go on at the grid's average cost (each later fold is cut
+        to the time left when it comes: `fit_to_time`)."""
+        return self.folds([grid]) * sum(planned_trainings(len(grid), folds)) / max(1, len(grid))
+
+    def halving(self, alive: list[Recipe], default: Recipe, folds: int, least: bool = False) -> list[list[Recipe]]:
+        """The recipes on each of `folds` folds from `alive` on, at worst: the dearest go on (and the
+        default always); with `least`, only FINALISTS of them."""
+        dearest = sorted(alive, key=lambda r: -self.training([r], self.fold_steps))
+        counts = planned_trainings(len(alive), folds)[1:]
+        return [alive] + [list(dict.fromkeys(dearest[:FINALISTS if least else n] + [default])) for n in counts]
 
     def final(self, grid: list[Recipe]) -> float:
         """The winner's training on the training and validation splits, at worst the dearest recipe's."""
         return max((self.training([r], self.final_steps) for r in grid), default=0.0)
+
+    def whole(self, grid: list[Recipe], folds: int) -> float:
+        """Seconds a budget must hold for `grid`: the trials as expected, or at least the first fold
+        and the dearest FINALISTS on every later one (what `fit_to_time` can always cut down to),
+        then the winner's training."""
+        least = self.folds(self.halving(grid, grid[0], folds, least=True)) if grid else 0.0
+        return max(self.cross_validation(grid, folds), least) + self.final(grid)
+
+
+def fit_to_time(alive: list[Recipe], default: Recipe, folds: int, seconds: float | None, costs: Costs) -> list[Recipe]:
+    """Successive halving's next `folds` folds within `seconds`: `alive` (the best first) less its
+    worst, one by one, until at worst they fit with the winner's training; never fewer than
+    FINALISTS, the default among them."""
+    kept = list(alive)
+    while (seconds is not None and len(kept) > FINALISTS
+           and costs.folds(costs.halving(kept, default, folds)) + costs.final(kept) > seconds):
+        kept.remove(next(r for r in reversed(kept) if r != default))
+    return kept
 
 
 def sized_to(grid: list[Recipe], seconds: float | None, folds: int, costs: Costs) -> list[Recipe]:
@@ -153,6 +177,6 @@ def sized_to(grid: list[Recipe], seconds: float | None, folds: int, costs: Costs
         return grid
     kept = []
     for r in grid:
-        if len(kept) < FINALISTS or costs.cross_validation(kept + [r], folds) + costs.final(kept + [r]) <= seconds:
+        if len(kept) < FINALISTS or costs.whole(kept + [r], folds) <= seconds:
             kept.append(r)
     return kept
