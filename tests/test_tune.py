@@ -84,6 +84,7 @@ def test_the_test_split_never_changes_the_choice(small_data, weights_dir, tmp_pa
     config = json.loads((tmp_path / "a" / "config.json").read_text())
     tuning = json.loads((tmp_path / "a" / "tuning.json").read_text())
     assert tuning["against_default"]["best"] == tables[0][0]["recipe"] and tuning["against_default"]["default"] == grid[0].name
+    assert tuning["per_fold"] == [7, 5]  # no budget: successive halving alone
     assert config["tuning"]["winner"] == tuning["winner"] in (tables[0][0]["recipe"], grid[0].name)
     assert config["tuning"]["folds"] == 2
     # its temperature: fitted on the winner's 120 out-of-fold scores, not on the 15 validation texts

@@ -235,7 +235,8 @@ def tune_run(model, weights, data_dir: Path, base: TrainConfig, run_dir: Path, f
     log(f"tune: {ran} trainings in {(time.perf_counter() - trials_started) / 60:.1f} min (planned: about "
         f"{costs.cross_validation(grid, folds) / 60:.1f})")
     winner, rows, summary = chosen_recipe(grid, scores, folds, HEADLINES[first.task], log)
-    summary.update(grid_full=full, trainings=ran, side_by_side=len(workers), seconds=time.perf_counter() - started)
+    summary.update(grid_full=full, trainings=ran, side_by_side=len(workers), seconds=time.perf_counter() - started,
+                   per_fold=[len(grid)] + [len(decided[str(k)]) for k in range(1, folds)])
     del prepared, data, starts, first, workers
     gc.collect()
     if world.is_main:
