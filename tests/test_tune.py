@@ -159,7 +159,10 @@ def test_tune_refuses_what_it_chooses_itself(small_data, weights_dir, tmp_path, 
     for extra, message in ((["--trainable", "last-block"], "tune chooses --trainable itself"),
                            (["--budget", "soon"], "--budget 'soon': a time such as 30m"),
                            (["--folds", "1"], "--folds must be 2 or more"),
-                           (["--keep-best"], "--keep-best need a validation split held out")):
+                           (["--keep-best"], "--keep-best needs a validation split held out"),
+                           (["--epochs", "3", "--lr-schedule", "constant"],
+                            "tune chooses --epochs and --lr-schedule itself; leave them out"),
+                           (["--early-stopping", "2"], "--early-stopping needs a validation split held out: leave it")):
         capsys.readouterr()
         assert main(["tune", "--data", str(small_data), "--weights", str(weights_dir), "--out", str(tmp_path / "r"),
                      *extra]) == 1

@@ -19,14 +19,14 @@ CHOSEN = ("trainable", "epochs", "lr_schedule")  # what the grid decides (the ra
 def cmd_tune(args) -> None:
     if args.data is None or args.out is None:
         raise UserError("tune needs --data DIR and --out RUN")
-    given = [f"--{name.replace('_', '-')}" for name in CHOSEN if getattr(args, name) is not None]
+    given = flags_given(args, CHOSEN)
     if given:
-        raise UserError(f"tune chooses {' and '.join(given)} itself; leave {'them' if len(given) > 1 else 'it'} out")
-    held = [f"--{name.replace('_', '-')}" for name in ("keep_best", "select_by", "early_stopping") if getattr(args, name)]
+        raise UserError(f"tune chooses {' and '.join(given)} itself; leave {them_or_it(given)} out")
+    held = flags_given(args, ("keep_best", "select_by", "early_stopping"))
     if held:
         raise UserError(f"tune trains its winner on the training and validation splits together (the folds hold "
-                        f"every text out once); {' and '.join(held)} need a validation split held out: leave "
-                        f"{'them' if len(held) > 1 else 'it'} out")
+                        f"every text out once); {' and '.join(held)} need{'' if len(held) > 1 else 's'} a validation split held out: leave "
+                        f"{them_or_it(held)} out")
     if args.folds < 2:
         raise UserError("--folds must be 2 or more")
     budget = parse_budget(args.budget)
@@ -44,3 +44,12 @@ def cmd_tune(args) -> None:
         return
     summary = {s: {k: v for k, v in metrics[s].items() if isinstance(v, float)} for s in ("validation", "test")}
     print(json.dumps(summary, indent=2))
+
+
+def flags_given(args, names) -> list[str]:
+    """The options of `names` given on the command line, as the user spelled them."""
+    return [f"--{name.replace('_', '-')}" for name in names if getattr(args, name) not in (None, False)]
+
+
+def them_or_it(flags: list[str]) -> str:
+    return "them" if len(flags) > 1 else "it"
