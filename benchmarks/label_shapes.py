@@ -262,6 +262,8 @@ def table(results: dict) -> str:
                 others += f"; untrained cosine: Pearson {r['cosine']['pearson']:.4f}, Spearman {r['cosine']['spearman']:.4f}"
             if "tuned_thresholds" in r:
                 others += f"; with validation thresholds micro-F1 {r['tuned_thresholds']['micro_f1']:.4f}"
+            if "at_0.5" in r:
+                others += f"; at thresholds 0.5 micro-F1 {r['at_0.5']['micro_f1']:.4f}"
             system = {"tfidf": "TF-IDF + linear", "peer": "transformers peer"}.get(row, f"gptclassify {row}")
             wall = r.get("process_wall_seconds", r.get("wall_seconds"))
             rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else ""
