@@ -130,7 +130,7 @@ def ours(name: str, row: str, data: Path, work: Path) -> dict:
     keep = {"multi-label": ("micro_f1", "macro_f1", "subset_accuracy"), "regression": ("r2", "pearson", "spearman", "rmse"),
             "single-label": ("accuracy", "macro_f1")}[task]
     frozen = next((line.strip() for line in lines if line.startswith("frozen pass:")), "")
-    extra = {"at_0.5": at_half(run, data, TASKS[name])} if task == "multi-label" else {}
+    extra = {"at_0.5": at_half(run, data, task)} if task == "multi-label" else {}
     return {**{k: test[k] for k in keep}, "validation": {k: validation[k] for k in keep}, "wall_seconds": wall,
             "peak_rss_mb": rss, "frozen_pass": frozen[:300], **extra}
 

@@ -330,8 +330,7 @@ def test_the_budget_keeps_what_fits_in_the_grids_order():
         if len(k) > 2:
             assert costs.whole(k, 5) <= whole * f
             # the first fold and the dearest finalists on the others fit, whatever wins
-            least = costs.folds(costs.halving(k, k[0], 5, least=True)) + costs.final(k)
-            assert least <= costs.whole(k, 5)
+            assert costs.at_worst(k, k[0], 5, least=True) <= costs.whole(k, 5)
     assert len(kept[0.1]) < len(kept[0.6]) < len(grid)
     # a tight budget leaves out the dear recipes of the last 2 blocks, and keeps cheaper ones after them
     tight = kept[0.2]
@@ -347,11 +346,12 @@ def test_the_recipes_going_on_are_cut_to_the_time_left_the_worst_first():
     ranked = [tune_grid.Recipe("last-2-blocks", 2e-3, "cosine", 5), tune_grid.Recipe("last-block", 2e-3, "cosine", 3),
               tune_grid.Recipe("last-block", 5e-4, "cosine", 5), default]  # the best first, the default last
     need = costs.folds(costs.halving(ranked, default, 3)) + costs.final(ranked)
+    assert costs.at_worst(ranked, default, 3) == need
     assert tune_grid.fit_to_time(ranked, default, 3, None, costs) == ranked
     assert tune_grid.fit_to_time(ranked, default, 3, need, costs) == ranked
     fewer = tune_grid.fit_to_time(ranked, default, 3, need * 0.9, costs)
     assert fewer == ranked[:2] + [default] or fewer == ranked[:1] + [default]
-    assert costs.folds(costs.halving(fewer, default, 3)) + costs.final(fewer) <= need * 0.9
+    assert costs.at_worst(fewer, default, 3) <= need * 0.9
     assert tune_grid.fit_to_time(ranked, default, 3, 0.0, costs) == [ranked[0], default]  # never fewer than two
 
 

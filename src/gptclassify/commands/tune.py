@@ -24,8 +24,9 @@ def cmd_tune(args) -> None:
         raise UserError(f"tune chooses {' and '.join(given)} itself; leave {them_or_it(given)} out")
     held = flags_given(args, ("keep_best", "select_by", "early_stopping"))
     if held:
+        need = "need" if len(held) > 1 else "needs"
         raise UserError(f"tune trains its winner on the training and validation splits together (the folds hold "
-                        f"every text out once); {' and '.join(held)} need{'' if len(held) > 1 else 's'} a validation split held out: leave "
+                        f"every text out once); {' and '.join(held)} {need} a validation split held out: leave "
                         f"{them_or_it(held)} out")
     if args.folds < 2:
         raise UserError("--folds must be 2 or more")

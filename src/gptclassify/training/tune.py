@@ -286,9 +286,12 @@ def resumed_or_sized(partial: Path, key: dict, grid: list[Recipe], seconds: floa
 
 def within(deadline: float | None, default: Recipe, costs: Costs, world: World):
     """`cross_validate`'s `cut`: the recipes that go on, cut to what rank 0's clock says is left of
-    the budget (every process cuts the same)."""
+    the budget (every process cuts the same); None without a budget."""
+    if deadline is None:
+        return None
+
     def cut(alive: list[Recipe], folds: int) -> list[Recipe]:
-        left = all_gather_objects(None if deadline is None else deadline - time.perf_counter())[0]
+        left = all_gather_objects(deadline - time.perf_counter() if world.is_main else None)[0]
         return fit_to_time(alive, default, folds, left, costs)
     return cut
 

@@ -151,12 +151,17 @@ class Costs:
         """The winner's training on the training and validation splits, at worst the dearest recipe's."""
         return max((self.training([r], self.final_steps) for r in grid), default=0.0)
 
+    def at_worst(self, alive: list[Recipe], default: Recipe, folds: int, least: bool = False) -> float:
+        """Seconds for `alive` on the next `folds` folds (`halving`, the dearest going on) and then the
+        winner's training."""
+        return self.folds(self.halving(alive, default, folds, least)) + self.final(alive)
+
     def whole(self, grid: list[Recipe], folds: int) -> float:
         """Seconds a budget must hold for `grid`: the trials as expected, or at least the first fold
         and the dearest FINALISTS on every later one (what `fit_to_time` can always cut down to),
         then the winner's training."""
-        least = self.folds(self.halving(grid, grid[0], folds, least=True)) if grid else 0.0
-        return max(self.cross_validation(grid, folds), least) + self.final(grid)
+        least = self.at_worst(grid, grid[0], folds, least=True) if grid else 0.0
+        return max(self.cross_validation(grid, folds) + self.final(grid), least)
 
 
 def fit_to_time(alive: list[Recipe], default: Recipe, folds: int, seconds: float | None, costs: Costs) -> list[Recipe]:
@@ -164,8 +169,7 @@ def fit_to_time(alive: list[Recipe], default: Recipe, folds: int, seconds: float
     worst, one by one, until at worst they fit with the winner's training; never fewer than
     FINALISTS, the default among them."""
     kept = list(alive)
-    while (seconds is not None and len(kept) > FINALISTS
-           and costs.folds(costs.halving(kept, default, folds)) + costs.final(kept) > seconds):
+    while seconds is not None and len(kept) > FINALISTS and costs.at_worst(kept, default, folds) > seconds:
         kept.remove(next(r for r in reversed(kept) if r != default))
     return kept
 
