@@ -181,12 +181,12 @@ def peer(name: str, data: Path, epochs: int = 5, batch_size: int = 8, seed: int 
     """transformers' LlamaForSequenceClassification with the same SmolLM2 weights and token ids (pairs
     joined by the same separator, long texts cut head+tail as our default), our default recipe:
     last block + final norm + a new head trained, AdamW (lr 8e-4, cosine to zero, weight decay 0.1),
-    batch 8, 5 epochs; problem_type multi_label_classification (thresholds 0.5, and also each label's
-    best on validation as ours) or regression (targets standardized as ours). Every step runs the
+    batch 8, 5 epochs; problem_type multi_label_classification (thresholds 0.5, and also
+    those our rule chooses on validation, `thresholds.py`) or regression (targets standardized as ours). Every step runs the
     whole network."""
     import torch
 
-    from gptclassify.classifier.tasks import choose_thresholds
+    from gptclassify.classifier.thresholds import choose_thresholds
 
     task, info = TASKS[name], json.loads((data / "dataset.json").read_text())
     labels = info.get("labels", [])
@@ -226,7 +226,7 @@ def peer(name: str, data: Path, epochs: int = 5, batch_size: int = 8, seed: int 
     if task == "single-label":
         return {**scores(task, test_y, logits.argmax(-1).numpy()), "wall_seconds": time.perf_counter() - started}
     val_x, val_y = encode("validation")
-    thresholds, _ = choose_thresholds(torch.sigmoid(outputs(val_x)), torch.tensor(val_y, dtype=torch.float32), labels)
+    thresholds, _, _ = choose_thresholds(torch.sigmoid(outputs(val_x)), torch.tensor(val_y, dtype=torch.float32), labels)
     probs = torch.sigmoid(logits).numpy()
     tuned = scores(task, test_y, (probs >= np.array(thresholds)).astype(float))
     return {**scores(task, test_y, (probs >= 0.5).astype(float)), "tuned_thresholds": tuned,

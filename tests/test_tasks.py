@@ -123,7 +123,7 @@ def test_multi_label_trains_predicts_and_its_loss_is_torchs_binary_cross_entropy
     assert main(["train", "--data", str(multi_label_dir), "--weights", str(weights_dir), "--out", str(run),
                  "--epochs", "2", "--lr", "1e-3", "--class-weight", "balanced", "--prefix-dtype", "float32"]) == 0
     log = capsys.readouterr().out
-    assert "train micro-F1" in log and "label thresholds (validation F1)" in log and "positive weights" in log
+    assert "train micro-F1" in log and "label thresholds: rule " in log and "positive weights" in log
     config = json.loads((run / "config.json").read_text())
     assert config["task"] == "multi-label" and config["problem_type"] == "multi_label_classification"
     assert len(config["thresholds"]) == 3 and config["num_classes"] == 3

@@ -2,7 +2,7 @@
 
   single-label  n logits, softmax; cross-entropy; accuracy           (targets: class ids, int64)
   multi-label   n logits, a sigmoid each; binary cross-entropy;      (targets: 0/1 per label, float)
-                micro-F1 at each label's threshold
+                micro-F1 at each label's threshold (`thresholds.py` chooses them)
   regression    1 output, the target standardized on the training    (targets: standardized, float)
                 split; mean squared error (or Huber); R²
 
@@ -16,8 +16,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-
-MIN_POSITIVES_FOR_THRESHOLD = 5  # fewer validation positives of a label than this: its threshold stays 0.5
 
 
 def task_of(targets: torch.Tensor) -> str:
@@ -67,22 +65,6 @@ def probabilities(task: str, logits: torch.Tensor) -> torch.Tensor:
     if task == "multi-label":
         return torch.sigmoid(logits.float())
     return logits.float()
-
-
-def choose_thresholds(probs: torch.Tensor, targets: torch.Tensor, labels: list[str]) -> tuple[list[float], list[str]]:
-    """Per label, the probability cut with the best F1 on these (validation) examples; 0.5 where
-    they hold fewer than MIN_POSITIVES_FOR_THRESHOLD positives, and said."""
-    thresholds, notes = [], []
-    for j, label in enumerate(labels):
-        p, t = probs[:, j].numpy(), targets[:, j].numpy() > 0.5
-        if t.sum() < MIN_POSITIVES_FOR_THRESHOLD:
-            thresholds.append(0.5)
-            notes.append(f"{label}: {int(t.sum())} validation positives, threshold kept at 0.5")
-            continue
-        candidates = np.unique(np.concatenate([p, [0.5]]))
-        f1s = [f1(t, p >= c) for c in candidates]
-        thresholds.append(float(candidates[int(np.argmax(f1s))]))
-    return thresholds, notes
 
 
 def f1(truth: np.ndarray, predicted: np.ndarray) -> float:

@@ -22,8 +22,8 @@ from ..classifier.calibration import MIN_TEXTS_TO_CALIBRATE, calibrated, fit_tem
 from ..classifier.lora import adapter_state, merge_lora
 from ..classifier.metrics import SPLIT_BATCH_SIZE, logits_report, split_logits
 from ..classifier.names import head_size
-from ..classifier.tasks import (choose_thresholds, headline, loss_fn,
-                                multi_label_report)
+from ..classifier.tasks import headline, loss_fn, multi_label_report
+from ..classifier.thresholds import choose_thresholds, described
 from ..config import TOKENIZERS, Policy, RunConfig, TrainConfig
 from ..data.splits import SPLITS
 from ..distributed import barrier, same_rng_everywhere, sum_gradients
@@ -81,10 +81,12 @@ def train(p: Prepared, resume: bool = False, tuning: dict | None = None, calibra
         outputs["validation"] = calibrate_on
     source = f"{len(calibrate_on[1]):,} out-of-fold texts of tune's folds" if calibrate_on else "validation"
     temperature = calibrate(p, *outputs["validation"], source)
-    thresholds = label_thresholds(p, calibrated(outputs["validation"][0], temperature), outputs["validation"][1]) \
-        if p.task == "multi-label" else None
+    thresholds, rule = label_thresholds(p, calibrated(outputs["validation"][0], temperature), outputs["validation"][1]) \
+        if p.task == "multi-label" else (None, None)
     metrics = {split: logits_report(*outputs[split], p.labels, p.task, thresholds, p.target_scale,
                                     cfg.loss == "huber", temperature) for split in SPLITS}
+    if rule:
+        metrics["validation"]["threshold_rule"] = rule
     if not p.held_out:
         metrics["validation"]["scored"] = f"out of fold: {source}, each by the fold model that did not train on it"
     log_calibration(p, metrics["validation"], source)
@@ -279,13 +281,15 @@ def log_calibration(p: Prepared, validation: dict, source: str) -> None:
           f"validation ECE {cal['ece_before']:.4f} -> {cal['ece']:.4f}")
 
 
-def label_thresholds(p: Prepared, logits: torch.Tensor, targets: torch.Tensor) -> list[float]:
-    """Each label's decision threshold, chosen on the validation split's outputs (tasks.choose_thresholds)."""
-    thresholds, notes = choose_thresholds(torch.sigmoid(logits), targets, p.labels)
-    p.log("label thresholds (validation F1): " + ", ".join(f"{label} {t:.3f}" for label, t in zip(p.labels, thresholds)))
+def label_thresholds(p: Prepared, logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[float], dict]:
+    """Each label's decision threshold, by the rule that cross-fitting on the validation split's
+    outputs prefers (`thresholds.choose_thresholds`), and that choice."""
+    thresholds, notes, rule = choose_thresholds(torch.sigmoid(logits), targets, p.labels)
+    p.log(f"label thresholds: rule {described(rule)}: "
+          + ", ".join(f"{label} {t:.3f}" for label, t in zip(p.labels, thresholds)))
     for note in notes:
         p.log(f"  {note}")
-    return thresholds
+    return thresholds, rule
 
 
 def full_logits(p: Prepared, split: str):
