@@ -130,7 +130,8 @@ def ours(name: str, row: str, data: Path, work: Path) -> dict:
     keep = {"multi-label": ("micro_f1", "macro_f1", "subset_accuracy"), "regression": ("r2", "pearson", "spearman", "rmse"),
             "single-label": ("accuracy", "macro_f1")}[task]
     frozen = next((line.strip() for line in lines if line.startswith("frozen pass:")), "")
-    extra = {"at_0.5": at_half(run, data, task)} if task == "multi-label" else {}
+    extra = {"at_0.5": at_half(run, data, task), "threshold_rule": validation.get("threshold_rule")} \
+        if task == "multi-label" else {}
     return {**{k: test[k] for k in keep}, "validation": {k: validation[k] for k in keep}, "wall_seconds": wall,
             "peak_rss_mb": rss, "frozen_pass": frozen[:300], **extra}
 
@@ -262,7 +263,9 @@ def table(results: dict) -> str:
                 others += f"; untrained cosine: Pearson {r['cosine']['pearson']:.4f}, Spearman {r['cosine']['spearman']:.4f}"
             if "tuned_thresholds" in r:
                 others += f"; with validation thresholds micro-F1 {r['tuned_thresholds']['micro_f1']:.4f}"
-            if "at_0.5" in r:
+            if r.get("threshold_rule"):
+                others += f"; thresholds by the rule {r['threshold_rule']['rule']} (cross-fitted on validation)"
+            if "at_0.5" in r and r.get("threshold_rule", {}).get("rule") != "0.5":
                 others += f"; at thresholds 0.5 micro-F1 {r['at_0.5']['micro_f1']:.4f}"
             system = {"tfidf": "TF-IDF + linear", "peer": "transformers peer"}.get(row, f"gptclassify {row}")
             wall = r.get("process_wall_seconds", r.get("wall_seconds"))
