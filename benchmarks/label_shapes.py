@@ -49,7 +49,7 @@ LONG_ROWS = {"default": [], "chunks": ["--truncation", "chunks", "--max-length",
              "head+tail-1024": ["--max-length", "1024"]}
 SUBSETS = {"debtags": (1500, 300, 600), "spam-assassin-long": (400, 133, 264)}
 OURS = {  # rows of gptclassify per dataset: extra train options
-    "debtags": {"default": [], "float32-prefix": ["--prefix-dtype", "float32"]}, "vader-tweets": {"default": []},
+    "debtags": {"default": [], "float32-prefix": ["--prefix-dtype", "float32"]}, "vader-tweets": {"default": [], "float32-prefix": ["--prefix-dtype", "float32"]},
     # word pairs: the default, and three recipes a user would try, chosen between by validation
     "simlex": {"default": [], "mean-pooling": ["--pooling", "mean"], "lr-2e-4": ["--lr", "2e-4"],
                "mean-pooling-lr-2e-4": ["--pooling", "mean", "--lr", "2e-4"]},
