@@ -118,11 +118,12 @@ def measured(cmd: list[str], env: dict | None = None) -> tuple[float, float, lis
     return time.perf_counter() - started, usage.ru_maxrss / 1024, lines
 
 
-def ours(name: str, row: str, data: Path, work: Path) -> dict:
-    run = work / f"{name}-{row}"
+def ours(name: str, row: str, data: Path, work: Path, seed: int | None = None) -> dict:
+    """One `gptclassify train` of a row (with `seed`: that seed, the row's feature cache shared)."""
+    run = work / f"{name}-{row}" if seed is None else work / f"{name}-{row}-seed-{seed}"
     env = {**os.environ, "GPTCLASSIFY_FEATURE_CACHE": str(work / f"cache-{name}-{row}")}
     cmd = [GPTCLASSIFY, "train", "--data", str(data), "--model", MODEL, "--weights", WEIGHTS, "--out", str(run),
-           "--overwrite", *OURS[name][row]]
+           "--overwrite", *OURS[name][row], *([] if seed is None else ["--seed", str(seed)])]
     wall, rss, lines = measured(cmd, env)
     metrics = json.loads((run / "metrics.json").read_text())
     test, validation = metrics["test"], metrics["validation"]
@@ -255,7 +256,7 @@ def table(results: dict) -> str:
         task = rows["task"]
         key, label = PAIR_HEADLINE.get(name, HEADLINE[task])
         for row, r in rows.items():
-            if not isinstance(r, dict) or key not in r:
+            if not isinstance(r, dict) or key not in r or " seed " in row:
                 continue
             others = ", ".join(f"{k} {r[k]:.4f}" for k in ("macro_f1", "subset_accuracy", "r2", "pearson", "spearman",
                                                             "rmse") if k in r and k != key)
@@ -267,6 +268,10 @@ def table(results: dict) -> str:
                 others += f"; thresholds by the rule {r['threshold_rule']['rule']} (cross-fitted on validation)"
             if "at_0.5" in r and r.get("threshold_rule", {}).get("rule") != "0.5":
                 others += f"; at thresholds 0.5 micro-F1 {r['at_0.5']['micro_f1']:.4f}"
+            seeded = [v[key] for k, v in rows.items() if k.startswith(f"{row} seed ")]
+            if seeded:
+                others += (f"; {len(seeded)} other seeds: {label} {min(seeded):.4f} to {max(seeded):.4f} "
+                           f"(mean {np.mean(seeded):.4f})")
             system = {"tfidf": "TF-IDF + linear", "peer": "transformers peer"}.get(row, f"gptclassify {row}")
             wall = r.get("process_wall_seconds", r.get("wall_seconds"))
             rss = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else ""
@@ -281,6 +286,8 @@ def main():
     parser.add_argument("--only", nargs="+", choices=sorted(TASKS), help="these datasets; the others' rows are kept")
     parser.add_argument("--rows", nargs="+", help="of each dataset, only these rows: tfidf, peer, lengths, or "
                                                    "gptclassify's (default, chunks, head+tail-1024)")
+    parser.add_argument("--seeds", nargs="+", type=int, help="gptclassify's rows again with each of these "
+                        "seeds (`train --seed`), from the row's feature cache: the spread a seed makes")
     parser.add_argument("--peer-in-process", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.table:
@@ -306,6 +313,13 @@ def main():
             elif row == "peer":
                 wall, rss, lines = measured([sys.executable, __file__, "--peer-in-process", name])
                 got = {**json.loads(lines[-1]), "process_wall_seconds": wall, "peak_rss_mb": rss}
+            elif row in OURS[name] and args.seeds:
+                for seed in args.seeds:
+                    print(f"== {name}: {row}, seed {seed}", flush=True)
+                    results.setdefault(name, {"task": TASKS[name], "data": str(data)})[f"{row} seed {seed}"] = \
+                        ours(name, row, data, work, seed)
+                    save("label_shapes", {"weights": WEIGHTS, "model": MODEL, "results": results})
+                continue
             elif row in OURS[name]:
                 got = ours(name, row, data, work)
             else:
