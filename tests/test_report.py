@@ -99,6 +99,10 @@ def test_label_sets_and_numbers_get_their_own_report(weights_dir, tmp_path):
         page = Page((run / "report.html").read_text(encoding="utf-8"))
         assert {"recipe", "classes", "mistakes", "baseline"} <= page.ids
         assert ("calibration" in page.ids) == (task == "multi-label") and "confusion" not in page.ids
+        if task == "multi-label":  # each label's threshold, and the rule that chose them
+            rule = json.loads((run / "metrics.json").read_text())["validation"]["threshold_rule"]["rule"]
+            html = (run / "report.html").read_text(encoding="utf-8")
+            assert "<th>threshold</th>" in html and f"Thresholds: the rule {rule}" in html
 
 
 def test_a_run_whose_data_moved_asks_for_it(hostile_run, tmp_path, capsys):

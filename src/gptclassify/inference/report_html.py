@@ -8,6 +8,7 @@ import io
 from html import escape
 
 from ..classifier.calibration import reliability_bins
+from ..classifier.thresholds import described
 from ..files import atomic_path
 from .report import ReportData, confident_mistakes, coverage_curve, coverage_table
 
@@ -102,12 +103,24 @@ def classes_section(data: ReportData) -> str:
 
         rows = [[k.upper() if len(k) < 5 else k, scored[k]] for k in ("rmse", "mae", "r2", "pearson", "spearman")]
         return "<h2 id=classes>Errors</h2>" + table(["", data.split], rows) + figure(scatter)
-    per = scored.get("per_class") or scored.get("per_label") or {}
-    rows = [[label, c["precision"], c["recall"], c["f1"], c["support"]] for label, c in per.items()]
-    head = (["accuracy", scored["accuracy"]], ["macro-F1", scored["macro_f1"]]) if data.task == "single-label" else \
-        (["micro-F1", scored["micro_f1"]], ["macro-F1", scored["macro_f1"]], ["subset accuracy", scored["subset_accuracy"]])
-    return ("<h2 id=classes>Per class</h2>" + table(["", data.split], list(head))
+    if data.task == "multi-label":
+        return labels_section(data)
+    rows = [[label, c["precision"], c["recall"], c["f1"], c["support"]] for label, c in scored["per_class"].items()]
+    return ("<h2 id=classes>Per class</h2>" + table(["", data.split], [["accuracy", scored["accuracy"]],
+                                                                       ["macro-F1", scored["macro_f1"]]])
             + table(["label", "precision", "recall", "F1", "support"], rows))
+
+
+def labels_section(data: ReportData) -> str:
+    """A label set's scores, each label's at its threshold, and the rule that chose the thresholds."""
+    scored = data.scored
+    rows = [[label, c["precision"], c["recall"], c["f1"], c["support"], c["threshold"]]
+            for label, c in scored["per_label"].items()]
+    head = [["micro-F1", scored["micro_f1"]], ["macro-F1", scored["macro_f1"]], ["subset accuracy", scored["subset_accuracy"]]]
+    rule = data.metrics.get("validation", {}).get("threshold_rule")
+    said = f"<p>Thresholds: the rule {escape(described(rule))}.</p>" if rule else ""
+    return ("<h2 id=classes>Per label</h2>" + table(["", data.split], head) + said
+            + table(["label", "precision", "recall", "F1", "support", "threshold"], rows))
 
 
 def confusion_section(data: ReportData) -> str:
