@@ -20,6 +20,8 @@ debtags (multi-label): Debian 12 "bookworm" main, amd64: every program (role::pr
 `works-with::` tags (sub-facets folded: image:raster is image) as the label set; tags held by
 fewer than 40 programs dropped. Both files from deb.debian.org, pinned by sha256 (a point release
 that changes them is refused by name).
+debtags-use (multi-label): the same, with the programs' `use::` tags (what a program is for:
+converting, editing, viewing, gameplaying...), a second label set from the same files.
 vader-tweets (regression): the 4,200 tweets of Hutto & Gilbert's VADER paper (ICWSM 2014), each
 with the mean of 20 people's sentiment ratings, -4 to +4, from the vaderSentiment 3.3.2 sdist on
 PyPI (additional_resources/hutto_ICWSM_2014.tar.gz; MIT).
@@ -88,8 +90,9 @@ SOURCES = {
                         sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486"),
 }
 SOURCES["spam-assassin-long"] = SOURCES["spam-assassin"]  # the long e-mails of the same package
+SOURCES["debtags-use"] = SOURCES["debtags"]  # the same programs' `use::` tags
 # How `gptclassify prepare csv` reads each table (the rest: one class per text).
-PREPARE_ARGS = {"debtags": ["--task", "multi-label"], "vader-tweets": ["--task", "regression"],
+PREPARE_ARGS = {"debtags": ["--task", "multi-label"], "debtags-use": ["--task", "multi-label"], "vader-tweets": ["--task", "regression"],
                 "simlex": ["--task", "regression", "--text-pair-column", "text_pair"],
                 "lee-pairs": ["--task", "regression", "--text-pair-column", "text_pair"]}
 DEBTAGS_MIN_PROGRAMS = 40
@@ -192,8 +195,8 @@ def fortunes_rows(deb: Path) -> list[dict]:
     return rows
 
 
-def debtags_rows(packages: Path) -> list[dict]:
-    """Programs with `works-with::` debtags: synopsis and long description -> their tags."""
+def debtags_rows(packages: Path, facet: str = "works-with") -> list[dict]:
+    """Programs with `facet::` debtags: synopsis and long description -> their tags."""
     import lzma
     from collections import Counter
 
@@ -214,7 +217,7 @@ def debtags_rows(packages: Path) -> list[dict]:
             if not (name and tags and name.group(1) in descriptions):
                 continue
             tags = {t.strip() for t in tags.group(1).replace("\n", " ").split(",")}
-            works = {t.split("::")[1].split(":")[0] for t in tags if t.startswith("works-with::")} - {"TODO"}
+            works = {t.split("::")[1].split(":")[0] for t in tags if t.startswith(f"{facet}::")} - {"TODO"}
             if "role::program" in tags and works:
                 tagged.append((name.group(1), works))
     counts = Counter(t for _, works in tagged for t in works)
@@ -271,7 +274,8 @@ def prepare(name: str) -> Path:
     rows = {"spam-assassin": spam_assassin_rows, "rotten-tomatoes": rotten_tomatoes_rows,
             "fortunes": fortunes_rows, "debtags": debtags_rows, "vader-tweets": vader_tweets_rows,
             "simlex": simlex_rows, "lee-pairs": lee_pairs_rows, "conventions": conventions_rows,
-            "spam-assassin-long": spam_assassin_long_rows}[name](package)
+            "spam-assassin-long": spam_assassin_long_rows,
+            "debtags-use": lambda packages: debtags_rows(packages, "use")}[name](package)
     DATA.mkdir(exist_ok=True)
     table = DATA / f"{name}.csv"
     with open(table, "w", encoding="utf-8", newline="") as f:
