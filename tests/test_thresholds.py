@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptclassify.classifier.tasks import f1
-from gptclassify.classifier.thresholds import beats, best_cut, choose_thresholds, cross_fitted_micro_f1
+from gptclassify.classifier.thresholds import beats, best_cut, choose_thresholds, cross_fitted_micro_f1, fit_rule
 
 
 def brute_force_cut(p, truth):
@@ -77,6 +77,5 @@ def test_a_label_with_few_positives_keeps_0_5_under_per_label():
     probs, targets = two_labels(0.3, 0.1, 0.9, 0.7)
     targets[:, 1] = 0
     targets[:3, 1] = 1
-    from gptclassify.classifier.thresholds import fit_rule
     thresholds, notes = fit_rule("per-label", probs.double().numpy(), targets.numpy() > 0.5, ["a", "b"])
     assert thresholds[1] == 0.5 and notes == ["b: 3 validation positives, threshold kept at 0.5"]

@@ -5,6 +5,9 @@ columns: predicted class). Training's final metrics and `evaluate` both come fro
 
 from __future__ import annotations
 
+import math
+import statistics
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -83,3 +86,12 @@ def logits_report(logits: torch.Tensor, targets: torch.Tensor, labels: list[str]
 # Texts per batch of a whole-split pass: the same as training's final metrics use, so that `evaluate`
 # on the training's device groups the same texts together and gives the run's metrics.json.
 SPLIT_BATCH_SIZE = 64
+
+
+def lead_over(scores: list[float], baseline: list[float]) -> tuple[float, float]:
+    """How far `scores` lead `baseline`, fold by fold: the mean difference and its standard error
+    (infinite from one fold). The one-standard-error rule (`tune`'s winner, label sets' threshold
+    rule) takes the lead only where it exceeds its standard error."""
+    diffs = [s - b for s, b in zip(scores, baseline)]
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.inf
+    return statistics.fmean(diffs), se

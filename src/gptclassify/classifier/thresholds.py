@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .metrics import lead_over
 from .tasks import f1
 
 RULES = ("0.5", "shared", "per-label")  # fewest fitted numbers first: a tie goes to the earlier
@@ -37,7 +38,7 @@ def best_cut(p: np.ndarray, truth: np.ndarray) -> float:
     last_of_value = np.append(ranked[1:] != ranked[:-1], True)  # a cut keeps every tie of its value
     cuts, predicted, tp = ranked[last_of_value], np.flatnonzero(last_of_value) + 1.0, np.cumsum(hits)[last_of_value]
     positives = float(hits.sum())
-    scores = np.where(positives + predicted > 0, 2 * tp / np.maximum(positives + predicted, 1), 0.0)
+    scores = 2 * tp / (positives + predicted)  # every cut predicts at least one
     at_half = f1(truth, p >= 0.5)
     cuts, scores = np.append(cuts, 0.5), np.append(scores, at_half)
     best = scores.max()
@@ -74,8 +75,8 @@ def cross_fitted_micro_f1(rule: str, probs: np.ndarray, truth: np.ndarray, label
 
 def beats(scores: list[float], kept: list[float]) -> bool:
     """More than one standard error better, fold by fold."""
-    diffs = np.asarray(scores) - np.asarray(kept)
-    return bool(diffs.mean() > diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    lead, se = lead_over(scores, kept)
+    return lead > se
 
 
 def choose_thresholds(probs: torch.Tensor, targets: torch.Tensor, labels: list[str]) -> tuple[list[float], list[str], dict]:

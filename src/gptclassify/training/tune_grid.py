@@ -5,9 +5,9 @@ timing (`trials.probe_seconds`)."""
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass, replace
 
+from ..classifier.metrics import lead_over
 from ..config import TrainConfig
 from ..errors import UserError
 
@@ -63,9 +63,7 @@ def choose(best: Recipe, default: Recipe, best_scores: list[float], default_scor
     """The winner: `best` (the best mean over every fold) only where it beats the default recipe by
     more than one standard error of their difference, fold by fold (the one-standard-error rule); a
     lead within the folds' noise keeps the default. What was compared, for tuning.json."""
-    diffs = [b - d for b, d in zip(best_scores, default_scores)]
-    lead = statistics.fmean(diffs)
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.inf
+    lead, se = lead_over(best_scores, default_scores)
     winner = best if best == default or lead > se else default
     return {"winner": winner, "default": default.name, "best": best.name, "lead": lead, "lead_se": se}
 
