@@ -1,7 +1,8 @@
 """Does a prompt around each text help a model's last-token features? 5-fold cross-validation on
 the book split's train + validation messages (1,194; the test split is never scored), each template
 its own frozen pass, the default recipe otherwise (`lr_cv.fold_accuracy`: last block, 5 epochs,
-batch 8, cosine). `{text}` marks where the message goes; `\\n` is a new line.
+batch 8, cosine). `{text}` marks where the message goes; `\\n` is a new line. `--pooling mean`
+reads the mean of the last block's outputs over each text's tokens instead of its last token.
 
     python benchmarks/template_cv.py --weights FILE.gguf --lr 2e-4 \\
         --templates '{text}' 'Message: {text}\\nLabel:' 'SMS message: {text}\\nIs this message spam?'
@@ -18,7 +19,7 @@ from common import book_split, save, scratch_dir
 from lr_cv import fold_accuracy
 from torch.utils.data import ConcatDataset
 
-from gptclassify.config import make_config
+from gptclassify.config import POOLINGS, make_config
 from gptclassify.data.splits import SPLITS
 from gptclassify.training.prepare import prepare
 
@@ -38,9 +39,9 @@ def templated(src: Path, out: Path, template: str) -> Path:
     return out
 
 
-def cross_validated(weights: str, data: Path, run: Path, lr: float, folds: int) -> tuple[int, int]:
+def cross_validated(weights: str, data: Path, run: Path, lr: float, folds: int, pooling: str) -> tuple[int, int]:
     """Texts right out of fold, and texts, over the training and validation splits."""
-    trainer = prepare(None, weights, data, make_config(None), run)
+    trainer = prepare(None, weights, data, make_config(None, pooling=pooling), run)
     start = {n: q.detach().clone() for n, q in trainer.model.named_parameters() if q.requires_grad}
     texts = ConcatDataset([trainer.inputs.sets["train"], trainer.inputs.sets["validation"]])
     rows = list(range(len(texts)))
@@ -58,6 +59,7 @@ def main():
     parser.add_argument("--templates", nargs="+", default=["{text}"])
     parser.add_argument("--lr", type=float, default=2e-4)
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--pooling", choices=POOLINGS, default="last-token")
     parser.add_argument("--save-as", default="template_cv")
     args = parser.parse_args()
     work = scratch_dir("gptclassify-template-cv-")
@@ -65,9 +67,9 @@ def main():
     results = []
     for i, template in enumerate(args.templates):
         right, n = cross_validated(args.weights, templated(src, work / f"data-{i}", template), work / f"run-{i}",
-                                   args.lr, args.folds)
-        results.append({"template": template, "right": right, "texts": n, "accuracy": right / n})
-        print(f"template {template!r} lr {args.lr:g}: {right}/{n} = {right / n:.2%}", flush=True)
+                                   args.lr, args.folds, args.pooling)
+        results.append({"template": template, "pooling": args.pooling, "right": right, "texts": n, "accuracy": right / n})
+        print(f"template {template!r} pooling {args.pooling} lr {args.lr:g}: {right}/{n} = {right / n:.2%}", flush=True)
         save(args.save_as, {"weights": Path(args.weights).name, "lr": args.lr, "folds": args.folds, "results": results})
 
 
