@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_prepare(sub) -> None:
-    """The data commands: prepare sms-spam, prepare csv."""
+    """The data commands: prepare sms-spam, prepare csv, prepare folder."""
     prepare = sub.add_parser("prepare", help="make train/validation/test CSV files").add_subparsers(
         dest="source_kind", required=True)
     p = prepare.add_parser("sms-spam", help="the UCI SMS Spam Collection, split as the book does")
@@ -55,16 +55,28 @@ def add_prepare(sub) -> None:
     p.add_argument("--text-pair-column", metavar="COLUMN", help="a second text per row (a pair task: duplicates, "
                    "entailment); joined to the first with the model's end-of-text token")
     p.add_argument("--label-column", default="label", help="the column of labels")
-    p.add_argument("--seed", type=int, default=123, help="the shuffle before the stratified split")
-    p.add_argument("--val-frac", type=float, default=0.1, help="share of each class for validation")
-    p.add_argument("--test-frac", type=float, default=0.2, help="share of each class for test")
-    p.add_argument("--balance", action="store_true", help="undersample every class to the smallest (single-label)")
-    p.add_argument("--encoding", default="utf-8", help="the file's text encoding")
+    add_split_options(p)
     p.add_argument("--task", default="single-label", choices=["single-label", "multi-label", "regression"],
                    help="one class per text; a set of classes per text (possibly empty); or a number per text")
     p.add_argument("--label-separator", default="|", metavar="SEP",
                    help="multi-label: what separates a text's labels in a CSV/TSV cell (JSONL may give a list)")
     p.set_defaults(func="prepare.cmd_prepare_csv")
+
+    p = prepare.add_parser("folder", help="your own files: one folder per class, one text per file")
+    p.add_argument("folder", type=Path, help="a folder holding one folder per class (its name the label), each "
+                   "holding that class's texts, one per file (deeper folders allowed; hidden names skipped)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="the data directory to write")
+    add_split_options(p)
+    p.set_defaults(func="prepare.cmd_prepare_folder")
+
+
+def add_split_options(p) -> None:
+    """How `prepare csv` and `prepare folder` split a user's texts."""
+    p.add_argument("--seed", type=int, default=123, help="the shuffle before the stratified split")
+    p.add_argument("--val-frac", type=float, default=0.1, help="share of each class for validation")
+    p.add_argument("--test-frac", type=float, default=0.2, help="share of each class for test")
+    p.add_argument("--balance", action="store_true", help="undersample every class to the smallest (single-label)")
+    p.add_argument("--encoding", default="utf-8", help="the files' text encoding")
 
 
 def add_train(sub) -> None:
@@ -118,7 +130,8 @@ def add_evaluate_and_predict(sub) -> None:
     p = sub.add_parser("predict", help="classify new texts with a trained run")
     p.add_argument("run", type=Path, help="a finished run directory")
     p.add_argument("texts", nargs="*", help="texts to classify; '-' reads standard input, one text per line")
-    p.add_argument("--input", type=Path, help="a file: one text per line, or CSV/TSV/JSONL with --text-column")
+    p.add_argument("--input", type=Path, help="a file: one text per line, or CSV/TSV/JSONL with --text-column; or "
+                   "a folder: every file under it one text, each prediction naming its file")
     p.add_argument("--text-column", help="the column of texts, for CSV/TSV/JSONL input")
     p.add_argument("--text-pair-column", metavar="COLUMN", help="the column of each text's pair, for a pair run")
     p.add_argument("--output", type=Path, help="write the predictions to this file (atomically) instead of standard output")

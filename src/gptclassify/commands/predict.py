@@ -1,9 +1,10 @@
-"""`gptclassify predict`: classify texts from the arguments, standard input or a file."""
+"""`gptclassify predict`: classify texts from the arguments, standard input, a file or a folder of files."""
 
 from __future__ import annotations
 
 import sys
 
+from ..data.folder import InputFolder
 from ..data.inputs import InputFile
 from ..data.splits import read_lines, read_table, split_lines
 from ..errors import UserError
@@ -46,8 +47,21 @@ def read_texts(args) -> list[str]:
     return texts
 
 
+def input_folder(args) -> InputFolder:
+    """--input FOLDER: every file under it a text, each prediction naming its file."""
+    if args.texts or args.text_column or args.text_pair_column:
+        raise UserError(f"{args.input}: a folder of files is the whole input (one text per file): "
+                        "no texts, --text-column or --text-pair-column beside it")
+    texts = InputFolder(args.input)
+    if next(iter(texts), None) is None:
+        raise UserError(f"{args.input}: every file is empty")
+    return InputFolder(args.input)
+
+
 def cmd_predict(args) -> None:
-    if args.input and not args.texts:  # a file, read as it goes: memory stays flat however long it is
+    if args.input and args.input.is_dir():
+        texts = input_folder(args)
+    elif args.input and not args.texts:  # a file, read as it goes: memory stays flat however long it is
         texts = InputFile(args.input, args.text_column, args.text_pair_column)
         if next(iter(texts), None) is None:
             raise UserError(f"{args.input}: no texts")
@@ -61,4 +75,5 @@ def cmd_predict(args) -> None:
     predict_to(classifier, texts, args.output, output_format(args.format, args.output), args.batch_size,
                args.min_score)
     if getattr(texts, "blank", 0):
-        print(f"gptclassify: skipped {texts.blank} blank line(s)", file=sys.stderr)
+        what = "empty file(s)" if isinstance(texts, InputFolder) else "blank line(s)"
+        print(f"gptclassify: skipped {texts.blank} {what}", file=sys.stderr)

@@ -1,9 +1,11 @@
-"""`gptclassify prepare`: make train/validation/test CSV files from the SMS collection or your own table."""
+"""`gptclassify prepare`: make train/validation/test CSV files from the SMS collection, your own
+table, or your own folder of files."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..data.folder import prepare_folder
 from ..data.splits import SplitOptions, prepare_sms_spam, prepare_table, write_prepared
 from ..errors import UserError
 
@@ -19,12 +21,23 @@ def cmd_prepare_csv(args) -> None:
         raise UserError(f"--balance undersamples classes: it is for single-label data, not {args.task}")
     if not args.label_separator:
         raise UserError("--label-separator must not be empty")
-    options = SplitOptions(seed=args.seed, val_frac=args.val_frac, test_frac=args.test_frac,
-                           balance="undersample" if args.balance else "none", split="stratified")
-    prepared = prepare_table(args.file, args.text_column, args.label_column, options=options, encoding=args.encoding,
-                             task=args.task, separator=args.label_separator, pair_column=args.text_pair_column)
+    prepared = prepare_table(args.file, args.text_column, args.label_column, options=split_options(args),
+                             encoding=args.encoding, task=args.task, separator=args.label_separator,
+                             pair_column=args.text_pair_column)
     write_prepared(prepared, args.out, params=vars_of(args))
     print_prepared(prepared, args.out)
+
+
+def cmd_prepare_folder(args) -> None:
+    prepared = prepare_folder(args.folder, split_options(args), encoding=args.encoding)
+    write_prepared(prepared, args.out, params=vars_of(args))
+    print(f"{prepared.info['files']:,} files in {len(prepared.labels)} class folders")
+    print_prepared(prepared, args.out)
+
+
+def split_options(args) -> SplitOptions:
+    return SplitOptions(seed=args.seed, val_frac=args.val_frac, test_frac=args.test_frac,
+                        balance="undersample" if args.balance else "none", split="stratified")
 
 
 def print_prepared(prepared, out: Path) -> None:

@@ -163,7 +163,11 @@ def split_lines(text: str) -> list[str]:
 
 
 def decode_file(path: Path, encoding: str) -> str:
-    data = path.read_bytes()
+    return decode_bytes(path, path.read_bytes(), encoding)
+
+
+def decode_bytes(path: Path, data: bytes, encoding: str) -> str:
+    """`data`, the bytes of `path`, as text; undecodable bytes refused naming the file and line."""
     if encoding.lower().replace("-", "") == "utf8" and data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # a byte-order mark, as spreadsheet programs write
     try:
@@ -366,7 +370,7 @@ def write_prepared(prepared: Prepared, out: Path, params: dict) -> None:
     for name, part in prepared.splits.items():
         with atomic_path(out / f"{name}.csv") as tmp:
             # Every field quoted: unquoted, a lone carriage return inside a text would read back as a line end.
-            columns = ["text", "label", "text_pair"] if "text_pair" in part else ["text", "label"]
+            columns = ["text", "label", *(c for c in ("text_pair", "file") if c in part)]
             part[columns].to_csv(tmp, index=False, encoding="utf-8", quoting=csv.QUOTE_ALL)
     write_json(out / "dataset.json", {**prepared.info, "parameters": params})
 

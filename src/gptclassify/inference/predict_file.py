@@ -1,6 +1,6 @@
 """Predictions for a whole input, written to a file (or standard output) in input order.
 
-The input is read as it goes (`inputs.InputFile`) and classified in chunks of CHUNK texts, each
+The input is read as it goes (`inputs.InputFile`, `folder.InputFolder`) and classified in chunks of CHUNK texts, each
 sorted by length into batches, so memory stays flat however long the file. With `--output`, each
 finished chunk is written at once (atomically) into a folder beside the output,
 `.OUTPUT.parts/`, with a manifest naming the input, the run and the format; the output appears,
@@ -40,18 +40,24 @@ def output_format(fmt: str | None, output: Path | None) -> str:
 
 
 def format_predictions(texts: list[str], predictions: list[dict], labels: list[str], fmt: str, header: bool,
-                       task: str = "single-label") -> str:
+                       task: str = "single-label", files: list[str] | None = None) -> str:
+    """Each prediction beside its text (its pair's too), or beside the file it came from where
+    `files` are given (a folder's input: a whole document is not repeated in the output)."""
     out = io.StringIO()
-    pairs = any(isinstance(t, tuple) for t in texts)
+    pairs, named = any(isinstance(t, tuple) for t in texts), files is not None
+    if named:
+        texts = files
     if fmt == "jsonl":
         for text, p in zip(texts, predictions):
-            shown = {"text": text[0], "text_pair": text[1]} if pairs else {"text": text}
+            shown = {"text": text[0], "text_pair": text[1]} if pairs else {"file" if named else "text": text}
             out.write(json.dumps({**shown, **p}, ensure_ascii=False) + "\n")
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         if header:
             head = csv_header(labels, task)
-            writer.writerow(head[:1] + ["text_pair"] + head[1:] if pairs else head)
+            if pairs:
+                head = head[:1] + ["text_pair"] + head[1:]
+            writer.writerow(["file", *head[1:]] if named else head)
         for text, p in zip(texts, predictions):
             writer.writerow([*(text if pairs else [text]), *csv_values(p, task)])
     else:
@@ -94,7 +100,7 @@ def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int
     world = current()
     if world.size > 1 and output is None:
         raise UserError("predict under torchrun writes a file: give --output FILE")
-    streamed = hasattr(texts, "bytes_read")
+    streamed, named = hasattr(texts, "bytes_read"), getattr(texts, "yields_files", False)
     total, unit = (texts.size, "bytes") if streamed else (len(texts), "texts")
     if world.is_main and total > (1 << 20 if streamed else CHUNK):
         say(f"predict: {total:,} {unit} of input, in chunks of {CHUNK:,} texts"
@@ -105,9 +111,9 @@ def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int
     for index, chunk in enumerate(chunks(texts)):
         count = index + 1
         if index % world.size == world.rank and not (parts and parts.done(index)):
+            files, chunk = ([f for f, _ in chunk], [t for _, t in chunk]) if named else (None, chunk)
             text = format_predictions(chunk, classifier.predict(chunk, batch_size=batch_size, min_score=min_score),
-                                      classifier.labels,
-                                      fmt, header=index == 0, task=classifier.task)
+                                      classifier.labels, fmt, header=index == 0, task=classifier.task, files=files)
             if parts:
                 parts.write(index, text)
                 failpoint("predict-chunk")
@@ -118,7 +124,7 @@ def predict_to(classifier, texts, output: Path | None, fmt: str, batch_size: int
         seen = now
     progress.close()
     if count == 0:  # no texts: a CSV still gets its header
-        header = format_predictions([], [], classifier.labels, fmt, True, classifier.task)
+        header = format_predictions([], [], classifier.labels, fmt, True, classifier.task, [] if named else None)
         if parts is None:
             sys.stdout.write(header)
         elif world.is_main:

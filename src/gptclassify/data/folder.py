@@ -1,0 +1,106 @@
+"""Texts kept as files: one text per file, and for training one folder per class, named after it
+(`contracts/nda/a.txt`, `contracts/lease/b.txt`), as scikit-learn's `load_files` and Keras'
+`text_dataset_from_directory` read them. Files may sit deeper inside a class's folder; names
+starting with a dot (`.DS_Store`, `.git/`) are skipped; the order is the sorted paths'. A file's
+trailing blank lines and spaces are not part of its text (a text typed as an argument has none).
+
+For training, every file is read or the folder is refused with one line naming the file:
+undecodable bytes, an empty text, a file outside any class folder, a class folder with no files.
+For prediction (`InputFolder`), every file under the folder is a text, read as it is needed."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import UserError
+from .splits import SplitOptions, decode_bytes, split_frame
+
+
+def text_files(folder: Path) -> list[Path]:
+    """Every file under `folder`, its subfolders' too, sorted; hidden ones (and those in hidden folders) skipped."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: no such folder")
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+
+def read_text_file(path: Path, data: bytes, encoding: str = "utf-8") -> str:
+    text = decode_bytes(path, data, encoding).rstrip()
+    if not text:
+        raise UserError(f"{path}: empty text")
+    return text
+
+
+def read_folder(root: Path, encoding: str = "utf-8") -> tuple[pd.DataFrame, str]:
+    """The texts under `root` as a frame (`text`, `label` = the class folder's name, `file` = the
+    path under `root`), and a sha256 over every file's path and bytes (what `dataset.json` records)."""
+    root = Path(root)
+    files = text_files(root)
+    loose = [p for p in files if p.parent == root]
+    if loose:
+        raise UserError(f"{loose[0]}: a file outside any class folder "
+                        "(put each file in a folder named after its class)")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise UserError(f"{root}: no class folders (one folder per class, each holding that class's files)")
+    counts = {c: 0 for c in classes}
+    digest, rows = hashlib.sha256(), []
+    for path in files:
+        relative, data = path.relative_to(root), path.read_bytes()
+        digest.update(relative.as_posix().encode("utf-8", "surrogateescape") + b"\0" + data + b"\0")
+        counts[relative.parts[0]] += 1
+        rows.append({"text": read_text_file(path, data, encoding), "label": relative.parts[0],
+                     "file": relative.as_posix()})
+    empty = [c for c, n in counts.items() if n == 0]
+    if empty:
+        raise UserError(f"{root / empty[0]}: a class folder with no files")
+    return pd.DataFrame(rows, columns=["text", "label", "file"], dtype=object), digest.hexdigest()
+
+
+def prepare_folder(root: Path, options: SplitOptions, encoding: str = "utf-8"):
+    """`prepare_table` for a folder of class folders: the same stratified split and checks; each
+    split's CSV keeps the file each text came from (its `file` column)."""
+    df, digest = read_folder(root, encoding)
+    prepared = split_frame(df, labels=sorted(df["label"].unique()), options=options)
+    prepared.info.update(task="single-label", source=str(root), source_sha256=digest, files=len(df))
+    return prepared
+
+
+class InputFolder:
+    """The files under a folder as prediction input, read one at a time: iterate to get (file under
+    the folder, text) pairs. Like `inputs.InputFile`: `bytes_read` and `blank` (empty files,
+    skipped) say how far it got and what it skipped; `identity` what a resumed prediction checks."""
+
+    yields_files = True
+
+    def __init__(self, path: Path, encoding: str = "utf-8"):
+        self.path, self.encoding = Path(path), encoding
+        self.files = text_files(self.path)
+        if not self.files:
+            raise UserError(f"{self.path}: no files")
+        stats = [p.stat() for p in self.files]
+        self.size = sum(s.st_size for s in stats)
+        listing = hashlib.sha256()
+        for p, s in zip(self.files, stats):
+            entry = f"{p.relative_to(self.path).as_posix()}\0{s.st_size}\0{s.st_mtime_ns}\0"
+            listing.update(entry.encode("utf-8", "surrogateescape"))
+        self.listing = listing.hexdigest()
+        self.bytes_read, self.blank = 0, 0
+
+    def identity(self) -> dict:
+        return {"input": str(self.path.resolve()), "files": len(self.files), "bytes": self.size,
+                "listing_sha256": self.listing}
+
+    def __iter__(self):
+        for path in self.files:
+            data = path.read_bytes()
+            self.bytes_read += len(data)
+            text = decode_bytes(path, data, self.encoding).rstrip()
+            if text:
+                yield path.relative_to(self.path).as_posix(), text
+            else:
+                self.blank += 1
