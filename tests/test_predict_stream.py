@@ -93,3 +93,28 @@ def test_parts_of_another_input_are_not_reused(run, texts, tmp_path):
     assert again.returncode == 0 and "starting afresh" in again.stderr
     got = [json.loads(line)["text"] for line in out.read_text(encoding="utf-8").splitlines()]
     assert got == list(reversed(texts))
+
+
+def test_a_killed_folder_prediction_continues_and_a_changed_folder_starts_afresh(run, texts, tmp_path):
+    """A folder's files (here 4,200: three chunks) are chunked as a file's lines are; the parts
+    remember the folder's listing (paths, sizes, modification times)."""
+    folder, out, straight = tmp_path / "docs", tmp_path / "out.csv", tmp_path / "straight.csv"
+    for i, text in enumerate(texts[:4200]):
+        (folder / f"{i // 1000}").mkdir(parents=True, exist_ok=True)
+        (folder / f"{i // 1000}" / f"{i:04d}.txt").write_text(text + "\n", encoding="utf-8")
+    assert predict_cli(run, "--input", folder, "--output", straight).returncode == 0
+    killed = predict_cli(run, "--input", folder, "--output", out, env={"GPTCLASSIFY_FAILPOINT": "predict-chunk:2"})
+    assert killed.returncode == -9 and not out.exists()
+    resumed = predict_cli(run, "--input", folder, "--output", out, env={"GPTCLASSIFY_FAILPOINT": "predict-chunk:2"})
+    assert resumed.returncode == 0, resumed.stderr[-2000:]  # killed again had it computed the first two again
+    assert "continuing an interrupted prediction: 2 chunks" in resumed.stderr
+    assert out.read_bytes() == straight.read_bytes()
+    assert out.read_text().splitlines()[1].startswith("0/0000.txt,")
+
+    out.unlink()
+    killed = predict_cli(run, "--input", folder, "--output", out, env={"GPTCLASSIFY_FAILPOINT": "predict-chunk:1"})
+    assert killed.returncode == -9
+    (folder / "4" / "4199.txt").write_text("a changed text\n", encoding="utf-8")
+    again = predict_cli(run, "--input", folder, "--output", out)
+    assert again.returncode == 0 and "starting afresh" in again.stderr
+    assert out.read_text().splitlines()[-1].startswith("4/4199.txt,")
