@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+from html import escape
 
 import pandas as pd
 import pytest
@@ -131,3 +132,15 @@ def test_predict_a_folder_refusals(folder_run, tmp_path, capsys):
         assert main(["predict", str(tmp / "run"), *argv]) == 1
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and message in err, err
+
+
+def test_the_report_names_the_file_of_each_mistake(folder_run):
+    tmp, texts = folder_run
+    assert main(["report", str(tmp / "run")]) == 0
+    page = (tmp / "run" / "report.html").read_text(encoding="utf-8")
+    mistakes = page[page.index("<h2 id=mistakes>"):].split("<h2", 2)[1]
+    test = pd.read_csv(tmp / "data" / "test.csv", keep_default_na=False)
+    shown = [f for f in test["file"] if f"<td class=t>{f}</td>" in mistakes]
+    assert "<th class=t>file</th>" in mistakes and (shown or "<p>none</p>" in mistakes)
+    for f in shown:  # each file in the cell before its own text's
+        assert f"<td class=t>{f}</td><td class=t>{escape(texts[f][:20])}" in mistakes

@@ -19,7 +19,7 @@ import torch
 from ..classifier.calibration import calibrated
 from ..classifier.metrics import classification_report, logits_report
 from ..classifier.tasks import in_target_units, multi_label_report, probabilities, regression_report, standardize
-from ..data.splits import SPLITS, dataset_info, load_data_split
+from ..data.splits import SPLITS, dataset_info, load_data_split, read_split
 from ..errors import UserError
 from ..files import read_json
 from .baseline import SKLEARN_MISSING, tfidf_baseline
@@ -43,6 +43,7 @@ class ReportData:
     logits: torch.Tensor  # raw, before the temperature
     scored: dict  # the split's metrics computed now (logits_report)
     baseline: dict | str  # the TF-IDF baseline's metrics, or why there are none
+    files: list[str] | None = None  # the file each text came from (`prepare folder`'s splits), else None
 
     @property
     def task(self) -> str:
@@ -82,8 +83,10 @@ def gather(run_dir: Path, data_dir: Path | None = None, split: str = "test", dev
     extra = [read_json(run_dir / name) if (run_dir / name).is_file() else None
              for name in ("metrics.json", "history.json", "tuning.json")]
     baseline = baseline_metrics(data_dir, (texts, raw_targets), clf, task, separator, targets, log)
+    split_table = read_split(data_dir, split)
+    files = split_table["file"].tolist() if "file" in split_table else None
     return ReportData(Path(run_dir), data_dir, split, clf, extra[0] or {}, extra[1] or {}, extra[2], texts, targets,
-                      logits, scored, baseline)
+                      logits, scored, baseline, files)
 
 
 def baseline_metrics(data_dir: Path, test: tuple[list, list], clf: Classifier, task: str, separator: str, targets,
@@ -143,7 +146,7 @@ def confident_mistakes(data: ReportData) -> list[dict]:
     if data.task == "regression":
         error = (probs.reshape(-1) - targets).abs()
         worst = torch.argsort(error, descending=True)[:MISTAKES_SHOWN]
-        return [{"text": data.texts[i], "truth": f"{targets[i].item():.4g}", "predicted": f"{probs[i, 0].item():.4g}",
+        return [{"index": i, "text": data.texts[i], "truth": f"{targets[i].item():.4g}", "predicted": f"{probs[i, 0].item():.4g}",
                  "score": error[i].item()} for i in worst.tolist()]
     if data.task == "multi-label":
         thresholds = torch.tensor(data.classifier.config.thresholds or [0.5] * len(labels))
@@ -152,9 +155,9 @@ def confident_mistakes(data: ReportData) -> list[dict]:
         sureness = torch.where(chosen != (targets > 0.5), (probs - 0.5).abs(), torch.zeros_like(probs)).max(1).values
         name = lambda row: ", ".join(label for label, on in zip(labels, row) if on) or "(none)"  # noqa: E731
         order = [i for i in torch.argsort(sureness, descending=True).tolist() if wrong[i]][:MISTAKES_SHOWN]
-        return [{"text": data.texts[i], "truth": name((targets[i] > 0.5).tolist()), "predicted": name(chosen[i].tolist()),
+        return [{"index": i, "text": data.texts[i], "truth": name((targets[i] > 0.5).tolist()), "predicted": name(chosen[i].tolist()),
                  "score": sureness[i].item() + 0.5} for i in order]
     top, predicted = probs.max(-1)
     order = [i for i in torch.argsort(top, descending=True).tolist() if predicted[i] != targets[i]][:MISTAKES_SHOWN]
-    return [{"text": data.texts[i], "truth": labels[targets[i]], "predicted": labels[predicted[i]],
+    return [{"index": i, "text": data.texts[i], "truth": labels[targets[i]], "predicted": labels[predicted[i]],
              "score": top[i].item()} for i in order]

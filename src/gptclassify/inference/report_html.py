@@ -167,11 +167,17 @@ def coverage_section(data: ReportData) -> str:
 
 
 def mistakes_section(data: ReportData) -> str:
+    """The mistakes with their texts, and the file of each where the data came from a folder."""
+    mistakes = confident_mistakes(data)
     rows = [[" ‖ ".join(m["text"]) if isinstance(m["text"], tuple) else m["text"], m["truth"], m["predicted"],
-             m["score"]] for m in confident_mistakes(data)]
+             m["score"]] for m in mistakes]
     what = "largest errors" if data.task == "regression" else "most confident mistakes"
     head = ["text", "true", "predicted", "error" if data.task == "regression" else "score"]
-    return f"<h2 id=mistakes>The {what}</h2>" + (table(head, rows, (0, 1, 2)) if rows else "<p>none</p>")
+    if data.files:
+        rows = [[data.files[m["index"]], *row] for m, row in zip(mistakes, rows)]
+        head = ["file", *head]
+    shown = table(head, rows, (0, 1, 2, 3) if data.files else (0, 1, 2))
+    return f"<h2 id=mistakes>The {what}</h2>" + (shown if rows else "<p>none</p>")
 
 
 def tuning_section(data: ReportData) -> str:
