@@ -1,7 +1,8 @@
 """Predictions for a whole input, written to a file (or standard output) in input order.
 
-The input is read as it goes (`inputs.InputFile`, `folder.InputFolder`) and classified in chunks of CHUNK texts, each
-sorted by length into batches, so memory stays flat however long the file. With `--output`, each
+The input is read as it goes (`inputs.InputFile`, or `folder.InputFolder` for a folder of files)
+and classified in chunks of CHUNK texts, each sorted by length into batches, so memory stays flat
+however long the file. With `--output`, each
 finished chunk is written at once (atomically) into a folder beside the output,
 `.OUTPUT.parts/`, with a manifest naming the input, the run and the format; the output appears,
 in one atomic rename, when every chunk is done. An interrupted prediction run again with the same

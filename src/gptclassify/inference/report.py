@@ -146,8 +146,8 @@ def confident_mistakes(data: ReportData) -> list[dict]:
     if data.task == "regression":
         error = (probs.reshape(-1) - targets).abs()
         worst = torch.argsort(error, descending=True)[:MISTAKES_SHOWN]
-        return [{"index": i, "text": data.texts[i], "truth": f"{targets[i].item():.4g}", "predicted": f"{probs[i, 0].item():.4g}",
-                 "score": error[i].item()} for i in worst.tolist()]
+        return [{"index": i, "text": data.texts[i], "truth": f"{targets[i].item():.4g}",
+                 "predicted": f"{probs[i, 0].item():.4g}", "score": error[i].item()} for i in worst.tolist()]
     if data.task == "multi-label":
         thresholds = torch.tensor(data.classifier.config.thresholds or [0.5] * len(labels))
         chosen = probs >= thresholds
@@ -155,7 +155,8 @@ def confident_mistakes(data: ReportData) -> list[dict]:
         sureness = torch.where(chosen != (targets > 0.5), (probs - 0.5).abs(), torch.zeros_like(probs)).max(1).values
         name = lambda row: ", ".join(label for label, on in zip(labels, row) if on) or "(none)"  # noqa: E731
         order = [i for i in torch.argsort(sureness, descending=True).tolist() if wrong[i]][:MISTAKES_SHOWN]
-        return [{"index": i, "text": data.texts[i], "truth": name((targets[i] > 0.5).tolist()), "predicted": name(chosen[i].tolist()),
+        return [{"index": i, "text": data.texts[i], "truth": name((targets[i] > 0.5).tolist()),
+                 "predicted": name(chosen[i].tolist()),
                  "score": sureness[i].item() + 0.5} for i in order]
     top, predicted = probs.max(-1)
     order = [i for i in torch.argsort(top, descending=True).tolist() if predicted[i] != targets[i]][:MISTAKES_SHOWN]
