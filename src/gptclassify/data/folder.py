@@ -16,7 +16,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import UserError
+from ..progress import Progress
 from .splits import SplitOptions, decode_bytes, split_frame
+
+PROGRESS_FROM = 1000  # files: a folder this large shows its reading's progress
 
 
 def text_files(folder: Path) -> list[Path]:
@@ -49,12 +52,15 @@ def read_folder(root: Path, encoding: str = "utf-8") -> tuple[pd.DataFrame, str]
         raise UserError(f"{root}: no class folders (one folder per class, each holding that class's files)")
     counts = {c: 0 for c in classes}
     digest, rows = hashlib.sha256(), []
+    progress = Progress(len(files), "files", "prepare folder", enabled=len(files) >= PROGRESS_FROM)
     for path in files:
         relative, data = path.relative_to(root), path.read_bytes()
         digest.update(relative.as_posix().encode("utf-8", "surrogateescape") + b"\0" + data + b"\0")
         counts[relative.parts[0]] += 1
         rows.append({"text": read_text_file(path, data, encoding), "label": relative.parts[0],
                      "file": relative.as_posix()})
+        progress.update(1)
+    progress.close()
     empty = [c for c, n in counts.items() if n == 0]
     if empty:
         raise UserError(f"{root / empty[0]}: a class folder with no files")
