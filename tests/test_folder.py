@@ -77,6 +77,8 @@ def test_prepare_folder_digest_follows_the_files(tmp_path, capsys):
     (lambda d: (d / "empty-class").mkdir(), "empty-class: a class folder with no files"),
     (lambda d: (d / "ham" / "bad.txt").write_bytes(b"caf\xe9\n"), "bad.txt: line 1: not valid utf-8"),
     (lambda d: (d / "spam" / "blank.txt").write_text(" \n\n"), "blank.txt: empty text"),
+    (lambda d: (d / "ham" / "c.pdf").write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"), "c.pdf: a binary file"),
+    (lambda d: (d / "ham" / "c.docx").write_bytes(b"PK\x03\x04\x14\x00\x06\x00"), "c.docx: a binary file"),
 ])
 def test_prepare_folder_refuses_in_one_line(tmp_path, capsys, damage, message):
     sms_folder(tmp_path / "docs", 6, 6)
@@ -123,10 +125,14 @@ def test_predict_a_folder_refusals(folder_run, tmp_path, capsys):
     (tmp_path / "blank").mkdir()
     (tmp_path / "blank" / "a.txt").write_text("\n")
     (tmp_path / "none").mkdir()
+    (tmp_path / "binary").mkdir()
+    (tmp_path / "binary" / "a.txt").write_text("a text\n")
+    (tmp_path / "binary" / "scan.pdf").write_bytes(b"%PDF-1.7\n")
     for argv, message in [
         (["--input", str(tmp_path / "none")], "no files"),
         (["--input", str(tmp_path / "blank")], "every file is empty"),
         (["--input", str(tmp_path / "blank"), "--text-column", "x"], "a folder of files is the whole input"),
+        (["--input", str(tmp_path / "binary")], "scan.pdf: a binary file"),
         (["hello", "--input", str(tmp_path / "blank")], "a folder of files is the whole input"),
     ]:
         assert main(["predict", str(tmp / "run"), *argv]) == 1
@@ -144,3 +150,16 @@ def test_the_report_names_the_file_of_each_mistake(folder_run):
     assert "<th class=t>file</th>" in mistakes and (shown or "<p>none</p>" in mistakes)
     for f in shown:  # each file in the cell before its own text's
         assert f"<td class=t>{f}</td><td class=t>{escape(texts[f][:20])}" in mistakes
+
+
+def test_predict_a_folder_refuses_a_bad_file_before_any_prediction(folder_run, tmp_path, capsys, monkeypatch):
+    tmp, _ = folder_run
+    (tmp_path / "in").mkdir()
+    for i in range(30):
+        (tmp_path / "in" / f"{i:02d}.txt").write_text(f"message {i}\n")
+    (tmp_path / "in" / "zz.txt").write_bytes(b"caf\xe9\n")  # the last file read
+    loaded = []
+    monkeypatch.setattr(Classifier, "load", classmethod(lambda cls, *a, **k: loaded.append(1)))
+    assert main(["predict", str(tmp / "run"), "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o.jsonl")]) == 1
+    assert "zz.txt: line 1: not valid utf-8" in capsys.readouterr().err
+    assert not loaded and not (tmp_path / "o.jsonl").exists() and not list(tmp_path.glob(".o.jsonl.parts"))

@@ -53,7 +53,7 @@ def input_folder(args) -> InputFolder:
         raise UserError(f"{args.input}: a folder of files is the whole input (one text per file): "
                         "no texts, --text-column or --text-pair-column beside it")
     texts = InputFolder(args.input)
-    if next(iter(texts), None) is None:
+    if sum(1 for _ in texts) == 0:  # every file read once before the model loads: a bad one fails now, not hours in
         raise UserError(f"{args.input}: every file is empty")
     return InputFolder(args.input)
 

@@ -5,7 +5,8 @@ starting with a dot (`.DS_Store`, `.git/`) are skipped; the order is the sorted 
 trailing blank lines and spaces are not part of its text (a text typed as an argument has none).
 
 For training, every file is read or the folder is refused with one line naming the file:
-undecodable bytes, an empty text, a file outside any class folder, a class folder with no files.
+undecodable bytes, a binary file (a PDF, a Word file), an empty text, a file outside any class
+folder, a class folder with no files.
 For prediction (`InputFolder`), every file under the folder is a text, read as it is needed."""
 
 from __future__ import annotations
@@ -31,8 +32,18 @@ def text_files(folder: Path) -> list[Path]:
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
+def file_text(path: Path, data: bytes, encoding: str) -> str:
+    """The text of one file (its trailing blank lines and spaces dropped); a PDF, a Word file or
+    any file with NUL bytes refused by name (read as latin-1, they would train on noise)."""
+    wide = encoding.lower().replace("-", "").startswith(("utf16", "utf32"))  # their text holds NUL bytes
+    if data.startswith(b"%PDF-") or (not wide and b"\0" in data[:8192]):
+        raise UserError(f"{path}: a binary file, not text (convert PDF or Word files to text first, "
+                        "e.g. with pdftotext)")
+    return decode_bytes(path, data, encoding).rstrip()
+
+
 def read_text_file(path: Path, data: bytes, encoding: str = "utf-8") -> str:
-    text = decode_bytes(path, data, encoding).rstrip()
+    text = file_text(path, data, encoding)
     if not text:
         raise UserError(f"{path}: empty text")
     return text
@@ -105,7 +116,7 @@ class InputFolder:
         for path in self.files:
             data = path.read_bytes()
             self.bytes_read += len(data)
-            text = decode_bytes(path, data, self.encoding).rstrip()
+            text = file_text(path, data, self.encoding)
             if text:
                 yield path.relative_to(self.path).as_posix(), text
             else:
