@@ -95,6 +95,9 @@ def test_prepare_folder_without_class_folders(tmp_path, capsys):
     assert "no class folders" in capsys.readouterr().err
     assert main(["prepare", "folder", str(tmp_path / "missing"), "--out", str(tmp_path / "d")]) == 1
     assert "no such folder" in capsys.readouterr().err
+    sms_folder(tmp_path / "docs", 6, 6)
+    assert main(["prepare", "folder", str(tmp_path / "docs"), "--out", str(tmp_path / "docs" / "data")]) == 1
+    assert "is inside" in capsys.readouterr().err and not (tmp_path / "docs" / "data").exists()
 
 
 def test_predict_a_folder_names_each_file(folder_run, tmp_path, capsys):

@@ -29,6 +29,9 @@ def cmd_prepare_csv(args) -> None:
 
 
 def cmd_prepare_folder(args) -> None:
+    if args.out.resolve().is_relative_to(args.folder.resolve()):
+        raise UserError(f"--out {args.out} is inside {args.folder}: the next prepare would read its CSV files "
+                        "as a class; write it elsewhere")
     prepared = prepare_folder(args.folder, split_options(args), encoding=args.encoding)
     write_prepared(prepared, args.out, params=vars_of(args))
     print(f"{prepared.info['files']:,} files in {len(prepared.labels)} class folders")
