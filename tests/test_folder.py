@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from html import escape
 
 import pandas as pd
@@ -79,6 +80,7 @@ def test_prepare_folder_digest_follows_the_files(tmp_path, capsys):
     (lambda d: (d / "spam" / "blank.txt").write_text(" \n\n"), "blank.txt: empty text"),
     (lambda d: (d / "ham" / "c.pdf").write_bytes(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n"), "c.pdf: a binary file"),
     (lambda d: (d / "ham" / "c.docx").write_bytes(b"PK\x03\x04\x14\x00\x06\x00"), "c.docx: a binary file"),
+    (lambda d: (d / "ham" / os.fsdecode(b"caf\xe9.txt")).write_text("hi\n"), "a file name that is not valid UTF-8"),
 ])
 def test_prepare_folder_refuses_in_one_line(tmp_path, capsys, damage, message):
     sms_folder(tmp_path / "docs", 6, 6)

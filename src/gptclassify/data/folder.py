@@ -32,6 +32,16 @@ def text_files(folder: Path) -> list[Path]:
                   if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
 
 
+def file_name(path: Path, folder: Path) -> str:
+    """`path` under `folder`, as the CSV and prediction files write it (UTF-8)."""
+    name = path.relative_to(folder).as_posix()
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # bytes the file system holds that are not UTF-8
+        raise UserError(f"{ascii(str(path))}: a file name that is not valid UTF-8; rename it") from None
+    return name
+
+
 def file_text(path: Path, data: bytes, encoding: str) -> str:
     """The text of one file (its trailing blank lines and spaces dropped); a PDF, a Word file or
     any file with NUL bytes refused by name (read as latin-1, they would train on noise)."""
@@ -65,11 +75,10 @@ def read_folder(root: Path, encoding: str = "utf-8") -> tuple[pd.DataFrame, str]
     digest, rows = hashlib.sha256(), []
     progress = Progress(len(files), "files", "prepare folder", enabled=len(files) >= PROGRESS_FROM)
     for path in files:
-        relative, data = path.relative_to(root), path.read_bytes()
-        digest.update(relative.as_posix().encode("utf-8", "surrogateescape") + b"\0" + data + b"\0")
-        counts[relative.parts[0]] += 1
-        rows.append({"text": read_text_file(path, data, encoding), "label": relative.parts[0],
-                     "file": relative.as_posix()})
+        name, data = file_name(path, root), path.read_bytes()
+        digest.update(name.encode("utf-8") + b"\0" + data + b"\0")
+        counts[name.split("/")[0]] += 1
+        rows.append({"text": read_text_file(path, data, encoding), "label": name.split("/")[0], "file": name})
         progress.update(1)
     progress.close()
     empty = [c for c, n in counts.items() if n == 0]
@@ -103,8 +112,7 @@ class InputFolder:
         self.size = sum(s.st_size for s in stats)
         listing = hashlib.sha256()
         for p, s in zip(self.files, stats):
-            entry = f"{p.relative_to(self.path).as_posix()}\0{s.st_size}\0{s.st_mtime_ns}\0"
-            listing.update(entry.encode("utf-8", "surrogateescape"))
+            listing.update(f"{file_name(p, self.path)}\0{s.st_size}\0{s.st_mtime_ns}\0".encode("utf-8"))
         self.listing = listing.hexdigest()
         self.bytes_read, self.blank = 0, 0
 
@@ -118,6 +126,6 @@ class InputFolder:
             self.bytes_read += len(data)
             text = file_text(path, data, self.encoding)
             if text:
-                yield path.relative_to(self.path).as_posix(), text
+                yield file_name(path, self.path), text
             else:
                 self.blank += 1
