@@ -39,7 +39,8 @@ def one(command: str, data, work, extra: list[str], model: str | None = None) ->
         tuning = json.loads((run / "tuning.json").read_text())
         row.update(grid=tuning["grid"], grid_full=tuning["grid_full"], trainings=tuning["trainings"],
                    scores=tuning.get("scores"), side_by_side=tuning.get("side_by_side"), per_fold=tuning.get("per_fold"),
-                   cv_seconds=tuning["seconds"], winner_cv=tuning["recipes"][0]["mean"])
+                   cv_seconds=tuning["seconds"], winner_cv=tuning["recipes"][0]["mean"],
+                   table=[{k: r.get(k) for k in ("recipe", "mean", "std", "folds")} for r in tuning["recipes"]])
     return row
 
 
