@@ -55,7 +55,7 @@ def input_folder(args) -> InputFolder:
     texts = InputFolder(args.input)
     if sum(1 for _ in texts) == 0:  # every file read once before the model loads: a bad one fails now, not hours in
         raise UserError(f"{args.input}: every file is empty")
-    return InputFolder(args.input)
+    return texts  # listed once; predicting reads the files again (and counts the empty ones afresh)
 
 
 def cmd_predict(args) -> None:

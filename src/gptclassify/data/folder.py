@@ -71,17 +71,15 @@ def read_folder(root: Path, encoding: str = "utf-8") -> tuple[pd.DataFrame, str]
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise UserError(f"{root}: no class folders (one folder per class, each holding that class's files)")
-    counts = {c: 0 for c in classes}
     digest, rows = hashlib.sha256(), []
     progress = Progress(len(files), "files", "prepare folder", enabled=len(files) >= PROGRESS_FROM)
     for path in files:
         name, data = file_name(path, root), path.read_bytes()
         digest.update(name.encode("utf-8") + b"\0" + data + b"\0")
-        counts[name.split("/")[0]] += 1
-        rows.append({"text": read_text_file(path, data, encoding), "label": name.split("/")[0], "file": name})
+        rows.append({"text": read_text_file(path, data, encoding), "label": name.split("/", 1)[0], "file": name})
         progress.update(1)
     progress.close()
-    empty = [c for c, n in counts.items() if n == 0]
+    empty = sorted(set(classes) - {row["label"] for row in rows})
     if empty:
         raise UserError(f"{root / empty[0]}: a class folder with no files")
     return pd.DataFrame(rows, columns=["text", "label", "file"], dtype=object), digest.hexdigest()
@@ -108,11 +106,12 @@ class InputFolder:
         self.files = text_files(self.path)
         if not self.files:
             raise UserError(f"{self.path}: no files")
+        self.names = [file_name(p, self.path) for p in self.files]
         stats = [p.stat() for p in self.files]
         self.size = sum(s.st_size for s in stats)
         listing = hashlib.sha256()
-        for p, s in zip(self.files, stats):
-            listing.update(f"{file_name(p, self.path)}\0{s.st_size}\0{s.st_mtime_ns}\0".encode("utf-8"))
+        for name, s in zip(self.names, stats):
+            listing.update(f"{name}\0{s.st_size}\0{s.st_mtime_ns}\0".encode("utf-8"))
         self.listing = listing.hexdigest()
         self.bytes_read, self.blank = 0, 0
 
@@ -121,11 +120,13 @@ class InputFolder:
                 "listing_sha256": self.listing}
 
     def __iter__(self):
-        for path in self.files:
+        """Each pass reads the files again and counts afresh."""
+        self.bytes_read, self.blank = 0, 0
+        for path, name in zip(self.files, self.names):
             data = path.read_bytes()
             self.bytes_read += len(data)
             text = file_text(path, data, self.encoding)
             if text:
-                yield file_name(path, self.path), text
+                yield name, text
             else:
                 self.blank += 1
