@@ -113,11 +113,25 @@ def test_tune_options(tiny, option, value):
 
 
 @settings(FUZZ, max_examples=40)
-@given(option=st.sampled_from(["--val-frac", "--test-frac", "--seed"]), value=VALUES)
-def test_prepare_options(tiny, option, value):
+@given(option=st.sampled_from(["--val-frac", "--test-frac", "--seed", "--encoding"]), value=VALUES,
+       kind=st.sampled_from(["csv", "folder"]))
+def test_prepare_options(tiny, option, value, kind):
+    """`prepare csv` and `prepare folder` share their split options: each value exits 0 or says why in one line."""
     data, _, _, tmp = tiny
-    argv = ["prepare", "csv", str(data / "train.csv"), "--out", str(tmp / "fuzz-data"), option, value]
+    source = data / "train.csv" if kind == "csv" else class_folder(data, tmp / "fuzz-folder")
+    argv = ["prepare", kind, str(source), "--out", str(tmp / "fuzz-data"), option, value]
     assert_clean(*outcome(argv), argv)
+
+
+def class_folder(data, root):
+    """The training texts of `data`, one file each under root/<label>/ (made once)."""
+    if not root.is_dir():
+        import pandas as pd
+
+        for i, row in pd.read_csv(data / "train.csv", keep_default_na=False).iterrows():
+            (root / row["label"]).mkdir(parents=True, exist_ok=True)
+            (root / row["label"] / f"{i:04d}.txt").write_text(row["text"], encoding="utf-8")
+    return root
 
 
 @settings(FUZZ, max_examples=30)
