@@ -125,6 +125,24 @@ def test_predict_a_folder_names_each_file(folder_run, tmp_path, capsys):
     assert table[0] == ["file", "label", "score", "p_ham", "p_spam"] and [r[0] for r in table[1:]] == [r["file"] for r in rows]
 
 
+def test_predict_a_latin_1_folder_with_encoding(folder_run, tmp_path, capsys):
+    """Files saved by an old Windows program: refused naming the file and --encoding, then read with it."""
+    tmp, texts = folder_run
+    (tmp_path / "old").mkdir()
+    words = [texts[name] + " caf\u00e9 \u00a3100" for name in sorted(texts)[:3]]
+    for i, text in enumerate(words):
+        (tmp_path / "old" / f"{i}.txt").write_bytes(text.encode("latin-1"))
+    assert main(["predict", str(tmp / "run"), "--input", str(tmp_path / "old")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "0.txt: line 1: not valid utf-8 text" in err and "--encoding" in err, err
+    assert main(["predict", str(tmp / "run"), "--input", str(tmp_path / "old"), "--encoding", "latin-1"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    direct = Classifier.load(tmp / "run", device="cpu").predict(words)
+    assert [r["file"] for r in rows] == ["0.txt", "1.txt", "2.txt"]
+    assert [r["label"] for r in rows] == [d["label"] for d in direct]
+    assert [r["score"] for r in rows] == pytest.approx([d["score"] for d in direct], abs=1e-6)
+
+
 def test_predict_a_folder_refusals(folder_run, tmp_path, capsys):
     tmp, _ = folder_run
     (tmp_path / "blank").mkdir()

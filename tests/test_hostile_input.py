@@ -10,11 +10,12 @@ import io
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from gptclassify import UserError
 from gptclassify.cli import main
+from gptclassify.data.inputs import InputFile
 from gptclassify.data.splits import read_lines, read_table
 
 CI = settings(max_examples=60, deadline=None, derandomize=True, database=None,
@@ -144,6 +145,31 @@ def test_files_read_as_meant(tmp_path):
     path.write_text('{"text": "a", "label": 1}\n\n{"text": "b\\u2028c", "label": 2.5}\n', encoding="utf-8")
     df = read_table(path, "text", "label")
     assert df["text"].tolist() == ["a", "b\u2028c"] and df["label"].tolist() == ["1", "2.5"]
+
+
+@CI
+@given(rows=st.lists(st.tuples(field, field), min_size=1, max_size=12),
+       encoding=st.sampled_from(["utf-8", "utf-16", "utf-16-le", "utf-32"]), fmt=st.sampled_from(["csv", "jsonl"]))
+@example(rows=[("\u010a\u0a0a \u2028", "\u0a01")], encoding="utf-16-le", fmt="csv")
+def test_a_prediction_input_in_any_unicode_encoding_streams_the_texts_written(tmp_path_factory, rows, encoding, fmt):
+    """`predict --input --encoding`: a file is read a line of bytes at a time, and in UTF-16 or UTF-32
+    a newline byte falls inside characters (U+010A is 0A 01 in UTF-16-LE); the texts still arrive
+    as written, pairs too."""
+    tmp = tmp_path_factory.mktemp("e")
+    utf8 = write(tmp / f"in.{fmt}", rows, fmt, header=("text", "other"))
+    other = tmp / f"in-{encoding}.{fmt}"
+    other.write_bytes(utf8.read_bytes().decode("utf-8").encode(encoding))
+    assert list(InputFile(other, "text", "other", encoding)) == [tuple(r) for r in rows]
+
+
+def test_a_prediction_input_in_latin_1_needs_encoding_and_says_so(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_bytes("caf\u00e9 au lait\nna\u00efve\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"in.txt: line 1: not valid utf-8 text \(byte 0xe9; pass --encoding"):
+        list(InputFile(path))
+    assert list(InputFile(path, encoding="latin-1")) == ["caf\u00e9 au lait", "na\u00efve"]
+    with pytest.raises(UserError, match="unknown encoding 'klingon'"):
+        InputFile(path, encoding="klingon")
 
 
 # ---------------------------------------------------------------- the label shapes' columns

@@ -134,6 +134,7 @@ def add_evaluate_and_predict(sub) -> None:
                    "a folder: every file under it one text, each prediction naming its file")
     p.add_argument("--text-column", help="the column of texts, for CSV/TSV/JSONL input")
     p.add_argument("--text-pair-column", metavar="COLUMN", help="the column of each text's pair, for a pair run")
+    p.add_argument("--encoding", default="utf-8", help="--input's text encoding (a folder: every file's)")
     p.add_argument("--output", type=Path, help="write the predictions to this file (atomically) instead of standard output")
     p.add_argument("--format", choices=["jsonl", "csv", "table"],
                    help="default: by --output's extension (.csv, .jsonl, .txt), else jsonl")

@@ -34,12 +34,12 @@ def read_texts(args) -> list[str]:
         if args.input.suffix.lower() in (".csv", ".tsv", ".tab", ".jsonl", ".ndjson"):
             if not args.text_column:
                 raise UserError(f"{args.input}: name the column of texts with --text-column")
-            df = read_table(args.input, args.text_column, None, pair_column=args.text_pair_column)
+            df = read_table(args.input, args.text_column, None, args.encoding, pair_column=args.text_pair_column)
             texts.extend(zip(df["text"], df["text_pair"]) if args.text_pair_column else df["text"].tolist())
         else:
             if not args.input.is_file():
                 raise UserError(f"{args.input}: no such file")
-            add_lines(read_lines(args.input))
+            add_lines(read_lines(args.input, args.encoding))
     if blank:
         print(f"gptclassify: skipped {blank} blank line(s)", file=sys.stderr)
     if not texts:
@@ -52,7 +52,7 @@ def input_folder(args) -> InputFolder:
     if args.texts or args.text_column or args.text_pair_column:
         raise UserError(f"{args.input}: a folder of files is the whole input (one text per file): "
                         "no texts, --text-column or --text-pair-column beside it")
-    texts = InputFolder(args.input)
+    texts = InputFolder(args.input, args.encoding)
     if sum(1 for _ in texts) == 0:  # every file read once before the model loads: a bad one fails now, not hours in
         raise UserError(f"{args.input}: every file is empty")
     return texts  # listed once; predicting reads the files again (and counts the empty ones afresh)
@@ -62,10 +62,10 @@ def cmd_predict(args) -> None:
     if args.input and args.input.is_dir():
         texts = input_folder(args)
     elif args.input and not args.texts:  # a file, read as it goes: memory stays flat however long it is
-        texts = InputFile(args.input, args.text_column, args.text_pair_column)
+        texts = InputFile(args.input, args.text_column, args.text_pair_column, args.encoding)
         if next(iter(texts), None) is None:
             raise UserError(f"{args.input}: no texts")
-        texts = InputFile(args.input, args.text_column, args.text_pair_column)
+        texts = InputFile(args.input, args.text_column, args.text_pair_column, args.encoding)
     else:
         texts = read_texts(args)
     if args.batch_size is not None and args.batch_size < 1:

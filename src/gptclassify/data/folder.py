@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..progress import Progress
+from .inputs import check_encoding
 from .splits import SplitOptions, decode_bytes, split_frame
 
 PROGRESS_FROM = 1000  # files: a folder this large shows its reading's progress
@@ -102,7 +103,7 @@ class InputFolder:
     yields_files = True
 
     def __init__(self, path: Path, encoding: str = "utf-8"):
-        self.path, self.encoding = Path(path), encoding
+        self.path, self.encoding = Path(path), check_encoding(encoding)
         self.files = text_files(self.path)
         if not self.files:
             raise UserError(f"{self.path}: no files")
@@ -117,7 +118,7 @@ class InputFolder:
 
     def identity(self) -> dict:
         return {"input": str(self.path.resolve()), "files": len(self.files), "bytes": self.size,
-                "listing_sha256": self.listing}
+                "listing_sha256": self.listing, **({"encoding": self.encoding} if self.encoding != "utf-8" else {})}
 
     def __iter__(self):
         """Each pass reads the files again and counts afresh."""

@@ -4,6 +4,7 @@ refusals naming file, line and column, as `prepare`)."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import sys
 from pathlib import Path
@@ -14,11 +15,22 @@ from ..errors import UserError
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson")
 
 
+def check_encoding(encoding: str) -> str:
+    """`encoding`'s canonical name (utf-8, latin-1 as iso8859-1...), or a one-line refusal."""
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise UserError(f"unknown encoding {encoding!r}") from None
+    return "utf-8" if name == "utf-8" else name
+
+
 class InputFile:
     """Iterate to get the texts; `bytes_read` and `blank` say how far it got and what it skipped."""
 
-    def __init__(self, path: Path, text_column: str | None = None, pair_column: str | None = None):
+    def __init__(self, path: Path, text_column: str | None = None, pair_column: str | None = None,
+                 encoding: str = "utf-8"):
         self.path, self.text_column, self.pair_column = Path(path), text_column, pair_column
+        self.encoding = check_encoding(encoding)
         if not self.path.is_file():
             raise UserError(f"{self.path}: no such file")
         self.suffix = self.path.suffix.lower()
@@ -33,20 +45,30 @@ class InputFile:
     def identity(self) -> dict:
         """What must not change for an interrupted prediction to be continued."""
         return {"input": str(self.path.resolve()), "bytes": self.size, "mtime_ns": self.mtime_ns,
-                "text_column": self.text_column, **({"text_pair_column": self.pair_column} if self.pair_column else {})}
+                "text_column": self.text_column, **({"text_pair_column": self.pair_column} if self.pair_column else {}),
+                **({"encoding": self.encoding} if self.encoding != "utf-8" else {})}
 
     def lines(self):
-        """Decoded lines with their line ends (UTF-8; a byte-order mark at the start is dropped)."""
+        """Decoded lines with their line ends (a byte-order mark at the start is dropped). The file is
+        read a line of bytes at a time; in UTF-16 a newline byte may fall inside a character, and the
+        incremental decoder keeps the part it has not decoded yet."""
+        codec = "utf-8-sig" if self.encoding == "utf-8" else self.encoding
+        decoder, pending, number = codecs.getincrementaldecoder(codec)(), "", 1
         with open(self.path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
+            for raw in f:
                 self.bytes_read += len(raw)
-                if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                    raw = raw[3:]
                 try:
-                    yield raw.decode("utf-8")
+                    pending += decoder.decode(raw)
                 except UnicodeDecodeError as e:
-                    raise UserError(f"{self.path}: line {number}: not valid utf-8 text (byte {raw[e.start]:#04x})") \
-                        from None
+                    raise UserError(f"{self.path}: line {number}: not valid {self.encoding} "
+                                    f"text (byte {e.object[e.start]:#04x}; pass --encoding, e.g. latin-1)") from None
+                while "\n" in pending:
+                    line, pending = pending.split("\n", 1)
+                    number += 1
+                    yield line + "\n"
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            yield pending
 
     def __iter__(self):
         columns = [c for c in (self.text_column, self.pair_column) if c]
