@@ -1,7 +1,8 @@
 """`gptclassify tune` against the default recipe on the accuracy table's datasets, SmolLM2-135M-Instruct
 (real weights): test accuracy and macro-F1 of each, tune's whole wall time as a multiple of one default
 `train` (both in their own process, each in a fresh feature cache, so each pays its frozen passes),
-and the expected calibration error of the test split before and after the run's temperature.
+and the expected calibration error, Brier score and NLL of the test split before and after the run's
+temperature, each change with its paired-bootstrap interval (calibration_spread.py).
 
     ../.venv/bin/python tune_vs_default.py                       # sms, rotten-tomatoes, fortunes, spam-assassin
     ../.venv/bin/python tune_vs_default.py --datasets sms --folds 5 --budget 30m
@@ -18,6 +19,7 @@ import json
 import os
 
 from accuracy_table import dataset
+from calibration_spread import spread
 from common import RESULTS, save, scratch_dir
 from long_text import GPTCLASSIFY, MODEL, WEIGHTS, measured, model_args
 
@@ -35,6 +37,7 @@ def one(command: str, data, work, extra: list[str], model: str | None = None) ->
            "temperature": config.get("temperature"), "wall_seconds": wall, "peak_rss_mb": rss,
            "recipe": f"{config['training']['trainable']}, lr {config['training']['lr']:.3g}, "
                      f"{config['training']['lr_schedule']}, {config['training']['epochs']} epochs"}
+    row["calibration_spread"] = spread(run, data)  # ECE, Brier and NLL before/after, with paired-bootstrap intervals
     if (run / "tuning.json").is_file():
         tuning = json.loads((run / "tuning.json").read_text())
         row.update(grid=tuning["grid"], grid_full=tuning["grid_full"], trainings=tuning["trainings"],

@@ -92,8 +92,11 @@ def test_a_run_keeps_its_temperature_scores_with_it_and_never_changes_a_label(ru
     metrics = json.loads((out / "metrics.json").read_text())
     for split in ("validation", "test"):
         cal = metrics[split]["calibration"]
-        assert cal["temperature"] == t and {"ece_before", "ece", "brier_before", "brier"} <= set(cal)
+        assert cal["temperature"] == t and {"ece_before", "ece", "brier_before", "brier", "nll_before", "nll"} <= set(cal)
     assert metrics["validation"]["calibration"]["ece"] <= metrics["validation"]["calibration"]["ece_before"] + 1e-9
+    validation = metrics["validation"]["calibration"]  # T minimizes it, and T = 1 was a candidate
+    assert validation["nll"] == pytest.approx(nll(logits / t, torch.tensor(targets), 1.0), abs=1e-5)
+    assert validation["nll"] <= validation["nll_before"] + 1e-9
     again = evaluate_run(out, data, "test", "cpu")
     assert again["calibration"] == pytest.approx(metrics["test"]["calibration"])
     assert F.cross_entropy(logits, torch.tensor(targets)).item() == pytest.approx(metrics["validation"]["loss"], abs=1e-5)

@@ -146,7 +146,8 @@ def calibration_section(data: ReportData) -> str:
     shown = f"{temperature:.3f}" if isinstance(temperature, float) else \
         ", ".join(f"{t:.2f}" for t in temperature) if temperature else "none (too few validation texts)"
     rows = [["temperature", "1", shown], ["expected calibration error", cal["ece_before"], cal["ece"]],
-            ["Brier score", cal["brier_before"], cal["brier"]]]
+            ["Brier score", cal["brier_before"], cal["brier"]],
+            ["negative log-likelihood", cal["nll_before"], cal["nll"]]]
     return ("<h2 id=calibration>Are the scores probabilities?</h2>" + table(["", "before", "after"], rows)
             + figure(reliability))
 

@@ -278,7 +278,7 @@ def log_calibration(p: Prepared, validation: dict, source: str) -> None:
     shown = f"{temperature:.3f}" if isinstance(temperature, float) else \
         ", ".join(f"{label} {t:.2f}" for label, t in zip(p.labels, temperature))
     p.log(f"calibration: temperature {shown} (the NLL of {source}); "
-          f"validation ECE {cal['ece_before']:.4f} -> {cal['ece']:.4f}")
+          f"validation ECE {cal['ece_before']:.4f} -> {cal['ece']:.4f}, NLL {cal['nll_before']:.4f} -> {cal['nll']:.4f}")
 
 
 def label_thresholds(p: Prepared, logits: torch.Tensor, targets: torch.Tensor) -> tuple[list[float], dict]:
