@@ -91,6 +91,30 @@ def test_prepare_folder_refuses_in_one_line(tmp_path, capsys, damage, message):
     assert not (tmp_path / "data").exists()
 
 
+def test_prepare_folder_follows_links_once_and_refuses_an_unreadable_folder(tmp_path, capsys):
+    """A class folder that links to where its files are kept is read; a link back up the tree is
+    not a loop; a folder that cannot be listed is refused by name, never silently skipped."""
+    elsewhere = sms_folder(tmp_path / "kept", 6, 6)
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "ham").symlink_to(tmp_path / "kept" / "ham", target_is_directory=True)
+    (tmp_path / "docs" / "spam").symlink_to(tmp_path / "kept" / "spam", target_is_directory=True)
+    (tmp_path / "kept" / "spam" / "up").symlink_to(tmp_path / "docs", target_is_directory=True)  # a loop
+    assert main(["prepare", "folder", str(tmp_path / "docs"), "--out", str(tmp_path / "data")]) == 0
+    import pandas as pd
+
+    rows = pd.concat(pd.read_csv(tmp_path / "data" / f"{split}.csv", keep_default_na=False)
+                     for split in ("train", "validation", "test"))
+    assert sorted(rows["file"]) == sorted(elsewhere) and rows["file"].is_unique
+    if os.geteuid() != 0:  # root reads every folder
+        (tmp_path / "kept" / "ham" / "old").chmod(0)
+        try:
+            assert main(["prepare", "folder", str(tmp_path / "docs"), "--out", str(tmp_path / "d2")]) == 1
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "old: cannot be read" in err, err
+        finally:
+            (tmp_path / "kept" / "ham" / "old").chmod(0o755)
+
+
 def test_prepare_folder_without_class_folders(tmp_path, capsys):
     (tmp_path / "none").mkdir()
     assert main(["prepare", "folder", str(tmp_path / "none"), "--out", str(tmp_path / "d")]) == 1

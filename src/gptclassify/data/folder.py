@@ -1,17 +1,19 @@
 """Texts kept as files: one text per file, and for training one folder per class, named after it
 (`contracts/nda/a.txt`, `contracts/lease/b.txt`), as scikit-learn's `load_files` and Keras'
 `text_dataset_from_directory` read them. Files may sit deeper inside a class's folder; names
-starting with a dot (`.DS_Store`, `.git/`) are skipped; the order is the sorted paths'. A file's
+starting with a dot (`.DS_Store`, `.git/`) are skipped; symbolic links are followed; the order
+is the sorted paths'. A file's
 trailing blank lines and spaces are not part of its text (a text typed as an argument has none).
 
 For training, every file is read or the folder is refused with one line naming the file:
 undecodable bytes, a binary file (a PDF, a Word file), an empty text, a file outside any class
-folder, a class folder with no files.
+folder, a class folder with no files, a folder that cannot be read.
 For prediction (`InputFolder`), every file under the folder is a text, read as it is needed."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -25,12 +27,25 @@ PROGRESS_FROM = 1000  # files: a folder this large shows its reading's progress
 
 
 def text_files(folder: Path) -> list[Path]:
-    """Every file under `folder`, its subfolders' too, sorted; hidden ones (and those in hidden folders) skipped."""
+    """Every file under `folder`, its subfolders' too, sorted; hidden ones (and those in hidden folders)
+    skipped. Symbolic links are followed (a class folder may link to where its files are kept), each
+    real folder once, so a link back up the tree is not a loop; a folder that cannot be read is
+    refused, not skipped."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+
+    def unreadable(error: OSError):
+        raise UserError(f"{error.filename}: cannot be read ({error.strerror})")
+
+    files, seen = [], set()
+    for top, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
+        real = os.path.realpath(top)
+        dirs[:] = [] if real in seen else sorted(d for d in dirs if not d.startswith("."))
+        if real not in seen:
+            seen.add(real)
+            files += [Path(top, n) for n in names if not n.startswith(".") and Path(top, n).is_file()]
+    return sorted(files)
 
 
 def file_name(path: Path, folder: Path) -> str:
