@@ -8,6 +8,7 @@ temperature, each change with its paired-bootstrap interval (calibration_spread.
     ../.venv/bin/python tune_vs_default.py --datasets sms --folds 5 --budget 30m
     ../.venv/bin/python tune_vs_default.py --budget-multiple 4     # tune's budget: 4 x the default's wall time
     ../.venv/bin/python tune_vs_default.py --model gemma-3-270m-gguf --results tune_vs_default_gemma3
+    ../.venv/bin/python tune_vs_default.py --default-only --results calibration_defaults   # the defaults alone
 
 Rows measured by earlier invocations are kept in results/tune_vs_default.json (or --results NAME's).
 """
@@ -56,6 +57,8 @@ def main():
                                                               "train's wall time, measured just before")
     parser.add_argument("--results", default="tune_vs_default", help="the results file's name under results/")
     parser.add_argument("--model", help="another model (a name, hub id or .gguf; default SmolLM2-135M-Instruct)")
+    parser.add_argument("--default-only", action="store_true", help="only the default `train` of each dataset "
+                        "(its accuracy and its calibration's spread), no tune")
     args = parser.parse_args()
     results_file = RESULTS / f"{args.results}.json"
     results = json.loads(results_file.read_text()).get("results", {}) if results_file.is_file() else {}
@@ -63,6 +66,11 @@ def main():
         data, work = dataset(name), scratch_dir(f"gptclassify-tune-{name}-")
         print(f"== {name}", flush=True)
         default = one("train", data, work, [], args.model)
+        if args.default_only:
+            results[name] = {"default": default}
+            save(args.results, {"model": args.model or MODEL, "weights": None if args.model else WEIGHTS,
+                                "results": results})
+            continue
         budget = f"{args.budget_multiple * default['wall_seconds']:.0f}s" if args.budget_multiple else args.budget
         tuned = one("tune", data, work, ["--folds", args.folds, *(["--budget", budget] if budget else [])], args.model)
         tuned["budget"], tuned["budget_multiple"] = budget, args.budget_multiple
