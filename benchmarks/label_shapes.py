@@ -246,6 +246,12 @@ def peer(name: str, data: Path, epochs: int = 5, batch_size: int = 8, seed: int 
             "wall_seconds": time.perf_counter() - started}
 
 
+def peer_process(name: str, seed: int = 123) -> dict:
+    """The peer in its own process (its peak memory its own)."""
+    wall, rss, lines = measured([sys.executable, __file__, "--peer-in-process", name, "--seeds", str(seed)])
+    return {**json.loads(lines[-1]), "process_wall_seconds": wall, "peak_rss_mb": rss}
+
+
 def token_lengths(data: Path) -> dict:
     from gptclassify.weights import load_tokenizer
 
@@ -300,15 +306,15 @@ def main():
     parser.add_argument("--only", nargs="+", choices=sorted(TASKS), help="these datasets; the others' rows are kept")
     parser.add_argument("--rows", nargs="+", help="of each dataset, only these rows: tfidf, peer, lengths, or "
                                                    "gptclassify's (default, chunks, head+tail-1024)")
-    parser.add_argument("--seeds", nargs="+", type=int, help="gptclassify's rows again with each of these "
-                        "seeds (`train --seed`), from the row's feature cache: the spread a seed makes")
+    parser.add_argument("--seeds", nargs="+", type=int, help="gptclassify's rows (`train --seed`, from the row's "
+                        "feature cache) or the peer's again with each of these seeds: the spread a seed makes")
     parser.add_argument("--peer-in-process", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.table:
         print(table(json.loads((RESULTS / "label_shapes.json").read_text())["results"]))
         return
     if args.peer_in_process:
-        print(json.dumps(peer(args.peer_in_process, subset(args.peer_in_process))))
+        print(json.dumps(peer(args.peer_in_process, subset(args.peer_in_process), seed=(args.seeds or [123])[0])))
         return
     previous = RESULTS / "label_shapes.json"
     results = json.loads(previous.read_text()).get("results", {}) if previous.is_file() else {}
@@ -324,9 +330,15 @@ def main():
                 got = token_lengths(data)
             elif row == "tfidf":
                 got = tfidf(name, data)
+            elif row == "peer" and args.seeds:
+                for seed in args.seeds:
+                    print(f"== {name}: peer, seed {seed}", flush=True)
+                    results.setdefault(name, {"task": TASKS[name], "data": str(data)})[f"peer seed {seed}"] = \
+                        peer_process(name, seed)
+                    save("label_shapes", {"weights": WEIGHTS, "model": MODEL, "results": results})
+                continue
             elif row == "peer":
-                wall, rss, lines = measured([sys.executable, __file__, "--peer-in-process", name])
-                got = {**json.loads(lines[-1]), "process_wall_seconds": wall, "peak_rss_mb": rss}
+                got = peer_process(name)
             elif row in OURS[name] and args.seeds:
                 for seed in args.seeds:
                     print(f"== {name}: {row}, seed {seed}", flush=True)
