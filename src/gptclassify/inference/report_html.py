@@ -136,12 +136,13 @@ def calibration_section(data: ReportData) -> str:
         return ""
     cal, temperature = data.scored["calibration"], data.classifier.config.temperature
 
-    def reliability(ax):
-        for name, t, style in (("before", None, "o--"), ("after", temperature, "o-")):
-            xs, ys, _ = zip(*reliability_bins(data.probs_with(t), data.targets))
-            ax.plot(xs, ys, style, label=f"{name} calibration")
+    def reliability(ax):  # a bin's marker area follows its texts: a bin of one text is a dot, not a verdict
+        for name, t, style in (("before", None, "--"), ("after", temperature, "-")):
+            xs, ys, counts = zip(*reliability_bins(data.probs_with(t), data.targets))
+            line, = ax.plot(xs, ys, style, linewidth=1, label=f"{name} calibration")
+            ax.scatter(xs, ys, s=[8 + 300 * n / sum(counts) for n in counts], color=line.get_color())
         ax.plot([0, 1], [0, 1], "k:", linewidth=1)
-        ax.set_xlabel("score"), ax.set_ylabel("share right"), ax.legend()
+        ax.set_xlabel("score (marker area: texts in the bin)"), ax.set_ylabel("share right"), ax.legend()
 
     shown = f"{temperature:.3f}" if isinstance(temperature, float) else \
         ", ".join(f"{t:.2f}" for t in temperature) if temperature else "none (too few validation texts)"
