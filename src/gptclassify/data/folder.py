@@ -41,10 +41,12 @@ def text_files(folder: Path) -> list[Path]:
     files, seen = [], set()
     for top, dirs, names in os.walk(folder, onerror=unreadable, followlinks=True):
         real = os.path.realpath(top)
-        dirs[:] = [] if real in seen else sorted(d for d in dirs if not d.startswith("."))
-        if real not in seen:
-            seen.add(real)
-            files += [Path(top, n) for n in names if not n.startswith(".") and Path(top, n).is_file()]
+        if real in seen:  # reached again through a link: its files are listed already
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        files += [Path(top, n) for n in names if not n.startswith(".") and Path(top, n).is_file()]
     return sorted(files)
 
 
