@@ -20,8 +20,7 @@ import pandas as pd
 
 from ..errors import UserError
 from ..progress import Progress
-from .inputs import check_encoding
-from .splits import SplitOptions, decode_bytes, split_frame
+from .splits import SplitOptions, check_encoding, decode_bytes, split_frame
 
 PROGRESS_FROM = 1000  # files: a folder this large shows its reading's progress
 

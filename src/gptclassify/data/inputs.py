@@ -9,19 +9,10 @@ import csv
 import sys
 from pathlib import Path
 
-from .splits import delimited_rows, jsonl_rows
+from .splits import check_encoding, delimited_rows, jsonl_rows
 from ..errors import UserError
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".tab", ".jsonl", ".ndjson")
-
-
-def check_encoding(encoding: str) -> str:
-    """`encoding`'s canonical name (utf-8, latin-1 as iso8859-1...), or a one-line refusal."""
-    try:
-        name = codecs.lookup(encoding).name
-    except LookupError:
-        raise UserError(f"unknown encoding {encoding!r}") from None
-    return "utf-8" if name == "utf-8" else name
 
 
 class InputFile:

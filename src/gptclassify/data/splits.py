@@ -7,6 +7,7 @@ user's own CSV, TSV or JSONL file with any number of classes. Both write `train.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -166,14 +167,20 @@ def decode_file(path: Path, encoding: str) -> str:
     return decode_bytes(path, path.read_bytes(), encoding)
 
 
+def check_encoding(encoding: str) -> str:
+    """`encoding`'s canonical name (utf-8, latin-1 as iso8859-1...), or a one-line refusal."""
+    try:
+        return codecs.lookup(encoding).name
+    except LookupError:
+        raise UserError(f"unknown encoding {encoding!r}") from None
+
+
 def decode_bytes(path: Path, data: bytes, encoding: str) -> str:
     """`data`, the bytes of `path`, as text; undecodable bytes refused naming the file and line."""
-    if encoding.lower().replace("-", "") == "utf8" and data.startswith(b"\xef\xbb\xbf"):
+    if check_encoding(encoding) == "utf-8" and data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # a byte-order mark, as spreadsheet programs write
     try:
         return data.decode(encoding)
-    except LookupError:
-        raise UserError(f"unknown encoding {encoding!r}") from None
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise UserError(f"{path}: line {line}: not valid {encoding} text (byte {data[e.start]:#04x} at offset "
