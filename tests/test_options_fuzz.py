@@ -140,6 +140,7 @@ def test_predict_and_evaluate_options(tiny, value, split):
     data, _, run, _ = tiny
     for argv in (["predict", str(run), "--batch-size", value, "see you at 5"],
                  ["predict", str(run), "--min-score", value, "see you at 5"],
+                 ["predict", str(run), "--input", str(data / "train.csv"), "--text-column", "text", "--encoding", value],
                  ["evaluate", str(run), "--data", str(data), "--split", split, "--device", value or "cpu"]):
         assert_clean(*outcome(argv), argv)
 
