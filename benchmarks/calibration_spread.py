@@ -17,27 +17,23 @@ import pandas as pd
 import torch
 
 from gptclassify import Classifier
-from gptclassify.classifier.calibration import brier_score, expected_calibration_error
+from gptclassify.classifier.calibration import brier_score, expected_calibration_error, nll
 
 RESAMPLES = 2000
 
 
 def test_logits(run: Path, data: Path) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """The test split's logits before the temperature (T times the log of the calibrated scores: the
-    same softmax), its class ids and T."""
+    """The test split's logits before the temperature, its class ids and the run's temperature."""
     clf = Classifier.load(run, device="cpu")
-    temperature = json.loads((Path(run) / "config.json").read_text())["temperature"]
     df = pd.read_csv(Path(data) / "test.csv", keep_default_na=False, dtype=str)
-    probs = clf.probabilities(df["text"].tolist()).double()
     targets = torch.tensor([clf.labels.index(label) for label in df["label"]])
-    return temperature * probs.clamp_min(1e-300).log(), targets, temperature
+    return clf.logits(df["text"].tolist()).double(), targets, clf.config.temperature
 
 
 def scores(logits: torch.Tensor, targets: torch.Tensor) -> dict:
     probs = torch.softmax(logits, -1)
-    picked = probs[torch.arange(len(targets)), targets]
     return {"ece": expected_calibration_error(probs, targets), "brier": brier_score(probs, targets),
-            "nll": -picked.clamp_min(1e-300).log().mean().item()}
+            "nll": nll(logits, targets, 1.0)}
 
 
 def spread(run: Path, data: Path, resamples: int = RESAMPLES, seed: int = 0) -> dict:
