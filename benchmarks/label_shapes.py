@@ -330,22 +330,15 @@ def main():
                 got = token_lengths(data)
             elif row == "tfidf":
                 got = tfidf(name, data)
-            elif row == "peer" and args.seeds:
+            elif args.seeds and (row == "peer" or row in OURS[name]):
                 for seed in args.seeds:
-                    print(f"== {name}: peer, seed {seed}", flush=True)
-                    results.setdefault(name, {"task": TASKS[name], "data": str(data)})[f"peer seed {seed}"] = \
-                        peer_process(name, seed)
+                    print(f"== {name}: {row}, seed {seed}", flush=True)
+                    results.setdefault(name, {"task": TASKS[name], "data": str(data)})[f"{row} seed {seed}"] = \
+                        peer_process(name, seed) if row == "peer" else ours(name, row, data, work, seed)
                     save("label_shapes", {"weights": WEIGHTS, "model": MODEL, "results": results})
                 continue
             elif row == "peer":
                 got = peer_process(name)
-            elif row in OURS[name] and args.seeds:
-                for seed in args.seeds:
-                    print(f"== {name}: {row}, seed {seed}", flush=True)
-                    results.setdefault(name, {"task": TASKS[name], "data": str(data)})[f"{row} seed {seed}"] = \
-                        ours(name, row, data, work, seed)
-                    save("label_shapes", {"weights": WEIGHTS, "model": MODEL, "results": results})
-                continue
             elif row in OURS[name]:
                 got = ours(name, row, data, work)
             else:
