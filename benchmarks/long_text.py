@@ -196,6 +196,16 @@ def pad_batch(ids_list: list[list[int]], pad_id: int):
     return ids, mask
 
 
+def peer_batches(n: int, epochs: int, batch_size: int, seed: int):
+    """The peer's batches of example indices, an epoch's list at a time: `random.Random(seed)`
+    shuffles all n each epoch, cut in order."""
+    rng = random.Random(seed)
+    for _ in range(epochs):
+        order = list(range(n))
+        rng.shuffle(order)
+        yield [order[b: b + batch_size] for b in range(0, n, batch_size)]
+
+
 def peer_fit(model, train_x: list, target_of, pad_id: int, epochs: int, batch_size: int, seed: int, started: float):
     """Our default recipe in transformers: AdamW (lr 8e-4, weight decay 0.1), cosine to zero, a seeded
     shuffle each epoch; `target_of(rows)` gives a batch's labels."""
@@ -205,13 +215,9 @@ def peer_fit(model, train_x: list, target_of, pad_id: int, epochs: int, batch_si
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=8e-4, weight_decay=0.1)
     steps = epochs * ((len(train_x) + batch_size - 1) // batch_size)
     schedule = transformers.get_cosine_schedule_with_warmup(optimizer, 0, steps)
-    rng = random.Random(seed)
     model.train()
-    for epoch in range(epochs):
-        order = list(range(len(train_x)))
-        rng.shuffle(order)
-        for b in range(0, len(order), batch_size):
-            rows = order[b: b + batch_size]
+    for epoch, batches in enumerate(peer_batches(len(train_x), epochs, batch_size, seed)):
+        for rows in batches:
             ids, mask = pad_batch([train_x[i] for i in rows], pad_id)
             loss = model(input_ids=ids, attention_mask=mask, labels=target_of(rows)).loss
             optimizer.zero_grad()

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import time
 
 import torch
 from common import RESULTS, save
 from label_shapes import WEIGHTS, read, scores, subset
-from long_text import peer_model
+from long_text import peer_batches, peer_model
 
 EPOCHS, BATCH, LR, CAP = 5, 8, 8e-4, 256
 
@@ -65,28 +64,21 @@ def replay(model, pristine: dict, train_x, train_z, test_x, seed: int, head: str
     `train --seed` draws them); the test split's standardized predictions."""
     import torch.nn.functional as F
 
-    from gptclassify.classifier.head import suffix_logits
+    from gptclassify.classifier.head import add_classifier_head, suffix_logits
     from gptclassify.config import TrainConfig
     from gptclassify.training.steps import make_optimizer
 
     model.load_state_dict(pristine)
+    add_classifier_head(model, 1, seed)  # our first head, as `train --seed` draws it
     if head == "peer":
-        first = peer_model(1, "regression", seed)[0].score.weight.detach()
-    else:  # as `add_classifier_head` draws it
-        torch.manual_seed(seed)
-        first = torch.nn.Linear(model.cfg.emb_dim, 1, bias=False).weight.detach()
-    with torch.no_grad():
-        model.out_head.weight.copy_(first)
+        with torch.no_grad():
+            model.out_head.weight.copy_(peer_model(1, "regression", seed)[0].score.weight)
     start = len(model.trf_blocks) - 1
     steps = EPOCHS * ((len(train_x) + BATCH - 1) // BATCH)
     optimizer, schedule = make_optimizer(model, TrainConfig(lr=LR, lr_schedule="cosine"), steps)
-    rng = random.Random(seed)
     model.train()
-    for _ in range(EPOCHS):
-        order = list(range(len(train_x)))
-        rng.shuffle(order)
-        for b in range(0, len(order), BATCH):
-            rows = order[b: b + BATCH]
+    for batches in peer_batches(len(train_x), EPOCHS, BATCH, seed):
+        for rows in batches:
             x, lengths = padded(train_x, rows)
             loss = F.mse_loss(suffix_logits(model, x, lengths, start, "last-token").reshape(-1), train_z[rows])
             optimizer.zero_grad()
